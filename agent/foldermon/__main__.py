@@ -1,0 +1,3 @@
+from foldermon.cli import main
+
+raise SystemExit(main())

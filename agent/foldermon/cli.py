@@ -1,0 +1,167 @@
+"""Command line: argument parsing, config resolution, typed errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from foldermon import __version__
+from foldermon import config as cfg
+from foldermon import log as logmod
+from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
+from foldermon.processors import Registry
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 2
+EX_CONFIG = 78
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foldermon-agent",
+        description="Watch folders for new files and run their lines through a pipeline of processors.",
+        epilog="Exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"foldermon-agent {__version__}")
+    # The original tool's flags, kept working.
+    parser.add_argument("--monitor", metavar="DIR", type=Path, help="original form of: run --watch DIR")
+    parser.add_argument("--file", metavar="IN", type=Path, help="original form of: process IN")
+    parser.add_argument("--output", metavar="OUT", type=Path, help=argparse.SUPPRESS)
+    _common(parser, default=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="watch the roots and process files as they arrive")
+    run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
+    run.add_argument("--once", action="store_true", help="drain what is there and exit")
+    _common(run)
+
+    process = sub.add_parser("process", help="run one file through the pipeline")
+    process.add_argument("input", metavar="FILE", type=Path)
+    process.add_argument("--output", metavar="FILE", type=Path, help="written atomically; default: stdout")
+    _common(process)
+
+    status = sub.add_parser("status", help="queue counts per watch root")
+    status.add_argument("--watch", metavar="DIR", type=Path, action="append")
+    status.add_argument("--config", metavar="FILE", type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = sub.add_parser("check-config", help="validate a config file without running")
+    check.add_argument("file", metavar="FILE", type=Path)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    parser.add_argument("--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline")
+    parser.add_argument("--output-dir", metavar="DIR", type=Path, default=default, help="where outputs go")
+    parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
+    parser.add_argument("--log-level", choices=cfg.LOG_LEVELS, default=default)
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    """--config, else the system file when running as root, else the per-user file, if present."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("FOLDERMON_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in ((cfg.SYSTEM_CONFIG,) if os.geteuid() == 0 else ()) + (cfg.user_config_path(),):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
+    """The config file with command-line flags applied over it."""
+    config = cfg.load(config_path(getattr(args, "config", None)), registry)
+    watch = getattr(args, "watch", None)
+    dirs = tuple(watch) if watch else config.watch.dirs or (cfg.default_watch_dir(),)
+    output: dict[str, object] = {}
+    if getattr(args, "output_dir", None):
+        output["dir"] = args.output_dir
+    telemetry = {"trace_lines": True} if getattr(args, "trace", False) else {}
+    agent = {"log_level": args.log_level} if getattr(args, "log_level", None) else {}
+    return cfg.with_overrides(
+        config,
+        watch={"dirs": tuple(d.expanduser().absolute() for d in dirs)},
+        output=output,
+        telemetry=telemetry,
+        agent=agent,
+    )
+
+
+def _legacy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Map ``--monitor DIR`` and ``--file IN --output OUT`` onto run and process."""
+    if args.monitor is not None and args.file is not None:
+        parser.error("--monitor and --file cannot be combined")
+    if args.monitor is not None:
+        return argparse.Namespace(**{**vars(args), "command": "run", "watch": [args.monitor], "once": False})
+    if args.file is not None:
+        return argparse.Namespace(**{**vars(args), "command": "process", "input": args.file})
+    parser.print_help(sys.stderr)
+    raise SystemExit(EX_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = _legacy(args, parser)
+    for key in ("config", "output_dir", "trace", "log_level"):
+        if not hasattr(args, key):
+            setattr(args, key, None)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"foldermon-agent: configuration error in {exc.source or 'the configuration'}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except WatchUnavailableError as exc:
+        print(f"foldermon-agent: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except FoldermonError as exc:
+        print(f"foldermon-agent: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "status":
+        return _status(args)
+    registry = Registry.load()
+    if args.command == "check-config":
+        config = cfg.load(args.file, registry)
+        ids = ", ".join(f"{s.id} ({s.type})" for s in config.processors) or "none: lines pass through"
+        print(f"{args.file}: OK; processors: {ids}")
+        return EX_OK
+    config = load_config(args, registry)
+    logmod.configure(config.agent.log_level)
+    if args.command == "process":
+        from foldermon.oneshot import process_file
+
+        return process_file(config, registry, args.input, args.output)
+    from foldermon.service import Agent
+
+    return Agent(lambda: load_config(args, registry), registry, once=args.once).run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from foldermon.status import render_text, root_status
+
+    if args.watch:
+        dirs = [d.expanduser().absolute() for d in args.watch]
+    else:
+        config = cfg.load(config_path(args.config), Registry.load())
+        dirs = list(config.watch.dirs or (cfg.default_watch_dir(),))
+    roots = [root_status(d) for d in dirs]
+    print(json.dumps({"roots": roots}, indent=2) if args.json else render_text(roots))
+    return EX_OK
+
+
+__all__ = ["main"]

@@ -1,0 +1,48 @@
+"""Typed errors; the command line maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class FoldermonError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(FoldermonError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(problems))
+
+
+class WatchUnavailableError(FoldermonError):
+    """A watch backend cannot be used here; the message says why."""
+
+
+class LifecycleError(FoldermonError):
+    """A queue move failed (permissions, missing folder, full disk)."""
+
+
+class InputRejectedError(FoldermonError):
+    """An input is unsafe or unreadable and goes to ``failed/`` without processing."""
+
+
+class OptionError(FoldermonError):
+    """A processor option is invalid; ``key`` names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"option {key!r}: {message}")
+
+
+class ProcessorError(FoldermonError):
+    """A processor raised while handling a file's lines."""
+
+    def __init__(self, processor_id: str, processor_type: str, line: int | None) -> None:
+        self.processor_id = processor_id
+        self.processor_type = processor_type
+        self.line = line
+        at = f" at line {line}" if line is not None else ""
+        super().__init__(f"processor {processor_id!r} ({processor_type}) failed{at}")

@@ -1,0 +1,48 @@
+"""structlog setup: JSON lines on stdout for journald, a readable console on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any, TextIO
+
+import structlog
+
+Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
+
+
+def configure(
+    level: str = "info",
+    *,
+    stream: TextIO | None = None,
+    json: bool | None = None,
+    extra: Sequence[Processor] = (),
+) -> None:
+    """Configure structlog once for the process; ``extra`` processors run before rendering."""
+    out = stream or sys.stdout
+    use_json = json if json is not None else not out.isatty()
+    renderer: Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *extra,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+Logger = structlog.typing.FilteringBoundLogger
+
+
+def get(**context: Any) -> Logger:
+    logger: Logger = structlog.get_logger().bind(**context)
+    return logger

@@ -1,0 +1,18 @@
+"""The durable folder queue."""
+
+from foldermon.queue.layout import FAILED, PROCESSED, STATES, UNDERPROCESS, UNPROCESSED, Layout
+from foldermon.queue.lifecycle import Claim, Instance, Queue, Recovery, new_instance_id
+
+__all__ = [
+    "FAILED",
+    "PROCESSED",
+    "STATES",
+    "UNDERPROCESS",
+    "UNPROCESSED",
+    "Claim",
+    "Instance",
+    "Layout",
+    "Queue",
+    "Recovery",
+    "new_instance_id",
+]

@@ -1,0 +1,86 @@
+"""Durable file-system primitives: fsync, atomic write, rename that never clobbers."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def fsync_fd(fd: int) -> None:
+    """fsync, tolerating filesystems that do not support it (EINVAL), as on some FUSE mounts."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a directory (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fsync_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_rename(src: Path, dst: Path, *, replace: bool = False) -> None:
+    """Rename ``src`` to ``dst`` and fsync both directories.
+
+    Without ``replace`` an existing ``dst`` raises FileExistsError instead of being clobbered.
+    """
+    if replace:
+        os.rename(src, dst)
+    else:
+        rename_noreplace(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Atomic rename that fails with FileExistsError when ``dst`` exists."""
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        # EINVAL/ENOSYS: the filesystem (NFS, some FUSE) or kernel lacks RENAME_NOREPLACE.
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    # Fallback: link() refuses an existing name atomically; then drop the old name.
+    os.link(src, dst, follow_symlinks=False)
+    os.unlink(src)
+
+
+def write_durable(path: Path, data: bytes, *, mode: int = 0o640) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fsync_fd(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+def unique_name(name: str, n: int) -> str:
+    """``data.txt`` with n=2 → ``data.2.txt``; n=0 keeps the name."""
+    if n == 0:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        return f"{name}.{n}"
+    return f"{stem}.{n}.{suffix}"

@@ -1,0 +1,386 @@
+"""The folder-queue lifecycle: claim, commit output, finish, fail, release, recover.
+
+Every move is an atomic rename followed by an fsync of the directories involved; a
+rename into ``processed/`` or ``failed/`` never replaces an existing entry.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foldermon.errors import LifecycleError
+from foldermon.queue.fsio import durable_rename, fsync_dir, unique_name, write_durable
+from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME, Layout, is_input_name
+
+_NEW_PREFIX = ".new-"
+_TMP_MARK = ".foldermon-"
+
+
+def new_instance_id() -> str:
+    """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def counter_name(name: str) -> str:
+    """The durable attempt counter kept beside an input while it is in the queue."""
+    return f".{name}.attempts"
+
+
+def _try_lock(path: Path) -> int | None:
+    """Open and exclusively lock ``path``; None when another live process holds it or it is gone."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+class Instance:
+    """This process's claim folder ``underprocess/<id>/``, locked with flock for its whole life."""
+
+    def __init__(self, layout: Layout, instance_id: str) -> None:
+        self.id = instance_id
+        self.dir = layout.underprocess / instance_id
+        # Built under a dot name and renamed in, so every visible instance folder has its lock.
+        staging = layout.underprocess / f"{_NEW_PREFIX}{instance_id}"
+        staging.mkdir(mode=0o750)
+        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+        os.fsync(fd)
+        durable_rename(staging, self.dir)
+        self._lock_fd: int | None = fd
+
+    def close(self) -> None:
+        """Remove the claim folder if nothing is left in it, then drop the lock."""
+        if self._lock_fd is None:
+            return
+        leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
+        if not leftovers:
+            (self.dir / LOCK_NAME).unlink()
+            self.dir.rmdir()
+            fsync_dir(self.dir.parent)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    name: str
+    path: Path
+    attempt: int
+    first_attempt: float
+    size: int
+    arrived: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A non-regular entry (symlink, FIFO, socket, device) quarantined without being opened."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exhausted:
+    """An input that used up its attempts in earlier runs (e.g. it crashed the agent each time)."""
+
+    name: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class Recovery:
+    returned: list[str] = field(default_factory=list)
+    dead_instances: list[str] = field(default_factory=list)
+    temps_removed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTarget:
+    final: Path
+    tmp: Path
+    n: int
+
+
+_KIND = {
+    stat.S_IFLNK: "a symbolic link (never followed)",
+    stat.S_IFIFO: "a FIFO (never opened: reading it would block)",
+    stat.S_IFSOCK: "a socket (never opened)",
+    stat.S_IFCHR: "a character device (never opened)",
+    stat.S_IFBLK: "a block device (never opened)",
+}
+
+
+class Queue:
+    """The lifecycle of inputs under one watch root, for one instance."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        instance: Instance,
+        *,
+        output_name: str = "{stem}_processed{suffix}",
+        max_attempts: int = 3,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.layout = layout
+        self.instance = instance
+        self.output_name = output_name
+        self.max_attempts = max_attempts
+        self._now = wall_clock
+
+    # -- claim -----------------------------------------------------------------------------
+
+    def claim(self, name: str) -> Claim | Rejected | Directory | Exhausted | None:
+        """Take ``unprocessed/name`` for this instance; None when it is gone (another instance won)."""
+        src = self.layout.unprocessed / name
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            return None
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            return Directory(name)
+        if kind != stat.S_IFREG:
+            reason = f"not a regular file: {_KIND.get(kind, 'an unknown file type')}"
+            moved = self._quarantine(src, name, {"error_type": "InputRejected", "message": reason})
+            return Rejected(name, reason) if moved else None
+        dst = self.instance.dir / name
+        try:
+            durable_rename(src, dst)
+        except FileNotFoundError:
+            return None
+        self._take_counter(name, dst)
+        attempts, first = self._read_counter(self.instance.dir / counter_name(name), st.st_ino)
+        if attempts >= self.max_attempts:
+            return Exhausted(name, attempts)
+        first = first or self._now()
+        self._write_counter(name, st.st_ino, attempts + 1, first)
+        return Claim(name, dst, attempts + 1, first, st.st_size, st.st_ctime)
+
+    def again(self, claim: Claim) -> Claim:
+        """Count one more attempt of an input this instance still holds (a retry after backoff)."""
+        st = os.lstat(claim.path)
+        self._write_counter(claim.name, st.st_ino, claim.attempt + 1, claim.first_attempt)
+        return Claim(claim.name, claim.path, claim.attempt + 1, claim.first_attempt, st.st_size, claim.arrived)
+
+    def _take_counter(self, name: str, claimed: Path) -> None:
+        try:
+            durable_rename(self.layout.unprocessed / counter_name(name), claimed.with_name(counter_name(name)), replace=True)
+        except FileNotFoundError:
+            pass
+
+    def _read_counter(self, path: Path, ino: int) -> tuple[int, float]:
+        try:
+            data = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return 0, 0.0
+        # A counter left by another file of the same name (deleted by hand) does not count.
+        if not isinstance(data, dict) or data.get("ino") != ino:
+            return 0, 0.0
+        return int(data.get("attempts", 0)), float(data.get("first_attempt", 0.0))
+
+    def _write_counter(self, name: str, ino: int, attempts: int, first: float) -> None:
+        record = {"ino": ino, "attempts": attempts, "first_attempt": first}
+        write_durable(self.instance.dir / counter_name(name), json.dumps(record).encode())
+
+    # -- output ----------------------------------------------------------------------------
+
+    def output_target(self, claim: Claim) -> OutputTarget:
+        """Where this input's output goes.
+
+        The smallest n whose ``processed/`` name is free wins; an output already under that
+        name is from an interrupted attempt of this same input and is replaced atomically.
+        """
+        n = 0
+        while os.path.lexists(self.layout.processed / unique_name(claim.name, n)):
+            n += 1
+        final = self.layout.output_dir / unique_name(self.output_filename(claim.name), n)
+        tmp = final.with_name(f"{_TMP_MARK}{self.instance.id}-{final.name}.tmp")
+        return OutputTarget(final, tmp, n)
+
+    def output_filename(self, name: str) -> str:
+        stem, dot, suffix = name.rpartition(".")
+        if not dot or not stem:
+            stem, suffix = name, ""
+        else:
+            suffix = "." + suffix
+        return self.output_name.format(stem=stem, suffix=suffix, name=name)
+
+    # -- finish / fail / release ---------------------------------------------------------
+
+    def finish(self, claim: Claim, target: OutputTarget) -> str:
+        """Move the input to ``processed/`` (never clobbering) and drop its counter; returns its name there."""
+        n = target.n
+        while True:
+            dst_name = unique_name(claim.name, n)
+            try:
+                durable_rename(claim.path, self.layout.processed / dst_name)
+                break
+            except FileExistsError:
+                # Another instance finished a same-named input meanwhile: keep both, suffixed.
+                n += 1
+                new_final = self.layout.output_dir / unique_name(self.output_filename(claim.name), n)
+                durable_rename(target.final, new_final)
+        self._drop_counter(claim.name)
+        return dst_name
+
+    def fail(self, claim: Claim | Exhausted, record: Mapping[str, Any]) -> str:
+        """Quarantine a claimed input in ``failed/`` with its error record; returns its name there."""
+        src = self.instance.dir / claim.name
+        name = self._quarantine(src, claim.name, record)
+        self._drop_counter(claim.name)
+        return name or claim.name
+
+    def _quarantine(self, src: Path, name: str, record: Mapping[str, Any]) -> str | None:
+        failed = self.layout.failed
+        n = 0
+        while True:
+            dst_name = unique_name(name, n)
+            if not os.path.lexists(failed / dst_name):
+                # The record goes first: a record without its input is from an interrupted
+                # attempt of this same input and is replaced.
+                full = {"file": name, "failed_name": dst_name, "failed_at": self._now(), **record}
+                write_durable(failed / (dst_name + ERROR_SUFFIX), json.dumps(full, indent=2).encode() + b"\n")
+                try:
+                    durable_rename(src, failed / dst_name)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    (failed / (dst_name + ERROR_SUFFIX)).unlink(missing_ok=True)
+                    return None
+                else:
+                    return dst_name
+            n += 1
+
+    def release(self, claim: Claim) -> None:
+        """Give an unfinished input back to ``unprocessed/``; the interrupted attempt is not counted."""
+        counter = self.instance.dir / counter_name(claim.name)
+        if claim.attempt > 1:
+            st = os.lstat(claim.path)
+            self._write_counter(claim.name, st.st_ino, claim.attempt - 1, claim.first_attempt)
+        else:
+            counter.unlink(missing_ok=True)
+        self._return(self.instance.dir, claim.name)
+
+    def _drop_counter(self, name: str) -> None:
+        try:
+            (self.instance.dir / counter_name(name)).unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.instance.dir)
+
+    def _return(self, folder: Path, name: str) -> str:
+        """Move an input and its counter from a claim folder back to ``unprocessed/``."""
+        n = 0
+        while True:
+            dst_name = unique_name(name, n)
+            try:
+                durable_rename(folder / name, self.layout.unprocessed / dst_name)
+                break
+            except FileExistsError:
+                n += 1
+        counter = folder / counter_name(name)
+        if counter.exists():
+            durable_rename(counter, self.layout.unprocessed / counter_name(dst_name), replace=True)
+        return dst_name
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Return the claims of dead instances to ``unprocessed/`` and remove their temp files.
+
+        An instance is dead when its lock is free, never judged by pid (pids repeat across hosts).
+        """
+        report = Recovery()
+        for entry in os.listdir(self.layout.underprocess):
+            folder = self.layout.underprocess / entry
+            if entry == self.instance.id or not folder.is_dir() or folder.is_symlink():
+                continue
+            fd = _try_lock(folder / LOCK_NAME)
+            if fd is None and (folder / LOCK_NAME).exists():
+                continue  # alive
+            try:
+                self._recover_folder(folder, entry, report)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        report.temps_removed += self._remove_stale_temps()
+        return report
+
+    def _recover_folder(self, folder: Path, entry: str, report: Recovery) -> None:
+        instance_id = entry.removeprefix(_NEW_PREFIX)
+        for name in os.listdir(folder):
+            if is_input_name(name):
+                report.returned.append(self._return(folder, name))
+        shutil.rmtree(folder, ignore_errors=True)
+        fsync_dir(self.layout.underprocess)
+        report.dead_instances.append(instance_id)
+
+    def _remove_stale_temps(self) -> int:
+        removed = 0
+        live_prefix = f"{_TMP_MARK}{self.instance.id}-"
+        for name in os.listdir(self.layout.output_dir):
+            if not name.startswith(_TMP_MARK) or name.startswith(live_prefix):
+                continue
+            instance_id = name[len(_TMP_MARK) :].split("-", 3)
+            owner = "-".join(instance_id[:3])
+            lock = self.layout.underprocess / owner / LOCK_NAME
+            fd = _try_lock(lock)
+            if fd is None and lock.exists():
+                continue  # the owning instance is alive
+            if fd is not None:
+                os.close(fd)
+            (self.layout.output_dir / name).unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def fail_record(exc: BaseException, claim: Claim | Exhausted, *, now: float, **extra: Any) -> dict[str, Any]:
+    """The content of ``failed/<name>.error.json`` for an input that exhausted its attempts."""
+    record: dict[str, Any] = {
+        "error_type": type(exc).__name__,
+        "message": str(exc),
+        "attempts": claim.attempt if isinstance(claim, Claim) else claim.attempts,
+        "first_attempt": claim.first_attempt if isinstance(claim, Claim) else None,
+        "last_attempt": now,
+    }
+    record.update({k: v for k, v in extra.items() if v is not None})
+    if isinstance(exc, OSError) and exc.errno is not None:
+        record["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return record
+
+
+def check_writable(layout: Layout) -> None:
+    """Fail early, with a sentence, when a queue folder is not writable (read-only mount, permissions)."""
+    for folder in (layout.unprocessed, layout.underprocess, layout.processed, layout.failed, layout.output_dir):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise LifecycleError(f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount")

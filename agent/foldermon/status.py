@@ -1,0 +1,67 @@
+"""Queue counts per watch root, for ``foldermon-agent status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names
+
+
+def _failed_reason(failed: Path, name: str) -> str:
+    try:
+        record = json.loads((failed / (name + ERROR_SUFFIX)).read_bytes())
+    except (OSError, ValueError):
+        return "no error record"
+    return f"{record.get('error_type', 'Error')}: {record.get('message', '')}"
+
+
+def _oldest_age(folder: Path, names: list[str], now: float) -> float | None:
+    times = []
+    for name in names:
+        try:
+            times.append(os.lstat(folder / name).st_ctime)
+        except FileNotFoundError:
+            continue
+    return round(max(0.0, now - min(times)), 3) if times else None
+
+
+def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
+    """The ``status --json`` entry of one root."""
+    layout = Layout.for_root(root)
+    now = time.time() if now is None else now
+    unprocessed = input_names(layout.unprocessed)
+    underprocess = 0
+    if layout.underprocess.is_dir():
+        for entry in os.listdir(layout.underprocess):
+            folder = layout.underprocess / entry
+            if folder.is_dir() and not folder.is_symlink():
+                underprocess += len(input_names(folder))
+    failed = sorted(n for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
+    return {
+        "path": str(layout.root),
+        "unprocessed": len(unprocessed),
+        "underprocess": underprocess,
+        "processed": len(input_names(layout.processed)),
+        "failed": len(failed),
+        "oldest_unprocessed_age_s": _oldest_age(layout.unprocessed, unprocessed, now),
+        "failed_files": [{"name": n, "reason": _failed_reason(layout.failed, n)} for n in failed],
+    }
+
+
+def render_text(roots: list[dict[str, Any]]) -> str:
+    """A plain table for people."""
+    lines = []
+    for r in roots:
+        age = r["oldest_unprocessed_age_s"]
+        lines.append(f"{r['path']}")
+        lines.append(
+            f"  unprocessed {r['unprocessed']}  underprocess {r['underprocess']}  "
+            f"processed {r['processed']}  failed {r['failed']}  "
+            f"oldest waiting {'-' if age is None else f'{age:.1f}s'}"
+        )
+        lines.extend(f"  failed: {f['name']}: {f['reason']}" for f in r["failed_files"])
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Kill -9, poison files, retries, recovery and instances: the queue's guarantees under trouble."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+
+SLOW = '[[processors]]\ntype = "sleepy"\nseconds = 0.3\n'
+
+
+def _lines(n: int) -> str:
+    return "".join(f"line {i}\n" for i in range(n))
+
+
+def _claimed(root: Path) -> list[str]:
+    return census(root)["underprocess"]
+
+
+def test_sigkill_mid_file_loses_nothing_and_shows_no_partial_output(tmp_path: Path) -> None:
+    """SIGKILL while a file is in flight: the input stays, no final output appears, a restart finishes it."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "slow.toml", SLOW + "[pipeline]\nmax_line_bytes = 100\n")
+    payload = _lines(400_000)  # several 1 MiB batches, each slowed down
+    drop(root, "big.txt", payload)
+    proc = start("run", "--watch", str(root), "--config", str(config), log=tmp_path / "agent.log")
+    wait_until(lambda: any(n.endswith(".tmp") for n in os.listdir(root / "output")) if (root / "output").is_dir() else False)
+    proc.kill()
+    proc.wait()
+    assert _claimed(root) == ["big.txt"]
+    assert not (root / "output" / "big_processed.txt").exists()
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["big.txt"], "failed": []}
+    assert (root / "output" / "big_processed.txt").read_text() == payload
+    assert os.listdir(root / "output") == ["big_processed.txt"]
+
+
+def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_path: Path) -> None:
+    """A file that SIGKILLs the agent every time goes to failed/ after max_attempts restarts."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "p.toml", '[retry]\nmax_attempts = 2\n[[processors]]\ntype = "kill_on"\nmarker = "POISON"\n'
+    )
+    drop(root, "poison.txt", "POISON\n")
+    args = ("run", "--watch", str(root), "--once", "--config", str(config))
+    codes = [run_cli(*args).returncode for _ in range(2)]
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL]
+    drop(root, "fine.txt", "ok\n")
+    assert run_cli(*args).returncode == 0
+    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["fine.txt"], "failed": ["poison.txt"]}
+    record = json.loads((root / "failed" / "poison.txt.error.json").read_text())
+    assert record["error_type"] == "AttemptsExhausted"
+    assert record["attempts"] == 2
+
+
+def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path) -> None:
+    """A raising processor: retried with backoff, then failed/ with type, message, processor id, attempts."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "r.toml",
+        '[retry]\nmax_attempts = 3\nbackoff = 0.05\n[[processors]]\ntype = "raise_on"\nid = "picky"\n',
+    )
+    drop(root, "bad.txt", "fine\nBAD line\n")
+    drop(root, "good.txt", "fine\n")
+    result = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert result.returncode == 0
+    assert census(root)["failed"] == ["bad.txt"]
+    assert census(root)["processed"] == ["good.txt"]
+    record = json.loads((root / "failed" / "bad.txt.error.json").read_text())
+    assert record["attempts"] == 3
+    assert record["processor_id"] == "picky"
+    assert record["error_type"] == "ProcessorError"
+    assert "ValueError" in record["cause"]
+    assert record["first_attempt"] <= record["last_attempt"]
+    assert not (root / "output" / "bad_processed.txt").exists()
+
+
+def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None:
+    """A line over max_line_bytes fails the file at once, with that reason."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "l.toml", "[pipeline]\nmax_line_bytes = 1000\n")
+    drop(root, "long.txt", "x" * 5000 + "\nshort\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    record = json.loads((root / "failed" / "long.txt.error.json").read_text())
+    assert record["error_type"] == "LineTooLongError"
+    assert record["attempts"] == 1
+
+
+def _dead_instance(root: Path, name: str = "deadhost-1-abcdef") -> Path:
+    folder = root / "underprocess" / name
+    folder.mkdir(parents=True)
+    (folder / ".lock").write_text("deadhost pid 1\n")
+    return folder
+
+
+def test_recovery_returns_dead_claims_and_replaces_interrupted_output(tmp_path: Path) -> None:
+    """A crash between commit and finish: the input is reclaimed and its output replaced, not duplicated."""
+    root = tmp_path / "root"
+    for d in ("unprocessed", "processed", "failed", "output"):
+        (root / d).mkdir(parents=True)
+    folder = _dead_instance(root)
+    (folder / "data.txt").write_text("hello\n")
+    (root / "output" / "data_processed.txt").write_text("stale content from the interrupted attempt\n")
+    (root / "output" / ".foldermon-deadhost-1-abcdef-data_processed.txt.tmp").write_text("half")
+    result = run_cli("run", "--watch", str(root), "--once")
+    assert result.returncode == 0
+    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["data.txt"], "failed": []}
+    assert os.listdir(root / "output") == ["data_processed.txt"]
+    assert (root / "output" / "data_processed.txt").read_text() == "hello\n"
+    assert not folder.exists()
+
+
+def test_live_instance_claims_are_never_touched(tmp_path: Path) -> None:
+    """A claim folder whose lock is held by a live process is left alone by recovery."""
+    root = tmp_path / "root"
+    for d in ("unprocessed", "processed", "failed", "output"):
+        (root / d).mkdir(parents=True)
+    folder = _dead_instance(root, "livehost-2-fedcba")
+    (folder / "busy.txt").write_text("in flight\n")
+    (root / "output" / ".foldermon-livehost-2-fedcba-busy_processed.txt.tmp").write_text("half")
+    with (folder / ".lock").open("r+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+        assert (folder / "busy.txt").read_text() == "in flight\n"
+        assert (root / "output" / ".foldermon-livehost-2-fedcba-busy_processed.txt.tmp").exists()
+
+
+def test_symlink_is_quarantined_and_its_target_never_touched(tmp_path: Path) -> None:
+    """A symlink in unprocessed/ goes to failed/ with a reason; the file it points to is unchanged."""
+    root = tmp_path / "root"
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not read\n")
+    os.chmod(outside, 0o600)
+    before = os.stat(outside)
+    (root / "unprocessed").mkdir(parents=True)
+    os.symlink(outside, root / "unprocessed" / "link.txt")
+    os.symlink(tmp_path / "missing", root / "unprocessed" / "dangling.txt")
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert census(root)["failed"] == ["dangling.txt", "link.txt"]
+    assert os.path.islink(root / "failed" / "link.txt")
+    after = os.stat(outside)
+    assert (after.st_atime_ns, after.st_mtime_ns, outside.read_text()) == (before.st_atime_ns, before.st_mtime_ns, "do not read\n")
+    assert "symbolic link" in json.loads((root / "failed" / "link.txt.error.json").read_text())["message"]
+
+
+def test_fifo_is_quarantined_without_blocking(tmp_path: Path) -> None:
+    """A FIFO is never opened (that would block): it goes to failed/ and the run finishes."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    os.mkfifo(root / "unprocessed" / "pipe")
+    drop(root, "after.txt", "x\n")
+    result = run_cli("run", "--watch", str(root), "--once", timeout=30)
+    assert result.returncode == 0
+    assert census(root)["failed"] == ["pipe"]
+    assert stat.S_ISFIFO(os.lstat(root / "failed" / "pipe").st_mode)
+    assert census(root)["processed"] == ["after.txt"]
+
+
+def test_directory_is_left_in_place_and_reported_once(tmp_path: Path) -> None:
+    """A directory in unprocessed/ stays there, is logged once, and other files are processed."""
+    root = tmp_path / "root"
+    (root / "unprocessed" / "subdir").mkdir(parents=True)
+    (root / "unprocessed" / "subdir" / "inner.txt").write_text("x\n")
+    drop(root, "a.txt", "x\n")
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", "/dev/null", log=log)
+    wait_until(lambda: census(root)["processed"] == ["a.txt"])
+    drop(root, "b.txt", "x\n")
+    wait_until(lambda: "b.txt" in census(root)["processed"])
+    assert stop(proc) == 0
+    assert (root / "unprocessed" / "subdir" / "inner.txt").exists()
+    reports = [r for r in log_records(log) if r.get("event") == "directory in unprocessed/ left in place"]
+    assert len(reports) == 1
+
+
+def test_sigterm_exits_zero_and_releases_an_unfinished_file(tmp_path: Path) -> None:
+    """SIGTERM with a short drain deadline releases the in-flight file back to unprocessed/ and exits 0."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "s.toml", SLOW.replace("0.3", "2") + "[agent]\ndrain_timeout = 0.5\n")
+    drop(root, "big.txt", _lines(300_000))
+    proc = start("run", "--watch", str(root), "--config", str(config), log=tmp_path / "agent.log")
+    wait_until(lambda: _claimed(root) == ["big.txt"])
+    assert stop(proc) == 0
+    assert census(root) == {"unprocessed": ["big.txt"], "underprocess": [], "processed": [], "failed": []}
+    assert os.listdir(root / "output") == []
+    assert os.listdir(root / "underprocess") == []
+
+
+def test_two_agents_on_one_root_process_each_file_once(tmp_path: Path) -> None:
+    """Two agents racing on one root: every file processed exactly once, every output correct."""
+    root = tmp_path / "root"
+    for i in range(200):
+        drop(root, f"f{i:03}.txt", f"file {i}\n")
+    args = ("run", "--watch", str(root), "--once")
+    procs = [start(*args, log=tmp_path / f"a{i}.log") for i in range(2)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    assert census(root)["processed"] == [f"f{i:03}.txt" for i in range(200)]
+    outputs = sorted(os.listdir(root / "output"))
+    assert outputs == [f"f{i:03}_processed.txt" for i in range(200)]
+    assert all((root / "output" / f"f{i:03}_processed.txt").read_text() == f"file {i}\n" for i in range(200))
+    done = [r for i in range(2) for r in log_records(tmp_path / f"a{i}.log") if r.get("event") == "file processed"]
+    assert len(done) == 200

@@ -1,0 +1,68 @@
+"""Processors used by the integration tests to make the agent slow, crash, raise or hang on cue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+class Sleepy:
+    """Sleeps ``seconds`` per batch, so a test can act while a file is in flight."""
+
+    def __init__(self, *, seconds: float = 0.5) -> None:
+        self.seconds = seconds
+
+    def process(self, lines: list[str]) -> list[str]:
+        time.sleep(self.seconds)
+        return lines
+
+    def finish(self) -> list[str]:
+        return []
+
+
+class KillOn:
+    """SIGKILLs its own process when a line contains ``marker`` (a poison file)."""
+
+    def __init__(self, *, marker: str = "POISON") -> None:
+        self.marker = marker
+
+    def process(self, lines: list[str]) -> list[str]:
+        if any(self.marker in line for line in lines):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return lines
+
+    def finish(self) -> list[str]:
+        return []
+
+
+class RaiseOn:
+    """Raises ValueError when a line contains ``marker``."""
+
+    def __init__(self, *, marker: str = "BAD") -> None:
+        self.marker = marker
+
+    def process(self, lines: list[str]) -> list[str]:
+        for line in lines:
+            if self.marker in line:
+                raise ValueError(f"cannot handle line {line!r}")
+        return lines
+
+    def finish(self) -> list[str]:
+        return []
+
+
+class Hang:
+    """Blocks forever when a line contains ``marker`` (for watchdog tests)."""
+
+    def __init__(self, *, marker: str = "HANG") -> None:
+        self.marker = marker
+
+    def process(self, lines: list[str]) -> list[str]:
+        if any(self.marker in line for line in lines):
+            while True:
+                time.sleep(3600)
+        return lines
+
+    def finish(self) -> list[str]:
+        return []
