@@ -22,7 +22,7 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "agent"), str(PLUGINS)])
     env["HOME"] = env.get("HOME", "/root")
-    env["FOLDERMON_CONFIG"] = os.devnull if "FOLDERMON_CONFIG" not in env else env["FOLDERMON_CONFIG"]
+    env["FOLDERMON_CONFIG"] = env.get("FOLDERMON_CONFIG", os.devnull)
     env.update(extra or {})
     return env
 
@@ -31,10 +31,17 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "foldermon", *args]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion and capture its output."""
     return subprocess.run(
-        command(*args), env=agent_env(env), capture_output=True, text=True, timeout=timeout, check=False
+        command(*args),
+        env=agent_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -180,9 +180,7 @@ def _point(base: MetricPoint, kind: str, attrs: Iterable[KeyValue], time_ns: int
     return point
 
 
-def _metrics(
-    request: metrics_pb.ExportMetricsServiceRequest, protocol: Protocol
-) -> list[MetricPoint]:
+def _metrics(request: metrics_pb.ExportMetricsServiceRequest, protocol: Protocol) -> list[MetricPoint]:
     records: list[MetricPoint] = []
     for resource_metrics in request.resource_metrics:
         resource = _resource(resource_metrics.resource)
@@ -244,9 +242,7 @@ class _Store:
             self.spans.extend(records)
             self._stored("traces", protocol)
 
-    def add_metrics(
-        self, request: metrics_pb.ExportMetricsServiceRequest, protocol: Protocol
-    ) -> None:
+    def add_metrics(self, request: metrics_pb.ExportMetricsServiceRequest, protocol: Protocol) -> None:
         records = _metrics(request, protocol)
         with self.changed:
             self.metrics.extend(records)

@@ -13,7 +13,10 @@ from foldermon import __version__
 from foldermon import config as cfg
 from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
+from foldermon.oneshot import process_file
 from foldermon.processors import Registry
+from foldermon.service import Agent
+from foldermon.status import render_text, root_status
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -56,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
-    parser.add_argument("--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline")
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline"
+    )
     parser.add_argument("--output-dir", metavar="DIR", type=Path, default=default, help="where outputs go")
     parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
     parser.add_argument("--log-level", choices=cfg.LOG_LEVELS, default=default)
@@ -117,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as exc:
-        print(f"foldermon-agent: configuration error in {exc.source or 'the configuration'}:", file=sys.stderr)
+        print(
+            f"foldermon-agent: configuration error in {exc.source or 'the configuration'}:",
+            file=sys.stderr,
+        )
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EX_CONFIG
@@ -143,17 +151,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args, registry)
     logmod.configure(config.agent.log_level)
     if args.command == "process":
-        from foldermon.oneshot import process_file
-
         return process_file(config, registry, args.input, args.output)
-    from foldermon.service import Agent
-
     return Agent(lambda: load_config(args, registry), registry, once=args.once).run()
 
 
 def _status(args: argparse.Namespace) -> int:
-    from foldermon.status import render_text, root_status
-
     if args.watch:
         dirs = [d.expanduser().absolute() for d in args.watch]
     else:

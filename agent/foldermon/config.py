@@ -1,4 +1,4 @@
-"""Configuration: frozen defaults, ``load()`` from TOML or the original JSON, ``validate()`` listing every problem."""
+"""Configuration: frozen defaults, ``load()`` from TOML or the original JSON, every problem listed."""
 
 from __future__ import annotations
 
@@ -128,7 +128,9 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     try:
         data: Any = json.loads(text) if looks_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError([f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source) from exc
+        raise ConfigError(
+            [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"invalid TOML: {exc}"], source) from exc
     if not isinstance(data, dict):
@@ -242,7 +244,9 @@ def spec_from_entry(entry: Mapping[str, Any], index: int) -> ProcessorSpec:
         options["config"] = nested
     kind = str(entry["type"])
     ident = entry.get("id")
-    return ProcessorSpec(type=kind, id=str(ident) if ident is not None else f"{kind}_{index}", options=options)
+    return ProcessorSpec(
+        type=kind, id=str(ident) if ident is not None else f"{kind}_{index}", options=options
+    )
 
 
 def validate(config: Config) -> list[str]:
@@ -265,7 +269,9 @@ def validate(config: Config) -> list[str]:
     if config.pipeline.max_line_bytes < 1:
         problems.append("[pipeline] max_line_bytes: must be at least 1")
     if config.agent.log_level not in LOG_LEVELS:
-        problems.append(f'[agent] log_level: "{config.agent.log_level}" is not one of {", ".join(LOG_LEVELS)}')
+        problems.append(
+            f'[agent] log_level: "{config.agent.log_level}" is not one of {", ".join(LOG_LEVELS)}'
+        )
     if config.agent.drain_timeout <= 0:
         problems.append("[agent] drain_timeout: must be a positive number of seconds")
     t = config.telemetry
@@ -280,7 +286,9 @@ def _check_name_template(template: str) -> list[str]:
     try:
         name = template.format(stem="x", suffix=".txt", name="x.txt")
     except (KeyError, IndexError, ValueError) as exc:
-        return [f"[output] name: {template!r} is not a valid template ({exc}); use {{stem}}, {{suffix}}, {{name}}"]
+        return [
+            f"[output] name: {template!r} is not a valid template ({exc}); use {{stem}}, {{suffix}}, {{name}}"
+        ]
     if "/" in name or name in ("", ".", ".."):
         return [f"[output] name: {template!r} must give a plain file name"]
     return []

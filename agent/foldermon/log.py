@@ -22,8 +22,10 @@ def configure(
     """Configure structlog once for the process; ``extra`` processors run before rendering."""
     out = stream or sys.stdout
     use_json = json if json is not None else not out.isatty()
-    renderer: Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[

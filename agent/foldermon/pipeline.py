@@ -66,9 +66,7 @@ class Pipeline:
 
     __slots__ = ("_clock", "_counters", "_fed", "stages")
 
-    def __init__(
-        self, stages: Sequence[Stage], clock: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, stages: Sequence[Stage], clock: Callable[[], float] = time.perf_counter) -> None:
         """Run ``stages`` in order; ``clock`` times each processor call."""
         self.stages = tuple(stages)
         self._counters = tuple(_Counters() for _ in self.stages)

@@ -17,7 +17,7 @@ from foldermon.errors import ConfigError, InputRejectedError, LifecycleError
 from foldermon.pipeline import build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.fsio import durable_rename
-from foldermon.queue.layout import Layout, input_names
+from foldermon.queue.layout import Layout
 from foldermon.queue.lifecycle import (
     Claim,
     Directory,
@@ -30,7 +30,7 @@ from foldermon.queue.lifecycle import (
     fail_record,
     new_instance_id,
 )
-from foldermon.watch import Watcher, open_watcher
+from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
 # Failures of the environment, not of the file: retried without using up the file's attempts.
@@ -79,6 +79,7 @@ class Agent:
         self._retries: list[Retry] = []
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
+        self._next_listing = 0.0
         self._reload = False
 
     # -- lifecycle of the agent ------------------------------------------------------------
@@ -97,7 +98,7 @@ class Agent:
         return 0
 
     def _open_roots(self) -> None:
-        for index, root_dir in enumerate(self.config.watch.dirs):
+        for root_dir in self.config.watch.dirs:
             layout = Layout.for_root(root_dir, self.config.output.dir)
             try:
                 layout.create()
@@ -122,8 +123,6 @@ class Agent:
                     dead_instances=report.dead_instances,
                 )
             self.roots.append(Root(layout, queue))
-            for name in sorted(input_names(layout.unprocessed)):
-                self._pending[(index, name)] = None
 
     def _shutdown(self) -> None:
         for retry in self._retries:
@@ -174,11 +173,12 @@ class Agent:
                 time.sleep(min(0.2, max(0.0, self._retries[0].due - self._clock())))
 
     def _collect(self) -> None:
+        if self._clock() >= self._next_listing:
+            self._next_listing = self._clock() + self.config.watch.rescan_interval
+            self._list_roots(take_files=self._watcher is None)
         if self._watcher is None:
             if not self._pending and not self._retries:
-                for index, root in enumerate(self.roots):
-                    for name in sorted(input_names(root.layout.unprocessed)):
-                        self._pending[(index, name)] = None
+                self._list_roots(take_files=True)
             return
         timeout = 0.0 if self._pending else 1.0
         if self._retries and not self._pending:
@@ -187,6 +187,28 @@ class Agent:
         for event in self._watcher.poll(timeout):
             if event.name[:1] != ".":
                 self._pending[(by_root[event.root], event.name)] = None
+
+    def _list_roots(self, *, take_files: bool) -> None:
+        """Report directories; with ``take_files`` (``--once``) also queue every ready name.
+
+        In watch mode files come from the watcher only, which knows when a file is complete.
+        """
+        rules = NameRules.from_settings(self.config.watch)
+        for index, root in enumerate(self.roots):
+            entries = scan_dir(root.layout.unprocessed)
+            for entry in entries:
+                if entry.kind is EntryKind.DIR:
+                    self._report_dir(root, entry.name)
+            if take_files:
+                listing = rules.split(entries)
+                for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
+                    if entry.name[:1] != ".":
+                        self._pending[(index, entry.name)] = None
+
+    def _report_dir(self, root: Root, name: str) -> None:
+        if name not in root.reported_dirs:
+            root.reported_dirs.add(name)
+            self.log.warning("directory in unprocessed/ left in place", root=str(root.layout.root), file=name)
 
     def _run_due_retry(self) -> bool:
         if not self._retries or self._retries[0].due > self._clock():
@@ -224,7 +246,9 @@ class Agent:
         elif isinstance(result, Directory):
             if name not in root.reported_dirs:
                 root.reported_dirs.add(name)
-                self.log.warning("directory in unprocessed/ left in place", root=str(root.layout.root), file=name)
+                self.log.warning(
+                    "directory in unprocessed/ left in place", root=str(root.layout.root), file=name
+                )
         elif isinstance(result, Rejected):
             self.log.error("input rejected", root=str(root.layout.root), file=name, reason=result.reason)
         elif isinstance(result, Exhausted):
@@ -232,11 +256,16 @@ class Agent:
                 f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
                 "quarantined so it cannot crash-loop the agent"
             )
-            exc = RuntimeError(message)
-            record = fail_record(exc, result, now=self._wall(), instance=self.instance_id)
+            record = fail_record(RuntimeError(message), result, now=self._wall(), instance=self.instance_id)
             record["error_type"] = "AttemptsExhausted"
             failed_as = root.queue.fail(result, record)
-            self.log.error("file failed", root=str(root.layout.root), file=name, failed_as=failed_as, error=message)
+            self.log.error(
+                "file failed",
+                root=str(root.layout.root),
+                file=name,
+                failed_as=failed_as,
+                error=message,
+            )
 
     def _attempt(self, root: Root, claim: Claim) -> None:
         queue = root.queue
@@ -247,6 +276,7 @@ class Agent:
             result = self._produce(claim, target)
             durable_rename(target.tmp, target.final, replace=True)
             processed_as = queue.finish(claim, target)
+            self._drop_marker(root, claim.name)
         except InterruptedError:
             target.tmp.unlink(missing_ok=True)
             queue.release(claim)
@@ -268,7 +298,11 @@ class Agent:
     def _produce(self, claim: Claim, target: OutputTarget) -> StreamResult:
         pipeline = build_pipeline(self.config.processors, self.registry)
         with open_input(claim.path) as src:
-            fd = os.open(target.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+            fd = os.open(
+                target.tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o640,
+            )
             try:
                 return stream(
                     src,
@@ -300,7 +334,14 @@ class Agent:
             cause=_describe(exc.__cause__) if exc.__cause__ else None,
         )
         failed_as = root.queue.fail(claim, record)
+        self._drop_marker(root, claim.name)
         log.error("file failed", failed_as=failed_as, error=_describe(exc))
+
+    def _drop_marker(self, root: Root, name: str) -> None:
+        """In done-file mode the marker has served its purpose once its input is finished or failed."""
+        suffix = self.config.watch.done_suffix
+        if suffix:
+            (root.layout.unprocessed / (name + suffix)).unlink(missing_ok=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,7 +24,12 @@ def test_run_once_moves_input_to_processed_and_writes_output(tmp_path: Path) -> 
     drop(root, "data.txt", "alpha\nbeta\n")
     result = run_cli("run", "--watch", str(root), "--once")
     assert result.returncode == 0, result.stderr
-    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["data.txt"], "failed": []}
+    assert census(root) == {
+        "unprocessed": [],
+        "underprocess": [],
+        "processed": ["data.txt"],
+        "failed": [],
+    }
     assert (root / "output" / "data_processed.txt").read_text() == "alpha\nbeta\n"
     assert os.listdir(root / "output") == ["data_processed.txt"]
     assert os.listdir(root / "underprocess") == []

@@ -29,13 +29,24 @@ def test_sigkill_mid_file_loses_nothing_and_shows_no_partial_output(tmp_path: Pa
     payload = _lines(400_000)  # several 1 MiB batches, each slowed down
     drop(root, "big.txt", payload)
     proc = start("run", "--watch", str(root), "--config", str(config), log=tmp_path / "agent.log")
-    wait_until(lambda: any(n.endswith(".tmp") for n in os.listdir(root / "output")) if (root / "output").is_dir() else False)
+    wait_until(
+        lambda: (
+            any(n.endswith(".tmp") for n in os.listdir(root / "output"))
+            if (root / "output").is_dir()
+            else False
+        )
+    )
     proc.kill()
     proc.wait()
     assert _claimed(root) == ["big.txt"]
     assert not (root / "output" / "big_processed.txt").exists()
     assert run_cli("run", "--watch", str(root), "--once").returncode == 0
-    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["big.txt"], "failed": []}
+    assert census(root) == {
+        "unprocessed": [],
+        "underprocess": [],
+        "processed": ["big.txt"],
+        "failed": [],
+    }
     assert (root / "output" / "big_processed.txt").read_text() == payload
     assert os.listdir(root / "output") == ["big_processed.txt"]
 
@@ -44,7 +55,8 @@ def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_
     """A file that SIGKILLs the agent every time goes to failed/ after max_attempts restarts."""
     root = tmp_path / "root"
     config = write_config(
-        tmp_path / "p.toml", '[retry]\nmax_attempts = 2\n[[processors]]\ntype = "kill_on"\nmarker = "POISON"\n'
+        tmp_path / "p.toml",
+        '[retry]\nmax_attempts = 2\n[[processors]]\ntype = "kill_on"\nmarker = "POISON"\n',
     )
     drop(root, "poison.txt", "POISON\n")
     args = ("run", "--watch", str(root), "--once", "--config", str(config))
@@ -52,7 +64,12 @@ def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_
     assert codes == [-signal.SIGKILL, -signal.SIGKILL]
     drop(root, "fine.txt", "ok\n")
     assert run_cli(*args).returncode == 0
-    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["fine.txt"], "failed": ["poison.txt"]}
+    assert census(root) == {
+        "unprocessed": [],
+        "underprocess": [],
+        "processed": ["fine.txt"],
+        "failed": ["poison.txt"],
+    }
     record = json.loads((root / "failed" / "poison.txt.error.json").read_text())
     assert record["error_type"] == "AttemptsExhausted"
     assert record["attempts"] == 2
@@ -109,7 +126,12 @@ def test_recovery_returns_dead_claims_and_replaces_interrupted_output(tmp_path: 
     (root / "output" / ".foldermon-deadhost-1-abcdef-data_processed.txt.tmp").write_text("half")
     result = run_cli("run", "--watch", str(root), "--once")
     assert result.returncode == 0
-    assert census(root) == {"unprocessed": [], "underprocess": [], "processed": ["data.txt"], "failed": []}
+    assert census(root) == {
+        "unprocessed": [],
+        "underprocess": [],
+        "processed": ["data.txt"],
+        "failed": [],
+    }
     assert os.listdir(root / "output") == ["data_processed.txt"]
     assert (root / "output" / "data_processed.txt").read_text() == "hello\n"
     assert not folder.exists()
@@ -144,7 +166,11 @@ def test_symlink_is_quarantined_and_its_target_never_touched(tmp_path: Path) -> 
     assert census(root)["failed"] == ["dangling.txt", "link.txt"]
     assert os.path.islink(root / "failed" / "link.txt")
     after = os.stat(outside)
-    assert (after.st_atime_ns, after.st_mtime_ns, outside.read_text()) == (before.st_atime_ns, before.st_mtime_ns, "do not read\n")
+    assert (after.st_atime_ns, after.st_mtime_ns, outside.read_text()) == (
+        before.st_atime_ns,
+        before.st_mtime_ns,
+        "do not read\n",
+    )
     assert "symbolic link" in json.loads((root / "failed" / "link.txt.error.json").read_text())["message"]
 
 
@@ -186,7 +212,12 @@ def test_sigterm_exits_zero_and_releases_an_unfinished_file(tmp_path: Path) -> N
     proc = start("run", "--watch", str(root), "--config", str(config), log=tmp_path / "agent.log")
     wait_until(lambda: _claimed(root) == ["big.txt"])
     assert stop(proc) == 0
-    assert census(root) == {"unprocessed": ["big.txt"], "underprocess": [], "processed": [], "failed": []}
+    assert census(root) == {
+        "unprocessed": ["big.txt"],
+        "underprocess": [],
+        "processed": [],
+        "failed": [],
+    }
     assert os.listdir(root / "output") == []
     assert os.listdir(root / "underprocess") == []
 
@@ -203,5 +234,7 @@ def test_two_agents_on_one_root_process_each_file_once(tmp_path: Path) -> None:
     outputs = sorted(os.listdir(root / "output"))
     assert outputs == [f"f{i:03}_processed.txt" for i in range(200)]
     assert all((root / "output" / f"f{i:03}_processed.txt").read_text() == f"file {i}\n" for i in range(200))
-    done = [r for i in range(2) for r in log_records(tmp_path / f"a{i}.log") if r.get("event") == "file processed"]
+    done = [
+        r for i in range(2) for r in log_records(tmp_path / f"a{i}.log") if r.get("event") == "file processed"
+    ]
     assert len(done) == 200

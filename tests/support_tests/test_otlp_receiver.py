@@ -154,9 +154,7 @@ def _send_metrics(exporter: MetricExporter) -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_counter_arrives_as_cumulative_monotonic_sum(
-    receiver: OtlpReceiver, protocol: Protocol
-) -> None:
+def test_counter_arrives_as_cumulative_monotonic_sum(receiver: OtlpReceiver, protocol: Protocol) -> None:
     """Counter points carry their integer value, unit and sum flags."""
     _send_metrics(_metric_exporter(receiver, protocol))
 
@@ -171,9 +169,7 @@ def test_counter_arrives_as_cumulative_monotonic_sum(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_histogram_arrives_with_count_sum_and_buckets(
-    receiver: OtlpReceiver, protocol: Protocol
-) -> None:
+def test_histogram_arrives_with_count_sum_and_buckets(receiver: OtlpReceiver, protocol: Protocol) -> None:
     """Histogram points carry count, sum, bucket counts and the bucket bounds."""
     _send_metrics(_metric_exporter(receiver, protocol))
 

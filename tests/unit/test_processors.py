@@ -130,9 +130,7 @@ def test_uppercase_changes_ascii_around_undecodable_bytes() -> None:
 
 def test_case_processors_take_no_options() -> None:
     """An option given to uppercase is reported as unknown."""
-    assert problems("uppercase", pattern="x") == [
-        'unknown option "pattern"; uppercase takes no options'
-    ]
+    assert problems("uppercase", pattern="x") == ['unknown option "pattern"; uppercase takes no options']
 
 
 # filter
@@ -198,9 +196,7 @@ def test_filter_requires_pattern() -> None:
 @pytest.mark.parametrize("key", ["regex", "ignore_case", "invert"])
 def test_filter_flags_must_be_booleans(key: str) -> None:
     """A flag given as a string is a config error naming it."""
-    assert problems("filter", pattern="x", **{key: "yes"}) == [
-        f'option "{key}": must be true or false'
-    ]
+    assert problems("filter", pattern="x", **{key: "yes"}) == [f'option "{key}": must be true or false']
 
 
 # line_splitter
@@ -218,9 +214,7 @@ def test_line_splitter_custom_delimiter() -> None:
 
 def test_line_splitter_rejects_empty_delimiter() -> None:
     """An empty delimiter cannot split and is a config error."""
-    assert problems("line_splitter", delimiter="") == [
-        'option "delimiter": must be a non-empty string'
-    ]
+    assert problems("line_splitter", delimiter="") == ['option "delimiter": must be a non-empty string']
 
 
 # line_joiner
@@ -315,9 +309,7 @@ def test_replace_rejects_bad_pattern() -> None:
 @pytest.mark.parametrize("count", [-1, True, "2"])
 def test_replace_count_must_be_a_non_negative_integer(count: object) -> None:
     """count accepts only integers >= 0."""
-    assert problems("replace", pattern="a", count=count) == [
-        'option "count": must be a non-negative integer'
-    ]
+    assert problems("replace", pattern="a", count=count) == ['option "count": must be a non-negative integer']
 
 
 # count_by
@@ -502,10 +494,7 @@ def test_tag_router_reports_every_bad_route() -> None:
     }
     assert problems("tag_router", routes=routes) == [
         'routes.A: option "format": must be a string',
-        (
-            'routes.B: unknown option "fromat" (did you mean "format"?); '
-            "options of line_counter: format"
-        ),
+        ('routes.B: unknown option "fromat" (did you mean "format"?); options of line_counter: format'),
         'routes.C: must be a table with a "type" key',
     ]
 

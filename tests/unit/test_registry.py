@@ -92,9 +92,7 @@ def test_unknown_option_without_close_match_lists_options() -> None:
 
 def test_wrong_value_type_names_the_option() -> None:
     """A value of the wrong type is reported as 'option "key": ...'."""
-    assert Registry.builtin().check(spec("line_counter", format=3)) == [
-        'option "format": must be a string'
-    ]
+    assert Registry.builtin().check(spec("line_counter", format=3)) == ['option "format": must be a string']
 
 
 def test_unknown_and_bad_options_are_all_reported() -> None:

@@ -25,6 +25,7 @@ from foldermon.watch import (
     describe_error,
     open_watcher,
 )
+from foldermon.watch.inotify import RawEvent
 
 try:
     from foldermon.config import WatchConfig
@@ -52,7 +53,7 @@ NO_SCAN_RETURNS = 3600.0
 class FakeFd:
     """An inotify fd that delivers only the events a test queues; add_watch can be made to fail."""
 
-    queued: list[Event] = field(default_factory=list)
+    queued: list[RawEvent] = field(default_factory=list)
     added: list[Path] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     fail_from: int | None = None
@@ -69,7 +70,7 @@ class FakeFd:
     def rm_watch(self, wd: int) -> None:
         self.removed.append(wd)
 
-    def read(self, timeout: int | None = None) -> list[Event]:
+    def read(self, timeout: int | None = None) -> list[RawEvent]:
         events, self.queued = self.queued, []
         return events
 
@@ -440,9 +441,7 @@ def test_backend_init_failure_is_a_watch_unavailable_error() -> None:
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     with pytest.raises(WatchUnavailableError, match="no inotify support"):
-        InotifyBackend(
-            NameRules(), settle=0.5, poll_interval=1.0, rescan_interval=30.0, factory=no_inotify
-        )
+        InotifyBackend(NameRules(), settle=0.5, poll_interval=1.0, rescan_interval=30.0, factory=no_inotify)
 
 
 def test_renamed_away_folder_releases_its_watch(root: Path) -> None:

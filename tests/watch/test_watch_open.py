@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -67,9 +70,9 @@ def root(tmp_path: Path) -> Root:
 def watch(request: pytest.FixtureRequest) -> Iterator[Callable[..., Watcher]]:
     opened: list[Watcher] = []
 
-    def opener(root: Root, *, started: bool = True, **changes: object) -> Watcher:
-        fields = {**_fields(BACKENDS[request.param]), **changes}
-        watcher = open_watcher(WatchConfig(**fields), [root.path])
+    def opener(root: Root, *, started: bool = True, **changes: Any) -> Watcher:
+        config = dataclasses.replace(BACKENDS[request.param], **changes)
+        watcher = open_watcher(config, [root.path])
         opened.append(watcher)
         assert watcher.modes[0].mode == request.param
         if started:
@@ -80,10 +83,6 @@ def watch(request: pytest.FixtureRequest) -> Iterator[Callable[..., Watcher]]:
     yield opener
     for watcher in opened:
         watcher.close()
-
-
-def _fields(config: WatchConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in WatchConfig.__dataclass_fields__}
 
 
 def wait_for(watcher: Watcher, wanted: set[str], timeout: float = 5.0) -> list[str]:
@@ -178,9 +177,7 @@ def test_custom_exclude_glob_is_honoured(root: Root, watch: Callable[..., Watche
     assert wait_for(watcher, {".dotted-but-allowed"}) == [".dotted-but-allowed"]
 
 
-def test_done_mode_returns_file_only_after_its_done_file(
-    root: Root, watch: Callable[..., Watcher]
-) -> None:
+def test_done_mode_returns_file_only_after_its_done_file(root: Root, watch: Callable[..., Watcher]) -> None:
     """With done_suffix, ``x`` comes out once ``x.done`` exists and ``x.done`` itself never does."""
     watcher = watch(root, done_suffix=".done")
     root.drop("x")
@@ -224,9 +221,7 @@ def test_directory_is_not_returned(root: Root, watch: Callable[..., Watcher]) ->
     assert wait_for(watcher, {"sentinel"}) == ["sentinel"]
 
 
-def test_name_with_newline_and_invalid_utf8_round_trips(
-    root: Root, watch: Callable[..., Watcher]
-) -> None:
+def test_name_with_newline_and_invalid_utf8_round_trips(root: Root, watch: Callable[..., Watcher]) -> None:
     """Any byte name comes out in os.fsdecode form and encodes back to the same bytes."""
     raw = b"line\nbreak-\xff\xfe-caf\xc3\xa9.txt"
     watcher = watch(root)
@@ -235,9 +230,7 @@ def test_name_with_newline_and_invalid_utf8_round_trips(
     assert [os.fsencode(name) for name in seen] == [raw]
 
 
-def test_recreated_unprocessed_folder_is_watched_again(
-    root: Root, watch: Callable[..., Watcher]
-) -> None:
+def test_recreated_unprocessed_folder_is_watched_again(root: Root, watch: Callable[..., Watcher]) -> None:
     """After unprocessed/ is removed and made again, new files in it still come out."""
     watcher = watch(root)
     assert drain(watcher, 0.1) == []
@@ -291,11 +284,8 @@ def test_auto_mode_polls_a_fuse_root(root: Root) -> None:
 @pytest.mark.real
 def test_auto_mode_uses_inotify_on_tmpfs() -> None:
     """A root on tmpfs (a local filesystem) is watched with inotify in auto mode."""
-    shm = Path("/dev/shm")
     with contextlib.ExitStack() as stack:
-        import tempfile
-
-        base = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=shm)))
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
         (base / "unprocessed").mkdir()
         watcher = open_watcher(WatchConfig(mode="auto"), [base])
         stack.callback(watcher.close)

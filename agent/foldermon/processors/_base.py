@@ -196,9 +196,7 @@ def format_option(key: str, value: object, *samples: Mapping[str, object]) -> st
             continue
         if field not in samples[0]:
             if field == "" or field.isdigit():
-                raise OptionError(
-                    key, f"positional field {{{field}}} not allowed; fields: {allowed}"
-                )
+                raise OptionError(key, f"positional field {{{field}}} not allowed; fields: {allowed}")
             raise OptionError(key, f"unknown field {{{field}}}; fields: {allowed}")
     for sample in samples:
         try:

@@ -73,9 +73,7 @@ class _Entry:
         problems: list[_Problem] = []
         known = self.options
         if known is not None:
-            listing = (
-                f"options of {kind}: {', '.join(known)}" if known else f"{kind} takes no options"
-            )
+            listing = f"options of {kind}: {', '.join(known)}" if known else f"{kind} takes no options"
             for key in options:
                 if key not in known:
                     close = difflib.get_close_matches(str(key), known, n=1)

@@ -35,9 +35,7 @@ def _fields(lines: list[str], delimiter: str, index: int, missing: _T) -> list[s
     if index == 0:
         return [s.split(delimiter, 1)[0].strip() for s in lines]
     cut = index + 1
-    return [
-        p[index].strip() if len(p := s.split(delimiter, cut)) > index else missing for s in lines
-    ]
+    return [p[index].strip() if len(p := s.split(delimiter, cut)) > index else missing for s in lines]
 
 
 def _counter_renderer(template: str) -> _Render:
@@ -59,8 +57,7 @@ def _counter_renderer(template: str) -> _Render:
 
         return formatted
     pct = "".join(
-        lit.replace("%", "%%") + {None: "", "count": "%d", "line": "%s"}[f]
-        for lit, f, _, _ in parsed
+        lit.replace("%", "%%") + {None: "", "count": "%d", "line": "%s"}[f] for lit, f, _, _ in parsed
     )
 
     # map() over a bound __mod__ keeps the per-line loop in C.

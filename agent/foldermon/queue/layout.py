@@ -43,7 +43,13 @@ class Layout:
 
     def create(self) -> None:
         """Create every missing queue folder and the output folder."""
-        for path in (self.unprocessed, self.underprocess, self.processed, self.failed, self.output_dir):
+        for path in (
+            self.unprocessed,
+            self.underprocess,
+            self.processed,
+            self.failed,
+            self.output_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 

@@ -6,6 +6,7 @@ rename into ``processed/`` or ``failed/`` never replaces an existing entry.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -190,13 +191,19 @@ class Queue:
         """Count one more attempt of an input this instance still holds (a retry after backoff)."""
         st = os.lstat(claim.path)
         self._write_counter(claim.name, st.st_ino, claim.attempt + 1, claim.first_attempt)
-        return Claim(claim.name, claim.path, claim.attempt + 1, claim.first_attempt, st.st_size, claim.arrived)
+        return Claim(
+            claim.name,
+            claim.path,
+            claim.attempt + 1,
+            claim.first_attempt,
+            st.st_size,
+            claim.arrived,
+        )
 
     def _take_counter(self, name: str, claimed: Path) -> None:
-        try:
-            durable_rename(self.layout.unprocessed / counter_name(name), claimed.with_name(counter_name(name)), replace=True)
-        except FileNotFoundError:
-            pass
+        src = self.layout.unprocessed / counter_name(name)
+        with contextlib.suppress(FileNotFoundError):
+            durable_rename(src, claimed.with_name(counter_name(name)), replace=True)
 
     def _read_counter(self, path: Path, ino: int) -> tuple[int, float]:
         try:
@@ -238,7 +245,7 @@ class Queue:
     # -- finish / fail / release ---------------------------------------------------------
 
     def finish(self, claim: Claim, target: OutputTarget) -> str:
-        """Move the input to ``processed/`` (never clobbering) and drop its counter; returns its name there."""
+        """Move the input to ``processed/`` (never clobbering), drop its counter; returns its new name."""
         n = target.n
         while True:
             dst_name = unique_name(claim.name, n)
@@ -381,6 +388,14 @@ def fail_record(exc: BaseException, claim: Claim | Exhausted, *, now: float, **e
 
 def check_writable(layout: Layout) -> None:
     """Fail early, with a sentence, when a queue folder is not writable (read-only mount, permissions)."""
-    for folder in (layout.unprocessed, layout.underprocess, layout.processed, layout.failed, layout.output_dir):
+    for folder in (
+        layout.unprocessed,
+        layout.underprocess,
+        layout.processed,
+        layout.failed,
+        layout.output_dir,
+    ):
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise LifecycleError(f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount")
+            raise LifecycleError(
+                f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount"
+            )

@@ -77,8 +77,7 @@ class CombinedWatcher:
                 # Watches can run out after start (others took them): keep serving by polling.
                 self._poller.add_root(root)
                 self.modes = tuple(
-                    WatchMode(root, "poll", reason) if mode.root == root else mode
-                    for mode in self.modes
+                    WatchMode(root, "poll", reason) if mode.root == root else mode for mode in self.modes
                 )
         events.extend(self._poller.collect(now))
         return events

@@ -29,9 +29,7 @@ from foldermon.watch._base import (
 
 _F = inotify_simple.flags
 # IN_CREATE is for FIFOs, sockets, devices and symlinks made in place: they get no close event.
-WATCH_MASK = int(
-    _F.CLOSE_WRITE | _F.MOVED_TO | _F.CREATE | _F.DELETE_SELF | _F.MOVE_SELF | _F.ONLYDIR
-)
+WATCH_MASK = int(_F.CLOSE_WRITE | _F.MOVED_TO | _F.CREATE | _F.DELETE_SELF | _F.MOVE_SELF | _F.ONLYDIR)
 _FINAL = int(_F.CLOSE_WRITE | _F.MOVED_TO)
 _WATCH_GONE = int(_F.DELETE_SELF | _F.MOVE_SELF | _F.IGNORED | _F.UNMOUNT)
 _OVERFLOW = int(_F.Q_OVERFLOW)
@@ -69,7 +67,7 @@ def sysctl_value(name: str) -> str:
 def _fd_limit_reached() -> tuple[bool, int]:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     try:
-        used = len(os.listdir("/proc/self/fd"))  # noqa: PTH208 - one fd, not a Path per entry
+        used = len(os.listdir("/proc/self/fd"))
     except OSError as exc:
         return exc.errno == errno.EMFILE, soft
     return used + 1 >= soft, soft
@@ -229,9 +227,7 @@ class InotifyBackend:
             elif event.name and not event.mask & _ISDIR:
                 key = (root, event.name)
                 final[key] = final.get(key, False) or bool(event.mask & _FINAL)
-        ready: dict[
-            FileEvent, None
-        ] = {}  # one batch reports a name once (x and x.done both map to x)
+        ready: dict[FileEvent, None] = {}  # one batch reports a name once (x and x.done both map to x)
         for (root, name), closed in final.items():
             target = self._ready_name(root, name, closed=closed)
             if target is not None:
@@ -342,7 +338,7 @@ class InotifyBackend:
             self._lost.append((root, describe_error(error, root / UNPROCESSED)))
 
     def _forget(self, root: Path, wd: int, *, moved: bool) -> None:
-        del self._root_of[wd]
+        self._root_of.pop(wd, None)
         if self._wd_of.get(root) == wd:
             del self._wd_of[root]
             self._identity.pop(root, None)
@@ -365,7 +361,8 @@ class InotifyBackend:
             except OSError:
                 current = None
             if current != self._identity.get(root):
-                del self._root_of[wd]
+                # Two roots reaching one folder share a wd, so it may be gone already.
+                self._root_of.pop(wd, None)
                 del self._wd_of[root]
                 self._rm_watch(wd)
                 self._missing.add(root)

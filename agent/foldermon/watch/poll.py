@@ -81,9 +81,7 @@ class PollBackend:
             events.extend(FileEvent(root, name) for name in self._update(tracks, entries, now))
         return events
 
-    def _update(
-        self, tracks: dict[str, _Track], entries: Iterable[EntryInfo], now: float
-    ) -> list[str]:
+    def _update(self, tracks: dict[str, _Track], entries: Iterable[EntryInfo], now: float) -> list[str]:
         listing = self._rules.split(list(entries))
         seen: dict[str, _Track] = {}
         ready: list[str] = []
@@ -103,9 +101,7 @@ class PollBackend:
         return ready
 
 
-def _with_flag(
-    ready: Iterable[EntryInfo], settling: Iterable[EntryInfo]
-) -> Iterable[tuple[EntryInfo, bool]]:
+def _with_flag(ready: Iterable[EntryInfo], settling: Iterable[EntryInfo]) -> Iterable[tuple[EntryInfo, bool]]:
     for entry in ready:
         yield entry, False
     for entry in settling:

@@ -1,0 +1,95 @@
+"""The running agent picks files up as they arrive, in inotify and in poll mode."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentctl import census, drop, log_records, start, stop, wait_until, write_config
+
+MODES = ("inotify", "poll")
+
+
+@pytest.fixture(params=MODES)
+def agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A running agent on a fresh root in the given watch mode; yields (root, log)."""
+    root = tmp_path / "root"
+    extra = getattr(request, "param_extra", "")
+    config = write_config(
+        tmp_path / "a.toml",
+        f'[watch]\nmode = "{request.param}"\npoll_interval = 0.05\nsettle = 0.3\n{extra}',
+    )
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)) if log.exists() else False)
+    yield root, log
+    assert stop(proc) == 0
+
+
+def test_file_renamed_in_is_processed(agent: tuple[Path, Path]) -> None:
+    """A file renamed into unprocessed/ while the agent runs is processed."""
+    root, _ = agent
+    drop(root, "new.txt", "hello\n")
+    wait_until(lambda: census(root)["processed"] == ["new.txt"])
+    assert (root / "output" / "new_processed.txt").read_text() == "hello\n"
+
+
+def test_file_written_in_place_is_not_taken_before_it_is_complete(agent: tuple[Path, Path]) -> None:
+    """A file written slowly in place is taken only after it is closed (inotify) or settled (poll)."""
+    root, _ = agent
+    path = root / "unprocessed" / "slow.txt"
+    with path.open("w") as f:
+        for i in range(8):
+            f.write(f"part {i}\n")
+            f.flush()
+            time.sleep(0.1)
+            assert path.exists(), "taken while still being written"
+    wait_until(lambda: census(root)["processed"] == ["slow.txt"])
+    expected = "".join(f"part {i}\n" for i in range(8))
+    assert (root / "output" / "slow_processed.txt").read_text() == expected
+
+
+def test_excluded_names_are_left_alone(agent: tuple[Path, Path]) -> None:
+    """Names matching the exclude globs (.*, *.tmp, *.part, *.swp) are never taken."""
+    root, _ = agent
+    for name in (".hidden", "a.tmp", "b.part", "c.swp"):
+        drop(root, name, "x\n")
+    drop(root, "real.txt", "x\n")
+    wait_until(lambda: census(root)["processed"] == ["real.txt"])
+    assert sorted(os.listdir(root / "unprocessed")) == [".hidden", "a.tmp", "b.part", "c.swp"]
+
+
+def test_unprocessed_folder_recreated_is_watched_again(agent: tuple[Path, Path]) -> None:
+    """unprocessed/ deleted and recreated while running: new files in it are still processed."""
+    root, _ = agent
+    (root / "unprocessed").rmdir()
+    time.sleep(0.3)
+    (root / "unprocessed").mkdir()
+    drop(root, "after.txt", "x\n")
+    wait_until(lambda: census(root)["processed"] == ["after.txt"], timeout=40)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_done_suffix_mode_waits_for_the_marker(tmp_path: Path, mode: str) -> None:
+    """With done_suffix, x is taken only once x.done exists; the marker is removed afterwards."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "a.toml",
+        f'[watch]\nmode = "{mode}"\npoll_interval = 0.05\nsettle = 0.1\ndone_suffix = ".done"\n',
+    )
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        drop(root, "data.csv", "1\n")
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        time.sleep(0.5)
+        assert census(root)["unprocessed"] == ["data.csv"]
+        drop(root, "data.csv.done", "")
+        wait_until(lambda: census(root)["processed"] == ["data.csv"])
+        wait_until(lambda: not (root / "unprocessed" / "data.csv.done").exists())
+    finally:
+        assert stop(proc) == 0
