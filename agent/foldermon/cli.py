@@ -15,8 +15,10 @@ from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
 from foldermon.oneshot import process_file
 from foldermon.processors import Registry
+from foldermon.queue.lifecycle import new_instance_id
 from foldermon.service import Agent
 from foldermon.status import render_text, root_status
+from foldermon.telemetry import Telemetry
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -149,10 +151,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.file}: OK; processors: {ids}")
         return EX_OK
     config = load_config(args, registry)
-    logmod.configure(config.agent.log_level)
+    instance_id = new_instance_id()
+    # `process` may write its records to stdout, so its log goes to stderr.
+    log_stream = sys.stderr if args.command == "process" else sys.stdout
+    logmod.configure(config.agent.log_level, stream=log_stream)
+    telemetry = Telemetry(config.telemetry, instance_id)
+    logmod.configure(config.agent.log_level, stream=log_stream, extra=telemetry.log_processors())
+    telemetry.announce()
     if args.command == "process":
-        return process_file(config, registry, args.input, args.output)
-    return Agent(lambda: load_config(args, registry), registry, once=args.once).run()
+        try:
+            return process_file(config, registry, telemetry, args.input, args.output)
+        finally:
+            telemetry.shutdown()
+    agent = Agent(
+        lambda: load_config(args, registry), registry, telemetry, instance_id=instance_id, once=args.once
+    )
+    return agent.run()
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -175,6 +175,8 @@ def _section(name: str, cls: type[Any], values: Mapping[str, Any], problems: lis
             problems.append(f"[{name}] " + _unknown("key", key, list(fields)))
             continue
         converted = _convert(value, getattr(cls(), key))
+        if converted is not _BAD and f.type == "tuple[Path, ...]":
+            converted = tuple(Path(v) for v in converted)  # the default () does not say Path
         if converted is _BAD:
             problems.append(f"[{name}] {key}: expected {_kind(getattr(cls(), key))}, got {value!r}")
         else:
@@ -264,15 +266,18 @@ def validate(config: Config) -> list[str]:
     problems.extend(_check_name_template(config.output.name))
     if config.retry.max_attempts < 1:
         problems.append(f"[retry] max_attempts: must be at least 1, got {config.retry.max_attempts}")
-    if config.retry.backoff < 0:
-        problems.append(f"[retry] backoff: must not be negative, got {config.retry.backoff}")
+    # nan and inf are valid TOML floats; a retry or drain deadline built from them never comes.
+    if not math.isfinite(config.retry.backoff) or config.retry.backoff < 0:
+        problems.append(
+            f"[retry] backoff: must be a finite, non-negative number of seconds, got {config.retry.backoff}"
+        )
     if config.pipeline.max_line_bytes < 1:
         problems.append("[pipeline] max_line_bytes: must be at least 1")
     if config.agent.log_level not in LOG_LEVELS:
         problems.append(
             f'[agent] log_level: "{config.agent.log_level}" is not one of {", ".join(LOG_LEVELS)}'
         )
-    if config.agent.drain_timeout <= 0:
+    if not math.isfinite(config.agent.drain_timeout) or config.agent.drain_timeout <= 0:
         problems.append("[agent] drain_timeout: must be a positive number of seconds")
     t = config.telemetry
     if not 0.0 <= t.line_sample_ratio <= 1.0:
@@ -285,7 +290,7 @@ def validate(config: Config) -> list[str]:
 def _check_name_template(template: str) -> list[str]:
     try:
         name = template.format(stem="x", suffix=".txt", name="x.txt")
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         return [
             f"[output] name: {template!r} is not a valid template ({exc}); use {{stem}}, {{suffix}}, {{name}}"
         ]

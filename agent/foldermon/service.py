@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -12,31 +10,23 @@ from pathlib import Path
 from types import FrameType
 
 from foldermon import log as logmod
+from foldermon.attempt import Attempt
 from foldermon.config import Config
-from foldermon.errors import ConfigError, InputRejectedError, LifecycleError
-from foldermon.pipeline import build_pipeline
+from foldermon.errors import ConfigError, LifecycleError
 from foldermon.processors import Registry
-from foldermon.queue.fsio import durable_rename
-from foldermon.queue.layout import Layout
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, claimed_count, input_names, oldest_age
 from foldermon.queue.lifecycle import (
     Claim,
     Directory,
     Exhausted,
     Instance,
-    OutputTarget,
     Queue,
     Rejected,
     check_writable,
     fail_record,
-    new_instance_id,
 )
+from foldermon.telemetry import QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
-from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
-
-# Failures of the environment, not of the file: retried without using up the file's attempts.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-# Failures that the same bytes will always cause: no point retrying.
-_PERMANENT = (InputRejectedError, LineTooLongError)
 
 
 @dataclass(slots=True)
@@ -44,6 +34,7 @@ class Root:
     layout: Layout
     queue: Queue
     reported_dirs: set[str] = field(default_factory=set)
+    failed: int = 0  # counted once at start, then kept incrementally (failed/ can grow large)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +52,9 @@ class Agent:
         self,
         load_config: Callable[[], Config],
         registry: Registry,
+        telemetry: Telemetry,
         *,
+        instance_id: str,
         once: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -70,7 +63,8 @@ class Agent:
         self.config = load_config()
         self.registry = registry
         self.once = once
-        self.instance_id = new_instance_id()
+        self.instance_id = instance_id
+        self.telemetry = telemetry
         self._clock = clock
         self._wall = wall_clock
         self.log = logmod.get(instance=self.instance_id)
@@ -81,6 +75,8 @@ class Agent:
         self._stop_at: float | None = None
         self._next_listing = 0.0
         self._reload = False
+        telemetry.instruments.queue_source = self._queue_samples
+        telemetry.instruments.mode_source = self._mode_samples
 
     # -- lifecycle of the agent ------------------------------------------------------------
 
@@ -122,7 +118,11 @@ class Agent:
                     temps_removed=report.temps_removed,
                     dead_instances=report.dead_instances,
                 )
-            self.roots.append(Root(layout, queue))
+            self.telemetry.instruments.recovered.add(
+                len(report.returned), {"foldermon.watch.root": str(layout.root)}
+            )
+            failed = sum(1 for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
+            self.roots.append(Root(layout, queue, failed=failed))
 
     def _shutdown(self) -> None:
         for retry in self._retries:
@@ -133,6 +133,7 @@ class Agent:
         for root in self.roots:
             root.queue.instance.close()
         self.log.info("stopped")
+        self.telemetry.shutdown(timeout=5.0)
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -250,6 +251,7 @@ class Agent:
                     "directory in unprocessed/ left in place", root=str(root.layout.root), file=name
                 )
         elif isinstance(result, Rejected):
+            root.failed += 1
             self.log.error("input rejected", root=str(root.layout.root), file=name, reason=result.reason)
         elif isinstance(result, Exhausted):
             message = (
@@ -268,87 +270,52 @@ class Agent:
             )
 
     def _attempt(self, root: Root, claim: Claim) -> None:
-        queue = root.queue
-        target = queue.output_target(claim)
+        attempt = Attempt(
+            self.config,
+            self.registry,
+            self.telemetry,
+            instance_id=self.instance_id,
+            keep_going=self._keep_going,
+            wall_clock=self._wall,
+        )
         log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
-        started = self._clock()
-        try:
-            result = self._produce(claim, target)
-            durable_rename(target.tmp, target.final, replace=True)
-            processed_as = queue.finish(claim, target)
-            self._drop_marker(root, claim.name)
-        except InterruptedError:
-            target.tmp.unlink(missing_ok=True)
-            queue.release(claim)
-            log.info("file released for another run", reason="shutdown deadline")
-            return
-        except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
-            target.tmp.unlink(missing_ok=True)
-            self._failed_attempt(root, claim, exc, log)
-            return
-        log.info(
-            "file processed",
-            processed_as=processed_as,
-            output=str(target.final),
-            lines_in=result.lines_in,
-            lines_out=result.lines_out,
-            seconds=round(self._clock() - started, 6),
-        )
-
-    def _produce(self, claim: Claim, target: OutputTarget) -> StreamResult:
-        pipeline = build_pipeline(self.config.processors, self.registry)
-        with open_input(claim.path) as src:
-            fd = os.open(
-                target.tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o640,
-            )
-            try:
-                return stream(
-                    src,
-                    fd,
-                    pipeline,
-                    max_line_bytes=self.config.pipeline.max_line_bytes,
-                    keep_going=self._keep_going,
-                )
-            finally:
-                os.close(fd)
-
-    def _failed_attempt(self, root: Root, claim: Claim, exc: Exception, log: logmod.Logger) -> None:
-        environment = isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
-        retry = environment or (not isinstance(exc, _PERMANENT) and claim.attempt < root.queue.max_attempts)
-        if retry:
-            delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
-            self._retries.append(Retry(self._clock() + delay, root, claim, counted=not environment))
+        result = attempt.run(root.queue, claim, log)
+        if result.retry_in is not None:
+            retry = Retry(self._clock() + result.retry_in, root, claim, counted=result.counted)
+            self._retries.append(retry)
             self._retries.sort(key=lambda r: r.due)
-            log.warning("attempt failed; will retry", error=_describe(exc), retry_in=delay)
-            return
-        record = fail_record(
-            exc,
-            claim,
-            now=self._wall(),
-            instance=self.instance_id,
-            processor_id=getattr(exc, "processor_id", None),
-            processor_type=getattr(exc, "processor_type", None),
-            line=getattr(exc, "line", None),
-            cause=_describe(exc.__cause__) if exc.__cause__ else None,
-        )
-        failed_as = root.queue.fail(claim, record)
-        self._drop_marker(root, claim.name)
-        log.error("file failed", failed_as=failed_as, error=_describe(exc))
+        elif not result.released:
+            self._drop_marker(root, claim.name)
+            if result.outcome == "failed":
+                root.failed += 1
+
+    def _queue_samples(self) -> list[QueueSample]:
+        """Queue depths for the gauges; called from the metrics thread."""
+        samples = []
+        for root in list(self.roots):
+            layout = root.layout
+            waiting = input_names(layout.unprocessed)
+            age = oldest_age(layout.unprocessed, waiting, self._wall())
+            depths = {
+                "unprocessed": len(waiting),
+                "underprocess": claimed_count(layout),
+                "failed": root.failed,
+            }
+            samples.append(QueueSample(str(layout.root), depths, age))
+        return samples
+
+    def _mode_samples(self) -> list[WatchModeSample]:
+        if self._watcher is None:
+            return [
+                WatchModeSample(str(r.layout.root), "once", "run --once lists the folder") for r in self.roots
+            ]
+        return [WatchModeSample(str(m.root), m.mode, m.reason) for m in self._watcher.modes]
 
     def _drop_marker(self, root: Root, name: str) -> None:
         """In done-file mode the marker has served its purpose once its input is finished or failed."""
         suffix = self.config.watch.done_suffix
         if suffix:
             (root.layout.unprocessed / (name + suffix)).unlink(missing_ok=True)
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if exc.__cause__ is not None:
-        text += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
-    return text
 
 
 def resolve_roots(dirs: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, claimed_count, input_names, oldest_age
 
 
 def _failed_reason(failed: Path, name: str) -> str:
@@ -19,35 +18,19 @@ def _failed_reason(failed: Path, name: str) -> str:
     return f"{record.get('error_type', 'Error')}: {record.get('message', '')}"
 
 
-def _oldest_age(folder: Path, names: list[str], now: float) -> float | None:
-    times = []
-    for name in names:
-        try:
-            times.append(os.lstat(folder / name).st_ctime)
-        except FileNotFoundError:
-            continue
-    return round(max(0.0, now - min(times)), 3) if times else None
-
-
 def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
     """The ``status --json`` entry of one root."""
     layout = Layout.for_root(root)
     now = time.time() if now is None else now
     unprocessed = input_names(layout.unprocessed)
-    underprocess = 0
-    if layout.underprocess.is_dir():
-        for entry in os.listdir(layout.underprocess):
-            folder = layout.underprocess / entry
-            if folder.is_dir() and not folder.is_symlink():
-                underprocess += len(input_names(folder))
     failed = sorted(n for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
     return {
         "path": str(layout.root),
         "unprocessed": len(unprocessed),
-        "underprocess": underprocess,
+        "underprocess": claimed_count(layout),
         "processed": len(input_names(layout.processed)),
         "failed": len(failed),
-        "oldest_unprocessed_age_s": _oldest_age(layout.unprocessed, unprocessed, now),
+        "oldest_unprocessed_age_s": oldest_age(layout.unprocessed, unprocessed, now),
         "failed_files": [{"name": n, "reason": _failed_reason(layout.failed, n)} for n in failed],
     }
 

@@ -64,3 +64,24 @@ def input_names(folder: Path) -> list[str]:
         return [n for n in os.listdir(folder) if is_input_name(n)]
     except FileNotFoundError:
         return []
+
+
+def claimed_count(layout: Layout) -> int:
+    """Inputs claimed by any instance: the sum over ``underprocess/<instance>/`` folders."""
+    total = 0
+    for entry in input_names(layout.underprocess):
+        folder = layout.underprocess / entry
+        if folder.is_dir() and not folder.is_symlink():
+            total += len(input_names(folder))
+    return total
+
+
+def oldest_age(folder: Path, names: list[str], now: float) -> float | None:
+    """Seconds since the earliest arrival (ctime: set by the rename in) among ``names``."""
+    times = []
+    for name in names:
+        try:
+            times.append(os.lstat(folder / name).st_ctime)
+        except FileNotFoundError:
+            continue
+    return round(max(0.0, now - min(times)), 3) if times else None

@@ -247,6 +247,7 @@ class Queue:
     def finish(self, claim: Claim, target: OutputTarget) -> str:
         """Move the input to ``processed/`` (never clobbering), drop its counter; returns its new name."""
         n = target.n
+        output = target.final
         while True:
             dst_name = unique_name(claim.name, n)
             try:
@@ -255,8 +256,13 @@ class Queue:
             except FileExistsError:
                 # Another instance finished a same-named input meanwhile: keep both, suffixed.
                 n += 1
-                new_final = self.layout.output_dir / unique_name(self.output_filename(claim.name), n)
-                durable_rename(target.final, new_final)
+                while os.path.lexists(self.layout.processed / unique_name(claim.name, n)):
+                    n += 1
+                # processed/ has no input under n, so an output under n is from an interrupted
+                # attempt of this input (the rule output_target follows) and is replaced.
+                new_output = self.layout.output_dir / unique_name(self.output_filename(claim.name), n)
+                durable_rename(output, new_output, replace=True)
+                output = new_output
         self._drop_counter(claim.name)
         return dst_name
 

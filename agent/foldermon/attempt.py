@@ -1,0 +1,175 @@
+"""One attempt at one claimed file: pipeline, output commit, finish or failure, with its spans and metrics."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from foldermon import log as logmod
+from foldermon.config import Config
+from foldermon.errors import InputRejectedError
+from foldermon.pipeline import Pipeline, build_pipeline
+from foldermon.processors import Registry
+from foldermon.queue.fsio import durable_rename
+from foldermon.queue.lifecycle import Claim, OutputTarget, Queue, fail_record
+from foldermon.telemetry import LineTracer, Telemetry, processor_spans
+from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
+
+# Failures of the environment, not of the file: retried without using up the file's attempts.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# Failures that the same bytes will always cause: no point retrying.
+_PERMANENT = (InputRejectedError, LineTooLongError)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of an attempt; ``retry_in`` is set when the file waits for another."""
+
+    outcome: str  # processed | retry | failed
+    retry_in: float | None = None
+    counted: bool = True
+    released: bool = False
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if exc.__cause__ is not None:
+        text += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
+    return text
+
+
+class Attempt:
+    """Runs one attempt of a claimed file through the pipeline and the queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        telemetry: Telemetry,
+        *,
+        instance_id: str,
+        keep_going: Callable[[], bool],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.telemetry = telemetry
+        self.instance_id = instance_id
+        self.keep_going = keep_going
+        self._wall = wall_clock
+
+    def run(self, queue: Queue, claim: Claim, log: logmod.Logger) -> Outcome:
+        tel = self.telemetry
+        root = str(queue.layout.root)
+        attributes: dict[str, str | int] = {
+            "file.path": str(claim.path),
+            "file.name": claim.name,
+            "file.size": claim.size,
+            "foldermon.watch.root": root,
+            "foldermon.attempt": claim.attempt,
+        }
+        if claim.attempt == 1:
+            latency = max(0.0, self._wall() - claim.arrived)
+            tel.instruments.pickup_latency.record(latency, {"foldermon.watch.root": root})
+        started, start_ns = time.monotonic(), time.time_ns()
+        pipeline = build_pipeline(self.config.processors, self.registry)
+        with tel.tracer.start_as_current_span(
+            "foldermon.process_file",
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            result = self._run(queue, claim, pipeline, span, log)
+            processor_spans(tel.tracer, span, pipeline, start_ns)
+            span.set_attribute("foldermon.outcome", result.outcome)
+        self._record(pipeline, result.outcome, time.monotonic() - started, root)
+        return result
+
+    def _run(self, queue: Queue, claim: Claim, pipeline: Pipeline, span: Span, log: logmod.Logger) -> Outcome:
+        target = queue.output_target(claim)
+        try:
+            produced = self._produce(claim, target, pipeline, span)
+            durable_rename(target.tmp, target.final, replace=True)
+            processed_as = queue.finish(claim, target)
+        except InterruptedError:
+            target.tmp.unlink(missing_ok=True)
+            queue.release(claim)
+            log.info("file released for another run", reason="shutdown deadline")
+            return Outcome("retry", released=True)
+        except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
+            target.tmp.unlink(missing_ok=True)
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, describe(exc)))
+            return self._failed(queue, claim, exc, span, log)
+        span.set_attribute("foldermon.lines.in", produced.lines_in)
+        span.set_attribute("foldermon.lines.out", produced.lines_out)
+        log.info(
+            "file processed",
+            processed_as=processed_as,
+            output=str(target.final),
+            lines_in=produced.lines_in,
+            lines_out=produced.lines_out,
+        )
+        return Outcome("processed")
+
+    def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
+        t = self.config.telemetry
+        on_batch = None
+        if t.trace_lines and t.max_line_spans_per_file > 0:
+            tracer = self.telemetry.tracer
+            on_batch = LineTracer(
+                pipeline, tracer, span, ratio=t.line_sample_ratio, cap=t.max_line_spans_per_file
+            )
+        with open_input(claim.path) as src:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(target.tmp, flags, 0o640)
+            try:
+                return stream(
+                    src,
+                    fd,
+                    pipeline,
+                    max_line_bytes=self.config.pipeline.max_line_bytes,
+                    on_batch=on_batch,
+                    keep_going=self.keep_going,
+                )
+            finally:
+                os.close(fd)
+
+    def _failed(self, queue: Queue, claim: Claim, exc: Exception, span: Span, log: logmod.Logger) -> Outcome:
+        environment = isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+        if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
+            delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
+            log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
+            return Outcome("retry", retry_in=delay, counted=not environment)
+        record = fail_record(
+            exc,
+            claim,
+            now=self._wall(),
+            instance=self.instance_id,
+            processor_id=getattr(exc, "processor_id", None),
+            processor_type=getattr(exc, "processor_type", None),
+            line=getattr(exc, "line", None),
+            cause=describe(exc.__cause__) if exc.__cause__ else None,
+            trace_id=format(span.get_span_context().trace_id, "032x"),
+        )
+        failed_as = queue.fail(claim, record)
+        log.error("file failed", failed_as=failed_as, error=describe(exc))
+        return Outcome("failed")
+
+    def _record(self, pipeline: Pipeline, outcome: str, seconds: float, root: str) -> None:
+        """Metrics once per file attempt: the hot loop only counted locally."""
+        ins = self.telemetry.instruments
+        for stage, stats in zip(pipeline.stages, pipeline.stats(), strict=True):
+            attrs = {"foldermon.processor.id": stage.id, "foldermon.processor.type": stage.type}
+            ins.lines_in.add(stats.lines_in, attrs)
+            ins.lines_out.add(stats.lines_out, attrs)
+            ins.processor_duration.record(stats.seconds, attrs)
+            if stats.errors:
+                ins.processor_errors.add(stats.errors, attrs)
+        ins.files.add(1, {"foldermon.outcome": outcome, "foldermon.watch.root": root})
+        ins.file_duration.record(seconds, {"foldermon.outcome": outcome, "foldermon.watch.root": root})

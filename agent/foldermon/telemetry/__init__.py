@@ -1,0 +1,21 @@
+"""OpenTelemetry for the agent: providers built in one place, instruments passed to who records."""
+
+from foldermon.telemetry._exporters import ENABLE_HINT, ExportGuard, ExportSettings, resolve
+from foldermon.telemetry._instruments import SECONDS_BUCKETS, Instruments, QueueSample, WatchModeSample
+from foldermon.telemetry._providers import Telemetry, build_resource
+from foldermon.telemetry._spans import LineTracer, processor_spans
+
+__all__ = [
+    "ENABLE_HINT",
+    "SECONDS_BUCKETS",
+    "ExportGuard",
+    "ExportSettings",
+    "Instruments",
+    "LineTracer",
+    "QueueSample",
+    "Telemetry",
+    "WatchModeSample",
+    "build_resource",
+    "processor_spans",
+    "resolve",
+]

@@ -1,0 +1,245 @@
+"""Which exporters to build, from the standard ``OTEL_*`` variables and the ``[telemetry]`` section."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from foldermon.config import TelemetryConfig
+from foldermon.errors import ConfigError
+
+SIGNALS = ("traces", "metrics", "logs")
+_CHOICES = {
+    "traces": ("otlp", "console", "none"),
+    "metrics": ("otlp", "prometheus", "console", "none"),
+    "logs": ("otlp", "console", "none"),
+}
+PROTOCOLS = ("grpc", "http/protobuf")
+ENABLE_HINT = (
+    "telemetry export is off; set OTEL_EXPORTER_OTLP_ENDPOINT (or [telemetry] endpoint) to send traces, "
+    "metrics and logs to a collector, or OTEL_METRICS_EXPORTER=prometheus for a scrape endpoint"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    exporters: Mapping[str, str]  # signal -> otlp | prometheus | console | none
+    protocol: str
+    endpoint: str  # "" = the exporter's own default or its OTEL_* variable
+    headers: str
+    prometheus_host: str
+    prometheus_port: int
+    metric_interval_ms: float | None
+
+    @property
+    def anything_exported(self) -> bool:
+        return any(v != "none" for v in self.exporters.values())
+
+
+def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
+    """Environment first, then the config file, then defaults; raises ConfigError on unknown values."""
+    problems: list[str] = []
+    endpoint_known = bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or config.endpoint
+        or any(env.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT") for s in SIGNALS)
+    )
+    exporters: dict[str, str] = {}
+    for signal in SIGNALS:
+        chosen = env.get(f"OTEL_{signal.upper()}_EXPORTER") or getattr(config, f"{signal}_exporter")
+        # With nothing configured the agent exports nothing rather than retrying against localhost.
+        value = (chosen or ("otlp" if endpoint_known else "none")).strip().lower()
+        if value not in _CHOICES[signal]:
+            problems.append(f"{signal} exporter {value!r} is not one of {', '.join(_CHOICES[signal])}")
+        exporters[signal] = value
+    protocol = (env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or config.protocol or "grpc").strip().lower()
+    if protocol not in PROTOCOLS:
+        problems.append(f"OTLP protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    port_text = env.get("OTEL_EXPORTER_PROMETHEUS_PORT") or str(config.prometheus_port or 9464)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        problems.append(f"prometheus port {port_text!r} is not a TCP port number")
+        port_text = "9464"
+    interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
+    if problems:
+        raise ConfigError(problems, "telemetry settings")
+    return ExportSettings(
+        exporters=exporters,
+        protocol=protocol,
+        endpoint="" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else config.endpoint,
+        headers="" if env.get("OTEL_EXPORTER_OTLP_HEADERS") else config.headers,
+        prometheus_host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or config.prometheus_host or "127.0.0.1",
+        prometheus_port=int(port_text),
+        metric_interval_ms=None if interval else (config.metric_export_interval * 1000 or None),
+    )
+
+
+def _headers(text: str) -> dict[str, str] | None:
+    pairs = [p.split("=", 1) for p in text.split(",") if "=" in p]
+    return {k.strip(): v.strip() for k, v in pairs} or None
+
+
+def _otlp_kwargs(settings: ExportSettings, signal: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings.endpoint:
+        base = settings.endpoint.rstrip("/")
+        kwargs["endpoint"] = base + f"/v1/{signal}" if settings.protocol == "http/protobuf" else base
+    if settings.headers:
+        kwargs["headers"] = _headers(settings.headers)
+    return kwargs
+
+
+def otlp_span_exporter(settings: ExportSettings) -> SpanExporter:
+    kwargs = _otlp_kwargs(settings, "traces")
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(**kwargs)
+
+
+def otlp_metric_exporter(settings: ExportSettings, **extra: Any) -> MetricExporter:
+    kwargs = {**_otlp_kwargs(settings, "metrics"), **extra}
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(**kwargs)
+
+
+def otlp_log_exporter(settings: ExportSettings) -> Any:
+    kwargs = _otlp_kwargs(settings, "logs")
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
+
+        return Grpc(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+    return Http(**kwargs)
+
+
+def quiet_sdk_loggers() -> None:
+    """The exporters log every retry; failures are counted and reported by ExportGuard instead."""
+    for name in (
+        "opentelemetry.exporter",
+        "opentelemetry.sdk._shared_internal",
+        "opentelemetry.sdk.trace.export",
+    ):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class ExportGuard:
+    """Counts export failures per signal and reports them at most once a minute."""
+
+    def __init__(
+        self,
+        report: Callable[[str, int, str], None],
+        *,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._report = report
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self.failures: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self.on_failure: Callable[[str], None] = lambda _signal: None
+
+    def failed(self, signal: str, detail: str) -> None:
+        with self._lock:
+            self.failures[signal] += 1
+            now = self._clock()
+            due = now - self._last.get(signal, -self._every) >= self._every
+            if due:
+                self._last[signal] = now
+            count = self.failures[signal]
+        self.on_failure(signal)
+        if due:
+            self._report(signal, count, detail)
+
+
+class GuardedSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, guard: ExportGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:  # noqa: BLE001 - telemetry never raises into the agent
+            self._guard.failed("traces", repr(exc))
+            return SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self._guard.failed("traces", f"{len(spans)} spans not accepted")
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class GuardedMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, guard: ExportGuard) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,  # keep the inner exporter's choice
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._guard = guard
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - telemetry never raises into the agent
+            self._guard.failed("metrics", repr(exc))
+            return MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            self._guard.failed("metrics", "metrics not accepted")
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class GuardedLogExporter(LogRecordExporter):
+    """Wraps a log record exporter with the same failure accounting."""
+
+    def __init__(self, inner: Any, guard: ExportGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        try:
+            result: LogRecordExportResult = self._inner.export(batch)
+        except Exception as exc:  # noqa: BLE001 - telemetry never raises into the agent
+            self._guard.failed("logs", repr(exc))
+            return LogRecordExportResult.FAILURE
+        if result is not LogRecordExportResult.SUCCESS:
+            self._guard.failed("logs", f"{len(batch)} log records not accepted")
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))

@@ -1,0 +1,125 @@
+"""The metric instruments of the telemetry contract, created once and passed to whoever records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+# Seconds from 1 ms to 10 min: the SDK's default buckets assume milliseconds.
+SECONDS_BUCKETS: Sequence[float] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSample:
+    """One root's queue as seen by the gauge callback."""
+
+    root: str
+    depths: dict[str, int]  # state -> files
+    oldest_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchModeSample:
+    root: str
+    mode: str
+    reason: str
+
+
+class Instruments:
+    """Counters and histograms of the contract; gauges read from callbacks set by the service."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.lines_in = meter.create_counter(
+            "foldermon.processor.lines.in", unit="{line}", description="Lines that entered a processor"
+        )
+        self.lines_out = meter.create_counter(
+            "foldermon.processor.lines.out", unit="{line}", description="Lines a processor emitted"
+        )
+        self.processor_errors = meter.create_counter(
+            "foldermon.processor.errors", unit="{error}", description="Exceptions raised by a processor"
+        )
+        self.processor_duration = meter.create_histogram(
+            "foldermon.processor.duration",
+            unit="s",
+            description="Time one processor spent on one file",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.files = meter.create_counter(
+            "foldermon.files", unit="{file}", description="File attempts by outcome"
+        )
+        self.file_duration = meter.create_histogram(
+            "foldermon.file.duration",
+            unit="s",
+            description="Time to process one file attempt, claim to finish",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.pickup_latency = meter.create_histogram(
+            "foldermon.file.pickup_latency",
+            unit="s",
+            description="Time from a file's arrival in unprocessed/ to its claim",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.recovered = meter.create_counter(
+            "foldermon.files.recovered", unit="{file}", description="Files returned from dead instances"
+        )
+        self.export_failures = meter.create_counter(
+            "foldermon.telemetry.export.failures",
+            unit="{error}",
+            description="Failed telemetry exports by signal",
+        )
+        self.queue_source: Callable[[], Iterable[QueueSample]] = list
+        self.mode_source: Callable[[], Iterable[WatchModeSample]] = list
+        self._cached: list[QueueSample] = []
+        self._sampled_at = -1e9
+        meter.create_observable_gauge(
+            "foldermon.queue.depth",
+            callbacks=[self._depths],
+            unit="{file}",
+            description="Files per queue state",
+        )
+        meter.create_observable_gauge(
+            "foldermon.queue.oldest_age",
+            callbacks=[self._oldest],
+            unit="s",
+            description="Age of the oldest file waiting in unprocessed/",
+        )
+        meter.create_observable_gauge(
+            "foldermon.watch.mode",
+            callbacks=[self._modes],
+            unit="1",
+            description="1 for the watch mode in use per root, with the reason",
+        )
+
+    def _samples(self) -> list[QueueSample]:
+        """One look at the queues serves both gauges of a collection."""
+        now = time.monotonic()
+        if now - self._sampled_at > 1.0:
+            self._cached = list(self.queue_source())
+            self._sampled_at = now
+        return self._cached
+
+    def _depths(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for sample in self._samples():
+            for state, count in sample.depths.items():
+                yield Observation(
+                    count, {"foldermon.queue.state": state, "foldermon.watch.root": sample.root}
+                )
+
+    def _oldest(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for sample in self._samples():
+            yield Observation(sample.oldest_age or 0.0, {"foldermon.watch.root": sample.root})
+
+    def _modes(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for m in self.mode_source():
+            attrs = {
+                "foldermon.watch.root": m.root,
+                "foldermon.watch.mode": m.mode,
+                "foldermon.watch.reason": m.reason,
+            }
+            yield Observation(1, attrs)

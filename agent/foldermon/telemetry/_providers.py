@@ -1,0 +1,170 @@
+"""Builds the tracer, meter and logger providers in one place; flushes them on one deadline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import Tracer
+
+from foldermon import __version__
+from foldermon import log as logmod
+from foldermon.config import TelemetryConfig
+from foldermon.telemetry._exporters import (
+    ENABLE_HINT,
+    ExportGuard,
+    ExportSettings,
+    GuardedLogExporter,
+    GuardedMetricExporter,
+    GuardedSpanExporter,
+    otlp_log_exporter,
+    otlp_metric_exporter,
+    otlp_span_exporter,
+    quiet_sdk_loggers,
+    resolve,
+)
+from foldermon.telemetry._instruments import Instruments
+from foldermon.telemetry._logs import OtlpLogBridge, add_trace_ids
+
+SCOPE = "foldermon"
+
+
+def build_resource(instance_id: str) -> Resource:
+    """The contract's resource; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over it."""
+    ours = Resource.create(
+        {
+            "service.name": "foldermon-agent",
+            "service.version": __version__,
+            "service.instance.id": instance_id,
+            "host.name": socket.gethostname(),
+        }
+    )
+    return ours.merge(OTELResourceDetector().detect())
+
+
+class Telemetry:
+    """The agent's providers and instruments; built once by the service and passed in."""
+
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        instance_id: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        log: logmod.Logger | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.settings: ExportSettings = resolve(config, env)
+        self.log = log or logmod.get()
+        quiet_sdk_loggers()
+        self.guard = ExportGuard(self._report_failure)
+        resource = build_resource(instance_id)
+        self.tracer_provider = TracerProvider(resource=resource)
+        self._add_span_exporter()
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=self._metric_readers())
+        self.logger_provider: LoggerProvider | None = None
+        if self.settings.exporters["logs"] != "none":
+            self.logger_provider = LoggerProvider(resource=resource)
+            exporter = (
+                ConsoleLogRecordExporter()
+                if self.settings.exporters["logs"] == "console"
+                else GuardedLogExporter(otlp_log_exporter(self.settings), self.guard)
+            )
+            self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
+        self.instruments = Instruments(self.meter_provider.get_meter(SCOPE, __version__))
+        self.guard.on_failure = lambda signal: self.instruments.export_failures.add(1, {"signal": signal})
+
+    def log_processors(self) -> list[Callable[..., Any]]:
+        """structlog processors to install: trace ids, plus the OTLP bridge when logs are exported."""
+        processors: list[Callable[..., Any]] = [add_trace_ids]
+        if self.logger_provider is not None:
+            processors.append(OtlpLogBridge(self.logger_provider.get_logger(SCOPE, __version__)))
+        return processors
+
+    def announce(self) -> None:
+        """Say once where telemetry goes, or how to turn export on."""
+        if not self.settings.anything_exported:
+            self.log.info(ENABLE_HINT)
+            return
+        self.log.info(
+            "telemetry export",
+            **self.settings.exporters,
+            protocol=self.settings.protocol,
+            endpoint=self.settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "default"),
+        )
+
+    def _add_span_exporter(self) -> None:
+        kind = self.settings.exporters["traces"]
+        if kind == "console":
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif kind == "otlp":
+            exporter = GuardedSpanExporter(otlp_span_exporter(self.settings), self.guard)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+
+    def _metric_readers(self) -> list[MetricReader]:
+        kind = self.settings.exporters["metrics"]
+        interval = self.settings.metric_interval_ms
+        if kind == "console":
+            return [PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)]
+        if kind == "otlp":
+            exporter = GuardedMetricExporter(otlp_metric_exporter(self.settings), self.guard)
+            return [PeriodicExportingMetricReader(exporter, export_interval_millis=interval)]
+        if kind == "prometheus":
+            return [self._prometheus_reader()]
+        return []
+
+    def _prometheus_reader(self) -> MetricReader:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import REGISTRY, start_http_server
+
+        reader: MetricReader = PrometheusMetricReader()
+        host, port = self.settings.prometheus_host, self.settings.prometheus_port
+        self._prometheus_server = start_http_server(port, addr=host, registry=REGISTRY)
+        self.log.info("prometheus endpoint", url=f"http://{host}:{port}/metrics")
+        return reader
+
+    def _report_failure(self, signal: str, count: int, detail: str) -> None:
+        self.log.warning(
+            "telemetry export failing; processing continues",
+            signal=signal,
+            failures=count,
+            detail=detail[:300],
+        )
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush and stop every provider within one shared deadline; never raises."""
+        deadline = time.monotonic() + timeout
+
+        def left_ms() -> int:
+            return max(1, int((deadline - time.monotonic()) * 1000))
+
+        providers: list[Any] = [self.tracer_provider, self.meter_provider, self.logger_provider]
+        for provider in providers:
+            if provider is None:
+                continue
+            try:
+                provider.force_flush(left_ms())
+                if provider is self.meter_provider:
+                    provider.shutdown(timeout_millis=left_ms())
+                else:
+                    provider.shutdown()
+            except Exception as exc:  # noqa: BLE001 - telemetry never breaks shutdown
+                self.log.warning("telemetry shutdown incomplete", error=repr(exc))
+        server = getattr(self, "_prometheus_server", None)
+        if server is not None:
+            server[0].shutdown()
