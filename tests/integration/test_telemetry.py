@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentctl import drop, log_records, run_cli, start, stop, wait_until, write_config
-from otlp_receiver import OtlpReceiver
-
 from foldermon.telemetry import ENABLE_HINT, SECONDS_BUCKETS
+from otlp_receiver import OtlpReceiver
 
 PIPELINE = """
 [retry]
@@ -259,7 +258,11 @@ def test_prometheus_endpoint_serves_translated_names(tmp_path: Path) -> None:
             except OSError:
                 return ""
 
-        text = wait_until(lambda: "foldermon_files_total" in scrape() and scrape())
+        def scrape_after_first_file() -> str:
+            text = scrape()
+            return text if "foldermon_files_total" in text else ""
+
+        text = wait_until(scrape_after_first_file)
     finally:
         assert stop(proc) == 0
     assert 'foldermon_processor_lines_in_total{foldermon_processor_id="important"' in text
