@@ -249,7 +249,7 @@ def test_prometheus_endpoint_serves_translated_names(tmp_path: Path) -> None:
     proc = start("run", "--watch", str(root), "--config", str(cfg), log=tmp_path / "agent.log", env=env)
     try:
         drop(root, "a.txt", "IMPORTANT\nno\n")
-        wait_until(lambda: (root / "processed" / "a.txt").exists())
+        wait_until((root / "processed" / "a.txt").exists)
 
         def scrape() -> str:
             try:
