@@ -7,6 +7,7 @@ import difflib
 import json
 import math
 import os
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -288,12 +289,17 @@ def validate(config: Config) -> list[str]:
 
 
 def _check_name_template(template: str) -> list[str]:
+    hint = "use {stem}, {suffix} and {name}"
     try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
         name = template.format(stem="x", suffix=".txt", name="x.txt")
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-        return [
-            f"[output] name: {template!r} is not a valid template ({exc}); use {{stem}}, {{suffix}}, {{name}}"
-        ]
+        return [f"[output] name: {template!r} is not a valid template ({exc}); {hint}"]
+    if any(f not in ("stem", "suffix", "name") for f in fields):
+        return [f"[output] name: {template!r} may only hold plain fields; {hint}"]
+    # Without the input's name in it, every input would write to the same output.
+    if "stem" not in fields and "name" not in fields:
+        return [f"[output] name: {template!r} must contain {{stem}} or {{name}}"]
     if "/" in name or name in ("", ".", ".."):
         return [f"[output] name: {template!r} must give a plain file name"]
     return []

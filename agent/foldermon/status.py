@@ -15,6 +15,8 @@ def _failed_reason(failed: Path, name: str) -> str:
         record = json.loads((failed / (name + ERROR_SUFFIX)).read_bytes())
     except (OSError, ValueError):
         return "no error record"
+    if not isinstance(record, dict):  # edited by hand: one bad record must not break status
+        return "no error record"
     return f"{record.get('error_type', 'Error')}: {record.get('message', '')}"
 
 

@@ -70,7 +70,8 @@ class Instance:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
         os.fsync(fd)
-        durable_rename(staging, self.dir)
+        # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
+        durable_rename(staging, self.dir, replace=True)
         self._lock_fd: int | None = fd
 
     def close(self) -> None:
@@ -312,19 +313,29 @@ class Queue:
         fsync_dir(self.instance.dir)
 
     def _return(self, folder: Path, name: str) -> str:
-        """Move an input and its counter from a claim folder back to ``unprocessed/``."""
+        """Move an input and its counter from a claim folder back to ``unprocessed/``.
+
+        The counter goes first: a crash between the two moves leaves the input in the dead
+        folder, where the next recovery finds it, and its count already waiting for it.
+        """
         n = 0
+        while os.path.lexists(self.layout.unprocessed / unique_name(name, n)):
+            n += 1
+        self._move_counter(folder / counter_name(name), unique_name(name, n))
         while True:
             dst_name = unique_name(name, n)
             try:
                 durable_rename(folder / name, self.layout.unprocessed / dst_name)
-                break
             except FileExistsError:
+                # A producer dropped the same name meanwhile: the counter follows to the next name.
                 n += 1
-        counter = folder / counter_name(name)
+                self._move_counter(self.layout.unprocessed / counter_name(dst_name), unique_name(name, n))
+            else:
+                return dst_name
+
+    def _move_counter(self, counter: Path, input_name: str) -> None:
         if counter.exists():
-            durable_rename(counter, self.layout.unprocessed / counter_name(dst_name), replace=True)
-        return dst_name
+            durable_rename(counter, self.layout.unprocessed / counter_name(input_name), replace=True)
 
     # -- recovery --------------------------------------------------------------------------
 

@@ -1,0 +1,526 @@
+"""The folder-queue lifecycle on a real file system: claim, output, finish, fail, release, recover."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import inotify_simple
+import pytest
+
+from foldermon.queue import Claim, Instance, Layout, Queue, new_instance_id
+from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME
+from foldermon.queue.lifecycle import Directory, Exhausted, Rejected, counter_name
+
+# Instance ids have the shape new_instance_id() gives (host-pid-random): temp outputs are
+# matched to their owner by it.
+ME = "host-1-aaaaaa"
+OTHER = "host-2-bbbbbb"
+CLOCK = 1_700_000_000.0
+
+OpenInstance = Callable[[str], Instance]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    """Return a watch root with every queue folder created."""
+    layout = Layout.for_root(tmp_path / "root")
+    layout.create()
+    return layout
+
+
+@pytest.fixture
+def open_instance(layout: Layout) -> Iterator[OpenInstance]:
+    """Open instances by id; those still holding their lock are closed at the end of the test."""
+    opened: list[Instance] = []
+
+    def open_(instance_id: str) -> Instance:
+        instance = Instance(layout, instance_id)
+        opened.append(instance)
+        return instance
+
+    yield open_
+    for instance in opened:
+        instance.close()
+
+
+@pytest.fixture
+def queue(layout: Layout, open_instance: OpenInstance) -> Queue:
+    """Return a queue for instance ME with three attempts and a fixed clock."""
+    return make_queue(layout, open_instance(ME))
+
+
+def make_queue(layout: Layout, instance: Instance, max_attempts: int = 3) -> Queue:
+    """Return a queue over ``instance`` whose wall clock always reads CLOCK."""
+    return Queue(layout, instance, max_attempts=max_attempts, wall_clock=lambda: CLOCK)
+
+
+def drop(layout: Layout, name: str, data: bytes = b"line\n") -> Path:
+    """Put an input into unprocessed/ as a producer would."""
+    path = layout.unprocessed / name
+    path.write_bytes(data)
+    return path
+
+
+def die(instance: Instance) -> None:
+    """Drop the instance's lock without any cleanup, as the kernel does when its process dies."""
+    fd = instance._lock_fd
+    assert fd is not None
+    os.close(fd)
+    instance._lock_fd = None
+
+
+def claimed(queue: Queue, name: str) -> Claim:
+    """Claim ``name`` and insist that the result is a Claim."""
+    result = queue.claim(name)
+    assert isinstance(result, Claim), result
+    return result
+
+
+def read_json(path: Path) -> Any:
+    """Return the parsed JSON content of ``path``."""
+    return json.loads(path.read_bytes())
+
+
+def dead_instance_folder(layout: Layout, instance_id: str, *inputs: str) -> Path:
+    """Make the claim folder of an instance that died: its lock file exists and nobody holds it."""
+    folder = layout.underprocess / instance_id
+    folder.mkdir()
+    (folder / LOCK_NAME).write_bytes(b"")
+    for name in inputs:
+        (folder / name).write_bytes(name.encode())
+    return folder
+
+
+@pytest.fixture
+def live_other(layout: Layout) -> Iterator[Path]:
+    """Make the claim folder of instance OTHER, alive: the test holds its lock with flock."""
+    folder = layout.underprocess / OTHER
+    folder.mkdir()
+    (folder / LOCK_NAME).write_bytes(b"")
+    (folder / "held.txt").write_bytes(b"held")
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    yield folder
+    os.close(fd)
+
+
+# -- instance --------------------------------------------------------------------------------
+
+
+def test_new_instance_id_has_exactly_two_dashes() -> None:
+    """Instance ids are host-pid-random, the shape temp outputs are matched by."""
+    assert new_instance_id().count("-") == 2
+
+
+def test_instance_folder_holds_its_lock_file(layout: Layout, open_instance: OpenInstance) -> None:
+    """An open instance has underprocess/<id>/.lock and nothing else."""
+    instance = open_instance(ME)
+    assert instance.dir == layout.underprocess / ME
+    assert os.listdir(instance.dir) == [LOCK_NAME]
+
+
+def test_instance_lock_is_held_while_open(layout: Layout, open_instance: OpenInstance) -> None:
+    """Another open file description cannot take an open instance's lock."""
+    instance = open_instance(ME)
+    fd = os.open(instance.dir / LOCK_NAME, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_instance_close_removes_an_empty_claim_folder(layout: Layout) -> None:
+    """Closing an instance that holds no input removes its folder."""
+    Instance(layout, ME).close()
+    assert os.listdir(layout.underprocess) == []
+
+
+def test_instance_close_keeps_a_folder_with_a_claimed_input(layout: Layout) -> None:
+    """Closing an instance that still holds an input keeps the folder for recovery."""
+    instance = Instance(layout, ME)
+    claimed(make_queue(layout, instance), drop(layout, "data.txt").name)
+    instance.close()
+    assert (layout.underprocess / ME / "data.txt").exists()
+
+
+# -- claim -----------------------------------------------------------------------------------
+
+
+def test_claim_moves_the_input_into_the_instance_folder(layout: Layout, queue: Queue) -> None:
+    """A claimed input leaves unprocessed/ and sits in underprocess/<id>/ with its content."""
+    drop(layout, "data.txt", b"hello\n")
+    claim = claimed(queue, "data.txt")
+    assert claim.path == layout.underprocess / ME / "data.txt"
+    assert claim.path.read_bytes() == b"hello\n"
+    assert not (layout.unprocessed / "data.txt").exists()
+
+
+def test_claim_writes_a_counter_with_attempt_one(layout: Layout, queue: Queue) -> None:
+    """The first claim records attempt 1 durably, tied to the input's inode."""
+    ino = drop(layout, "data.txt").stat().st_ino
+    claim = claimed(queue, "data.txt")
+    counter = read_json(layout.underprocess / ME / counter_name("data.txt"))
+    assert claim.attempt == 1
+    assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK}
+
+
+def test_claim_of_a_vanished_name_returns_none(queue: Queue) -> None:
+    """Claiming a name that is gone (another instance won) gives None, not an error."""
+    assert queue.claim("gone.txt") is None
+
+
+def test_claim_rejects_a_symlink_into_failed_with_a_record(layout: Layout, queue: Queue) -> None:
+    """A symlink is moved to failed/ as a link with an error record; its target is untouched."""
+    target = layout.root / "secret"
+    target.write_bytes(b"secret")
+    (layout.unprocessed / "link.txt").symlink_to(target)
+    result = queue.claim("link.txt")
+    assert isinstance(result, Rejected)
+    assert (layout.failed / "link.txt").is_symlink()
+    assert read_json(layout.failed / ("link.txt" + ERROR_SUFFIX))["error_type"] == "InputRejected"
+    assert target.read_bytes() == b"secret"
+
+
+def test_claim_rejects_a_fifo_without_opening_it(layout: Layout, queue: Queue) -> None:
+    """A FIFO goes to failed/ with an error record; opening it would block, so the test would hang."""
+
+    def timeout(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError("claim blocked on the FIFO")
+
+    os.mkfifo(layout.unprocessed / "pipe")
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(5)
+    try:
+        result = queue.claim("pipe")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert isinstance(result, Rejected)
+    assert "FIFO" in result.reason
+    assert stat.S_ISFIFO(os.lstat(layout.failed / "pipe").st_mode)
+    assert (layout.failed / ("pipe" + ERROR_SUFFIX)).exists()
+
+
+def test_claim_leaves_a_directory_in_place(layout: Layout, queue: Queue) -> None:
+    """A directory in unprocessed/ is reported as Directory and not moved."""
+    (layout.unprocessed / "sub").mkdir()
+    assert queue.claim("sub") == Directory("sub")
+    assert (layout.unprocessed / "sub").is_dir()
+
+
+def test_claim_after_max_attempts_crashes_returns_exhausted(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """An input whose process died on every one of max_attempts claims is Exhausted on the next."""
+    drop(layout, "poison.txt")
+    for attempt in (1, 2, 3):
+        instance = open_instance(f"host-{attempt}-cccccc")
+        queue = make_queue(layout, instance)
+        queue.recover()
+        assert claimed(queue, "poison.txt").attempt == attempt
+        die(instance)
+    queue = make_queue(layout, open_instance("host-9-dddddd"))
+    queue.recover()
+    assert queue.claim("poison.txt") == Exhausted("poison.txt", 3)
+
+
+def test_exhausted_input_can_be_failed(layout: Layout, open_instance: OpenInstance) -> None:
+    """An Exhausted input is quarantined in failed/ by fail() and its counter is dropped."""
+    drop(layout, "poison.txt")
+    first = open_instance("host-1-cccccc")
+    claimed(make_queue(layout, first, max_attempts=1), "poison.txt")
+    die(first)
+    queue = make_queue(layout, open_instance("host-2-cccccc"), max_attempts=1)
+    queue.recover()
+    exhausted = queue.claim("poison.txt")
+    assert isinstance(exhausted, Exhausted)
+    assert queue.fail(exhausted, {"error_type": "Exhausted"}) == "poison.txt"
+    assert (layout.failed / "poison.txt").exists()
+    assert os.listdir(queue.instance.dir) == [LOCK_NAME]
+
+
+def test_counter_of_a_different_inode_is_ignored(layout: Layout, queue: Queue) -> None:
+    """A counter left by an earlier file of the same name does not count against a new one."""
+    ino = drop(layout, "data.txt").stat().st_ino
+    stale = {"ino": ino + 1, "attempts": 5, "first_attempt": 1.0}
+    (layout.unprocessed / counter_name("data.txt")).write_text(json.dumps(stale))
+    claim = claimed(queue, "data.txt")
+    assert (claim.attempt, claim.first_attempt) == (1, CLOCK)
+
+
+def test_again_counts_one_more_attempt(layout: Layout, queue: Queue) -> None:
+    """again() raises the durable counter by one and keeps the first attempt's time."""
+    drop(layout, "data.txt")
+    retry = queue.again(claimed(queue, "data.txt"))
+    counter = read_json(layout.underprocess / ME / counter_name("data.txt"))
+    assert retry.attempt == 2
+    assert (counter["attempts"], counter["first_attempt"]) == (2, CLOCK)
+
+
+# -- release ---------------------------------------------------------------------------------
+
+
+def test_release_moves_the_input_back_to_unprocessed(layout: Layout, queue: Queue) -> None:
+    """release() returns the input to unprocessed/ with its content."""
+    drop(layout, "data.txt", b"keep\n")
+    queue.release(claimed(queue, "data.txt"))
+    assert (layout.unprocessed / "data.txt").read_bytes() == b"keep\n"
+    assert os.listdir(queue.instance.dir) == [LOCK_NAME]
+
+
+def test_release_of_a_first_attempt_leaves_no_counter(layout: Layout, queue: Queue) -> None:
+    """Releasing attempt 1 drops the counter, so the next claim is attempt 1 again."""
+    drop(layout, "data.txt")
+    queue.release(claimed(queue, "data.txt"))
+    assert not (layout.unprocessed / counter_name("data.txt")).exists()
+    assert claimed(queue, "data.txt").attempt == 1
+
+
+def test_release_restores_the_previous_count(layout: Layout, open_instance: OpenInstance) -> None:
+    """Releasing attempt 2 leaves a counter of 1 beside the returned input."""
+    drop(layout, "data.txt")
+    first = open_instance("host-1-cccccc")
+    claimed(make_queue(layout, first), "data.txt")
+    die(first)
+    queue = make_queue(layout, open_instance(ME))
+    queue.recover()
+    claim = claimed(queue, "data.txt")
+    assert claim.attempt == 2
+    queue.release(claim)
+    assert read_json(layout.unprocessed / counter_name("data.txt"))["attempts"] == 1
+    assert claimed(queue, "data.txt").attempt == 2
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def test_output_target_uses_the_template_name(layout: Layout, queue: Queue) -> None:
+    """With processed/ free of the name, the output is {stem}_processed{suffix} with n 0."""
+    drop(layout, "data.txt")
+    target = queue.output_target(claimed(queue, "data.txt"))
+    assert (target.final, target.n) == (layout.output_dir / "data_processed.txt", 0)
+
+
+def test_output_target_temp_is_a_dotfile_beside_the_output(layout: Layout, queue: Queue) -> None:
+    """The temp output lives in the output folder under a dot name that carries the instance id."""
+    drop(layout, "data.txt")
+    tmp = queue.output_target(claimed(queue, "data.txt")).tmp
+    assert tmp.parent == layout.output_dir
+    assert tmp.name.startswith(".")
+    assert ME in tmp.name
+
+
+def test_output_target_picks_suffix_n_when_processed_holds_the_name(layout: Layout, queue: Queue) -> None:
+    """A new input under a used name gets the first n whose processed/ name is free."""
+    (layout.processed / "data.txt").write_bytes(b"old")
+    (layout.processed / "data.1.txt").write_bytes(b"older")
+    drop(layout, "data.txt")
+    target = queue.output_target(claimed(queue, "data.txt"))
+    assert (target.final, target.n) == (layout.output_dir / "data_processed.2.txt", 2)
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "expected"),
+    [
+        ("{stem}_processed{suffix}", "data.txt", "data_processed.txt"),
+        ("{stem}_processed{suffix}", "README", "README_processed"),
+        ("{stem}_processed{suffix}", "a.tar.gz", "a.tar_processed.gz"),
+        ("{name}.out", "data.txt", "data.txt.out"),
+    ],
+)
+def test_output_filename_follows_the_template(
+    layout: Layout, open_instance: OpenInstance, template: str, name: str, expected: str
+) -> None:
+    """The output name is the template filled from the input's stem, last suffix and name."""
+    queue = Queue(layout, open_instance(ME), output_name=template)
+    assert queue.output_filename(name) == expected
+
+
+# -- finish ----------------------------------------------------------------------------------
+
+
+def test_finish_moves_the_input_to_processed_and_drops_its_counter(layout: Layout, queue: Queue) -> None:
+    """finish() puts the input in processed/ and leaves the claim folder with only its lock."""
+    drop(layout, "data.txt")
+    claim = claimed(queue, "data.txt")
+    assert queue.finish(claim, queue.output_target(claim)) == "data.txt"
+    assert (layout.processed / "data.txt").exists()
+    assert os.listdir(queue.instance.dir) == [LOCK_NAME]
+
+
+def test_finish_suffixes_a_name_taken_in_processed_meanwhile(layout: Layout, queue: Queue) -> None:
+    """When processed/ gains the name after output_target, input and output both get suffix 1."""
+    drop(layout, "data.txt", b"mine")
+    claim = claimed(queue, "data.txt")
+    target = queue.output_target(claim)
+    target.final.write_bytes(b"my output")
+    (layout.processed / "data.txt").write_bytes(b"theirs")
+    assert queue.finish(claim, target) == "data.1.txt"
+    assert (layout.processed / "data.txt").read_bytes() == b"theirs"
+    assert (layout.processed / "data.1.txt").read_bytes() == b"mine"
+    assert (layout.output_dir / "data_processed.1.txt").read_bytes() == b"my output"
+
+
+def test_finish_skips_every_name_taken_in_processed_meanwhile(layout: Layout, queue: Queue) -> None:
+    """When names 0 and 1 are both taken after output_target, finish() uses 2 and clobbers nothing."""
+    drop(layout, "data.txt", b"mine")
+    claim = claimed(queue, "data.txt")
+    target = queue.output_target(claim)
+    target.final.write_bytes(b"my output")
+    (layout.processed / "data.txt").write_bytes(b"first")
+    (layout.processed / "data.1.txt").write_bytes(b"second")
+    (layout.output_dir / "data_processed.1.txt").write_bytes(b"second output")
+    assert queue.finish(claim, target) == "data.2.txt"
+    assert (layout.processed / "data.2.txt").read_bytes() == b"mine"
+    assert (layout.output_dir / "data_processed.2.txt").read_bytes() == b"my output"
+    assert (layout.output_dir / "data_processed.1.txt").read_bytes() == b"second output"
+
+
+# -- fail ------------------------------------------------------------------------------------
+
+
+def test_fail_moves_the_input_to_failed_with_its_record(layout: Layout, queue: Queue) -> None:
+    """fail() puts the input in failed/ beside <name>.error.json holding the record."""
+    drop(layout, "data.txt")
+    claim = claimed(queue, "data.txt")
+    assert queue.fail(claim, {"error_type": "ValueError", "message": "bad"}) == "data.txt"
+    record = read_json(layout.failed / ("data.txt" + ERROR_SUFFIX))
+    assert (layout.failed / "data.txt").exists()
+    assert record["error_type"] == "ValueError"
+    assert (record["file"], record["failed_name"], record["failed_at"]) == ("data.txt", "data.txt", CLOCK)
+
+
+def test_fail_drops_the_counter(layout: Layout, queue: Queue) -> None:
+    """After fail() the claim folder holds only its lock."""
+    drop(layout, "data.txt")
+    queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"})
+    assert os.listdir(queue.instance.dir) == [LOCK_NAME]
+
+
+def test_fail_writes_the_record_before_moving_the_input(layout: Layout, queue: Queue) -> None:
+    """inotify sees the record arrive in failed/ before the input, so no input is there without one."""
+    drop(layout, "data.txt")
+    claim = claimed(queue, "data.txt")
+    with inotify_simple.INotify() as watcher:
+        watcher.add_watch(layout.failed, inotify_simple.flags.MOVED_TO)
+        queue.fail(claim, {"error_type": "ValueError"})
+        arrivals = [event.name for event in watcher.read(timeout=0)]
+    assert arrivals == ["data.txt" + ERROR_SUFFIX, "data.txt"]
+
+
+def test_fail_suffixes_a_name_taken_in_failed(layout: Layout, queue: Queue) -> None:
+    """A clash in failed/ gives the input and its record suffix 1; the earlier pair is untouched."""
+    (layout.failed / "data.txt").write_bytes(b"earlier")
+    (layout.failed / ("data.txt" + ERROR_SUFFIX)).write_bytes(b"{}")
+    drop(layout, "data.txt", b"mine")
+    assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.1.txt"
+    assert (layout.failed / "data.txt").read_bytes() == b"earlier"
+    assert (layout.failed / ("data.txt" + ERROR_SUFFIX)).read_bytes() == b"{}"
+    assert (layout.failed / "data.1.txt").read_bytes() == b"mine"
+    assert read_json(layout.failed / ("data.1.txt" + ERROR_SUFFIX))["failed_name"] == "data.1.txt"
+
+
+def test_fail_replaces_a_record_left_without_its_input(layout: Layout, queue: Queue) -> None:
+    """A record with no input beside it is from an interrupted fail of this input and is replaced."""
+    (layout.failed / ("data.txt" + ERROR_SUFFIX)).write_bytes(b"{}")
+    drop(layout, "data.txt")
+    assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.txt"
+    assert read_json(layout.failed / ("data.txt" + ERROR_SUFFIX))["error_type"] == "ValueError"
+
+
+# -- recover ---------------------------------------------------------------------------------
+
+
+def test_recover_returns_the_inputs_of_a_dead_instance(layout: Layout, queue: Queue) -> None:
+    """Inputs in the folder of an instance whose lock is free go back to unprocessed/."""
+    dead_instance_folder(layout, OTHER, "a.txt", "b.txt")
+    report = queue.recover()
+    assert sorted(report.returned) == ["a.txt", "b.txt"]
+    assert report.dead_instances == [OTHER]
+    assert (layout.unprocessed / "a.txt").read_bytes() == b"a.txt"
+
+
+def test_recover_removes_the_folder_of_a_dead_instance(layout: Layout, queue: Queue) -> None:
+    """After recovery only the live instance's folder is left in underprocess/."""
+    dead_instance_folder(layout, OTHER, "a.txt")
+    queue.recover()
+    assert os.listdir(layout.underprocess) == [ME]
+
+
+def test_recover_returns_the_counter_with_the_input(layout: Layout, open_instance: OpenInstance) -> None:
+    """A dead instance's attempt counter follows its input, so the next claim is attempt 2."""
+    drop(layout, "data.txt")
+    first = open_instance(OTHER)
+    claimed(make_queue(layout, first), "data.txt")
+    die(first)
+    queue = make_queue(layout, open_instance(ME))
+    queue.recover()
+    assert read_json(layout.unprocessed / counter_name("data.txt"))["attempts"] == 1
+    assert claimed(queue, "data.txt").attempt == 2
+
+
+def test_recover_suffixes_an_input_whose_name_is_back_in_unprocessed(layout: Layout, queue: Queue) -> None:
+    """A returned input never clobbers a new file of the same name in unprocessed/."""
+    dead_instance_folder(layout, OTHER, "a.txt")
+    drop(layout, "a.txt", b"new")
+    assert queue.recover().returned == ["a.1.txt"]
+    assert (layout.unprocessed / "a.txt").read_bytes() == b"new"
+    assert (layout.unprocessed / "a.1.txt").read_bytes() == b"a.txt"
+
+
+def test_recover_removes_temp_outputs_of_a_dead_instance(layout: Layout, queue: Queue) -> None:
+    """A temp output whose owner is dead is removed and counted."""
+    dead_instance_folder(layout, OTHER, "a.txt")
+    (layout.output_dir / f".foldermon-{OTHER}-a_processed.txt.tmp").write_bytes(b"partial")
+    assert queue.recover().temps_removed == 1
+    assert os.listdir(layout.output_dir) == []
+
+
+def test_recover_removes_temp_outputs_whose_owner_folder_is_gone(layout: Layout, queue: Queue) -> None:
+    """A temp output of an instance with no claim folder left is removed."""
+    (layout.output_dir / f".foldermon-{OTHER}-a_processed.txt.tmp").write_bytes(b"partial")
+    assert queue.recover().temps_removed == 1
+
+
+def test_recover_removes_a_staging_folder_without_a_lock(layout: Layout, queue: Queue) -> None:
+    """A half-created instance folder (.new-<id>, no lock yet) is cleaned up."""
+    (layout.underprocess / f".new-{OTHER}").mkdir()
+    assert queue.recover().dead_instances == [OTHER]
+    assert os.listdir(layout.underprocess) == [ME]
+
+
+def test_recover_leaves_a_live_instance_untouched(layout: Layout, queue: Queue, live_other: Path) -> None:
+    """The folder, lock and inputs of an instance whose lock is held are not touched."""
+    report = queue.recover()
+    assert (report.returned, report.dead_instances) == ([], [])
+    assert sorted(os.listdir(live_other)) == [LOCK_NAME, "held.txt"]
+    assert not (layout.unprocessed / "held.txt").exists()
+
+
+@pytest.mark.usefixtures("live_other")
+def test_recover_leaves_temp_outputs_of_a_live_instance(layout: Layout, queue: Queue) -> None:
+    """A temp output whose owner holds its lock is kept."""
+    temp = layout.output_dir / f".foldermon-{OTHER}-a_processed.txt.tmp"
+    temp.write_bytes(b"in progress")
+    assert queue.recover().temps_removed == 0
+    assert temp.read_bytes() == b"in progress"
+
+
+def test_recover_leaves_its_own_claims_and_temps(layout: Layout, queue: Queue) -> None:
+    """The recovering instance never returns its own inputs or removes its own temps."""
+    drop(layout, "data.txt")
+    target = queue.output_target(claimed(queue, "data.txt"))
+    target.tmp.write_bytes(b"in progress")
+    report = queue.recover()
+    assert (report.returned, report.temps_removed) == ([], 0)
+    assert (queue.instance.dir / "data.txt").exists()
+    assert target.tmp.exists()
