@@ -86,6 +86,7 @@ class TelemetryConfig:
     prometheus_host: str = ""
     prometheus_port: int = 0
     traces_sampler: str = ""
+    traces_sampler_arg: float = 1.0
     resource_attributes: str = ""
 
 

@@ -13,6 +13,15 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ConfigError
@@ -24,6 +33,14 @@ _CHOICES = {
     "logs": ("otlp", "console", "none"),
 }
 PROTOCOLS = ("grpc", "http/protobuf")
+_SAMPLERS: dict[str, Callable[[float], Sampler]] = {
+    "always_on": lambda _rate: ALWAYS_ON,
+    "always_off": lambda _rate: ALWAYS_OFF,
+    "parentbased_always_on": lambda _rate: DEFAULT_ON,
+    "parentbased_always_off": lambda _rate: DEFAULT_OFF,
+    "traceidratio": TraceIdRatioBased,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
 ENABLE_HINT = (
     "telemetry export is off; set OTEL_EXPORTER_OTLP_ENDPOINT (or [telemetry] endpoint) to send traces, "
     "metrics and logs to a collector, or OTEL_METRICS_EXPORTER=prometheus for a scrape endpoint"
@@ -39,6 +56,8 @@ class ExportSettings:
     prometheus_host: str
     prometheus_port: int
     metric_interval_ms: float | None
+    sampler: Sampler
+    resource_attributes: Mapping[str, str]
 
     @property
     def anything_exported(self) -> bool:
@@ -69,6 +88,18 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
         problems.append(f"prometheus port {port_text!r} is not a TCP port number")
         port_text = "9464"
     interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
+    sampler_name = (
+        env.get("OTEL_TRACES_SAMPLER") or config.traces_sampler or "parentbased_always_on"
+    ).lower()
+    if sampler_name not in _SAMPLERS:
+        problems.append(f"traces sampler {sampler_name!r} is not one of {', '.join(_SAMPLERS)}")
+        sampler_name = "parentbased_always_on"
+    arg_text = env.get("OTEL_TRACES_SAMPLER_ARG") or str(config.traces_sampler_arg)
+    try:
+        rate = float(arg_text)
+    except ValueError:
+        problems.append(f"traces sampler argument {arg_text!r} is not a number")
+        rate = 1.0
     if problems:
         raise ConfigError(problems, "telemetry settings")
     return ExportSettings(
@@ -79,10 +110,13 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
         prometheus_host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or config.prometheus_host or "127.0.0.1",
         prometheus_port=int(port_text),
         metric_interval_ms=None if interval else (config.metric_export_interval * 1000 or None),
+        sampler=_SAMPLERS[sampler_name](rate),
+        resource_attributes=_pairs(config.resource_attributes) or {},
     )
 
 
-def _headers(text: str) -> dict[str, str] | None:
+def _pairs(text: str) -> dict[str, str] | None:
+    """``k=v,k2=v2`` as in the OTEL_* variables."""
     pairs = [p.split("=", 1) for p in text.split(",") if "=" in p]
     return {k.strip(): v.strip() for k, v in pairs} or None
 
@@ -93,7 +127,7 @@ def _otlp_kwargs(settings: ExportSettings, signal: str) -> dict[str, Any]:
         base = settings.endpoint.rstrip("/")
         kwargs["endpoint"] = base + f"/v1/{signal}" if settings.protocol == "http/protobuf" else base
     if settings.headers:
-        kwargs["headers"] = _headers(settings.headers)
+        kwargs["headers"] = _pairs(settings.headers)
     return kwargs
 
 

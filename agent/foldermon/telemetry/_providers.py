@@ -43,8 +43,8 @@ from foldermon.telemetry._logs import OtlpLogBridge, add_trace_ids
 SCOPE = "foldermon"
 
 
-def build_resource(instance_id: str) -> Resource:
-    """The contract's resource; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over it."""
+def build_resource(instance_id: str, configured: Mapping[str, str] | None = None) -> Resource:
+    """The contract's resource, then ``[telemetry] resource_attributes``, then the OTEL_* variables."""
     ours = Resource.create(
         {
             "service.name": "foldermon-agent",
@@ -53,7 +53,7 @@ def build_resource(instance_id: str) -> Resource:
             "host.name": socket.gethostname(),
         }
     )
-    return ours.merge(OTELResourceDetector().detect())
+    return ours.merge(Resource(dict(configured or {}))).merge(OTELResourceDetector().detect())
 
 
 class Telemetry:
@@ -72,8 +72,8 @@ class Telemetry:
         self.log = log or logmod.get()
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
-        resource = build_resource(instance_id)
-        self.tracer_provider = TracerProvider(resource=resource)
+        resource = build_resource(instance_id, self.settings.resource_attributes)
+        self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
         self._add_span_exporter()
         self.meter_provider = MeterProvider(resource=resource, metric_readers=self._metric_readers())
         self.logger_provider: LoggerProvider | None = None

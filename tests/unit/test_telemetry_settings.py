@@ -1,0 +1,95 @@
+"""How the OTEL_* variables and [telemetry] combine into exporter choices, sampler and resource."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
+
+from foldermon.config import TelemetryConfig
+from foldermon.errors import ConfigError
+from foldermon.telemetry import ExportGuard, build_resource, resolve
+
+
+def test_nothing_configured_exports_nothing() -> None:
+    """With no endpoint and no exporter named, every signal is off."""
+    settings = resolve(TelemetryConfig(), {})
+    assert dict(settings.exporters) == {"traces": "none", "metrics": "none", "logs": "none"}
+    assert not settings.anything_exported
+
+
+def test_an_endpoint_turns_on_otlp_for_every_signal() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT alone means OTLP for traces, metrics and logs."""
+    settings = resolve(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"})
+    assert set(settings.exporters.values()) == {"otlp"}
+    assert settings.protocol == "grpc"
+
+
+def test_environment_wins_over_the_config_file() -> None:
+    """An OTEL_* variable overrides the same setting in [telemetry]."""
+    config = TelemetryConfig(metrics_exporter="otlp", protocol="grpc", endpoint="http://file:4317")
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    settings = resolve(config, env)
+    assert settings.exporters["metrics"] == "prometheus"
+    assert settings.protocol == "http/protobuf"
+    assert settings.endpoint == "http://file:4317"
+
+
+def test_config_file_alone_can_configure_export() -> None:
+    """[telemetry] endpoint, protocol and prometheus port work without any variable."""
+    config = TelemetryConfig(endpoint="http://c:4318", protocol="http/protobuf", prometheus_port=9999)
+    settings = resolve(config, {})
+    assert settings.exporters["traces"] == "otlp"
+    assert (settings.endpoint, settings.protocol, settings.prometheus_port) == (
+        "http://c:4318",
+        "http/protobuf",
+        9999,
+    )
+    assert settings.prometheus_host == "127.0.0.1"
+
+
+def test_unknown_values_are_config_errors_listing_every_problem() -> None:
+    """Unknown exporter, protocol and sampler names are all reported at once."""
+    env = {
+        "OTEL_TRACES_EXPORTER": "zipkin",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon",
+        "OTEL_TRACES_SAMPLER": "sometimes",
+    }
+    with pytest.raises(ConfigError) as info:
+        resolve(TelemetryConfig(), env)
+    assert len(info.value.problems) == 3
+
+
+def test_sampler_comes_from_config_with_its_argument() -> None:
+    """traces_sampler and traces_sampler_arg build the sampler; the variable wins."""
+    sampler = resolve(TelemetryConfig(traces_sampler="traceidratio", traces_sampler_arg=0.25), {}).sampler
+    assert isinstance(sampler, TraceIdRatioBased)
+    assert sampler.rate == 0.25
+    assert (
+        resolve(TelemetryConfig(traces_sampler="traceidratio"), {"OTEL_TRACES_SAMPLER": "always_off"}).sampler
+        is ALWAYS_OFF
+    )
+
+
+def test_resource_has_contract_attributes_and_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """service.name defaults to foldermon-agent; config attributes apply; OTEL_RESOURCE_ATTRIBUTES wins."""
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+    attrs = dict(build_resource("inst-1", {"deployment.environment": "dev", "team": "ops"}).attributes)
+    assert attrs["service.name"] == "foldermon-agent"
+    assert attrs["service.instance.id"] == "inst-1"
+    assert attrs["deployment.environment"] == "prod"
+    assert attrs["team"] == "ops"
+    assert attrs["host.name"]
+
+
+def test_export_failures_are_reported_at_most_once_a_minute_per_signal() -> None:
+    """Every failure is counted; reports of one signal are at least 60 s apart."""
+    now = [0.0]
+    reports: list[tuple[str, int]] = []
+    guard = ExportGuard(lambda signal, count, _detail: reports.append((signal, count)), clock=lambda: now[0])
+    for t in (0.0, 1.0, 30.0, 59.9, 60.0, 61.0):
+        now[0] = t
+        guard.failed("traces", "unavailable")
+    guard.failed("metrics", "unavailable")
+    assert reports == [("traces", 1), ("traces", 5), ("metrics", 1)]
+    assert guard.failures["traces"] == 6
