@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,5 +92,29 @@ def test_done_suffix_mode_waits_for_the_marker(tmp_path: Path, mode: str) -> Non
         drop(root, "data.csv.done", "")
         wait_until(lambda: census(root)["processed"] == ["data.csv"])
         wait_until(lambda: not (root / "unprocessed" / "data.csv.done").exists())
+    finally:
+        assert stop(proc) == 0
+
+
+def test_sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_path: Path) -> None:
+    """SIGHUP applies a valid new pipeline; an invalid one is rejected with a logged reason."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "a.toml", '[[processors]]\ntype = "uppercase"\n')
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        config.write_text('[[processors]]\ntype = "lowercase"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(r.get("event") == "reloaded" for r in log_records(log)))
+        drop(root, "one.txt", "MiXeD\n")
+        wait_until((root / "output" / "one_processed.txt").exists)
+        assert (root / "output" / "one_processed.txt").read_text() == "mixed\n"
+        config.write_text('[[processors]]\ntype = "nonsense"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(r.get("event", "").startswith("reload rejected") for r in log_records(log)))
+        drop(root, "two.txt", "MiXeD\n")
+        wait_until((root / "output" / "two_processed.txt").exists)
+        assert (root / "output" / "two_processed.txt").read_text() == "mixed\n"
     finally:
         assert stop(proc) == 0
