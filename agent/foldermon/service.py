@@ -25,6 +25,7 @@ from foldermon.queue.lifecycle import (
     check_writable,
     fail_record,
 )
+from foldermon.sdnotify import Notifier
 from foldermon.telemetry import QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
 
@@ -56,6 +57,7 @@ class Agent:
         *,
         instance_id: str,
         once: bool = False,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -75,6 +77,10 @@ class Agent:
         self._stop_at: float | None = None
         self._next_listing = 0.0
         self._reload = False
+        self.notifier = notifier or Notifier.from_environ()
+        self._ready = False
+        self._status_at = 0.0
+        self.done = {"processed": 0, "failed": 0}
         telemetry.instruments.queue_source = self._queue_samples
         telemetry.instruments.mode_source = self._mode_samples
 
@@ -143,6 +149,7 @@ class Agent:
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
         if self._stop_at is None:
             self._stop_at = self._clock() + self.config.agent.drain_timeout
+            self.notifier.stopping("stopping: finishing or releasing the current file")
             self.log.info("stopping", signal=signal.Signals(signum).name)
 
     def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
@@ -153,6 +160,8 @@ class Agent:
         return self._stop_at is not None
 
     def _keep_going(self) -> bool:
+        """Asked between batches of a file: the loop is alive, so the watchdog may be fed."""
+        self.notifier.watchdog_if_due()
         return self._stop_at is None or self._clock() < self._stop_at
 
     # -- the loop ----------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class Agent:
             if self._reload:
                 self._apply_reload()
             self._collect()
+            self._health()
             if self._run_due_retry():
                 continue
             if self._pending:
@@ -181,7 +191,8 @@ class Agent:
             if not self._pending and not self._retries:
                 self._list_roots(take_files=True)
             return
-        timeout = 0.0 if self._pending else 1.0
+        # Idle waits stay shorter than the watchdog interval so an idle agent keeps pinging.
+        timeout = 0.0 if self._pending else min(1.0, self.notifier.watchdog_interval or 1.0)
         if self._retries and not self._pending:
             timeout = max(0.0, min(timeout, self._retries[0].due - self._clock()))
         by_root = {r.layout.root: i for i, r in enumerate(self.roots)}
@@ -219,12 +230,36 @@ class Agent:
         self._attempt(retry.root, claim)
         return True
 
+    def _health(self) -> None:
+        """READY after recovery and the first scan; then a current STATUS and watchdog pings.
+
+        Pings come only from this loop and from between batches of a file, so a processor
+        stuck forever stops them and systemd restarts the agent.
+        """
+        self.notifier.watchdog_if_due()
+        now = self._clock()
+        if self._ready and now - self._status_at < 1.0:
+            return
+        self._status_at = now
+        waiting = len(self._pending) + len(self._retries)
+        text = (
+            f"processed {self.done['processed']}, failed {self.done['failed']}, "
+            f"queued {waiting} across {len(self.roots)} root(s)"
+        )
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(text)
+        else:
+            self.notifier.status(text)
+
     def _apply_reload(self) -> None:
         self._reload = False
+        self.notifier.reloading()
         try:
             new = self._load_config()
         except ConfigError as exc:
             self.log.error("reload rejected; the running configuration stays", problems=exc.problems)
+            self.notifier.ready("reload rejected; running with the previous configuration")
             return
         if new.watch.dirs != self.config.watch.dirs or new.output.dir != self.config.output.dir:
             self.log.warning("watch.dirs and output.dir changes take effect after a restart")
@@ -232,6 +267,7 @@ class Agent:
             root.queue.output_name = new.output.name
             root.queue.max_attempts = new.retry.max_attempts
         self.config = new
+        self.notifier.ready("configuration reloaded")
         self.log.info("reloaded", processors=[s.id for s in new.processors])
 
     # -- one file -----------------------------------------------------------------------------
@@ -252,6 +288,7 @@ class Agent:
                 )
         elif isinstance(result, Rejected):
             root.failed += 1
+            self.done["failed"] += 1
             self.log.error("input rejected", root=str(root.layout.root), file=name, reason=result.reason)
         elif isinstance(result, Exhausted):
             message = (
@@ -286,6 +323,7 @@ class Agent:
             self._retries.sort(key=lambda r: r.due)
         elif not result.released:
             self._drop_marker(root, claim.name)
+            self.done[result.outcome] += 1
             if result.outcome == "failed":
                 root.failed += 1
 

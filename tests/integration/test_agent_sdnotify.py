@@ -1,0 +1,146 @@
+"""The real agent talking sd_notify to a datagram socket, as systemd would see it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentctl import drop, start, stop, wait_until, write_config
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket whose thread records (arrival time, message) pairs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self._open = True
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while self._open:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def close(self) -> None:
+        self._open = False
+        self._thread.join()
+        self.sock.close()
+
+    def drain(self) -> list[tuple[float, str]]:
+        return list(self.messages)
+
+    def has(self, field: str) -> bool:
+        return any(field in m.split("\n") for _, m in self.drain())
+
+    def pings(self) -> list[float]:
+        return [t for t, m in self.drain() if m == "WATCHDOG=1"]
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    ns = NotifySocket(tmp_path / "notify.sock")
+    yield ns
+    ns.close()
+
+
+def _env(notify: NotifySocket, watchdog_usec: int = 1_000_000) -> dict[str, str]:
+    return {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(watchdog_usec)}
+
+
+def test_ready_status_pings_and_stopping(tmp_path: Path, notify: NotifySocket) -> None:
+    """READY=1 with a STATUS after start, pings at half the watchdog timeout, STOPPING=1 on SIGTERM."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", "x\n")
+    proc = start(
+        "run", "--watch", str(root), "--config", "/dev/null", log=tmp_path / "a.log", env=_env(notify)
+    )
+    wait_until(lambda: notify.has("READY=1"))
+    ready = next(m for _, m in notify.drain() if "READY=1" in m.split("\n"))
+    assert any(line.startswith("STATUS=") and "root(s)" in line for line in ready.split("\n"))
+    wait_until(lambda: any("processed 1" in m for _, m in notify.drain()), timeout=10)
+    time.sleep(2.2)
+    pings = notify.pings()
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert len(pings) >= 3
+    assert all(0.3 < g < 0.9 for g in gaps[1:]), gaps
+    assert stop(proc) == 0
+    assert notify.has("STOPPING=1")
+
+
+def test_pings_stop_while_a_processor_hangs(tmp_path: Path, notify: NotifySocket) -> None:
+    """A processor stuck forever stops the watchdog pings, so systemd would restart the agent."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "h.toml", '[[processors]]\ntype = "hang"\nmarker = "HANG"\n')
+    proc = start(
+        "run", "--watch", str(root), "--config", str(config), log=tmp_path / "a.log", env=_env(notify)
+    )
+    try:
+        wait_until(lambda: notify.has("READY=1"))
+        wait_until(lambda: len(notify.pings()) >= 2)
+        drop(root, "stuck.txt", "HANG\n")
+        wait_until(lambda: any((root / "underprocess").glob("*/stuck.txt")))
+        time.sleep(0.6)  # a ping already on its way may still arrive
+        before = len(notify.pings())
+        time.sleep(2.0)
+        assert len(notify.pings()) == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sighup_sends_reloading_then_ready_for_good_and_bad_configs(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """SIGHUP: RELOADING=1 then READY=1, both for a valid new config and for a rejected one."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "a.toml", '[[processors]]\ntype = "uppercase"\n')
+    proc = start(
+        "run", "--watch", str(root), "--config", str(config), log=tmp_path / "a.log", env=_env(notify)
+    )
+    try:
+        wait_until(lambda: notify.has("READY=1"))
+        for text, expected in (
+            ('[[processors]]\ntype = "lowercase"\n', "reloaded"),
+            ("[[processors]]\ntype = 7\n", "rejected"),
+        ):
+            notify.messages.clear()
+            config.write_text(text)
+            proc.send_signal(signal.SIGHUP)
+            wait_until(lambda e=expected: any(e in m for _, m in notify.drain()))
+            fields = [f for _, m in notify.drain() for f in m.split("\n")]
+            reloading = fields.index("RELOADING=1")
+            assert "READY=1" in fields[reloading:]
+            assert any(f.startswith("MONOTONIC_USEC=") for f in fields)
+    finally:
+        assert stop(proc) == 0
+
+
+def test_without_notify_socket_nothing_is_sent(tmp_path: Path) -> None:
+    """Without NOTIFY_SOCKET the agent runs normally and opens no notify socket."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", "x\n")
+    env = {"WATCHDOG_USEC": "1000000"}
+    proc = start("run", "--watch", str(root), "--config", "/dev/null", log=tmp_path / "a.log", env=env)
+    try:
+        wait_until((root / "processed" / "a.txt").exists)
+        fds = os.listdir(f"/proc/{proc.pid}/fd")
+        kinds = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in fds]
+        assert not [k for k in kinds if k.startswith("socket:")]
+    finally:
+        assert stop(proc) == 0
