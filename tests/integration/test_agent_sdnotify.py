@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -69,16 +70,18 @@ def test_ready_status_pings_and_stopping(tmp_path: Path, notify: NotifySocket) -
     proc = start(
         "run", "--watch", str(root), "--config", "/dev/null", log=tmp_path / "a.log", env=_env(notify)
     )
-    wait_until(lambda: notify.has("READY=1"))
-    ready = next(m for _, m in notify.drain() if "READY=1" in m.split("\n"))
-    assert any(line.startswith("STATUS=") and "root(s)" in line for line in ready.split("\n"))
-    wait_until(lambda: any("processed 1" in m for _, m in notify.drain()), timeout=10)
-    time.sleep(2.2)
-    pings = notify.pings()
-    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
-    assert len(pings) >= 3
-    assert all(0.3 < g < 0.9 for g in gaps[1:]), gaps
-    assert stop(proc) == 0
+    try:
+        wait_until(lambda: notify.has("READY=1"))
+        ready = next(m for _, m in notify.drain() if "READY=1" in m.split("\n"))
+        assert any(line.startswith("STATUS=") and "root(s)" in line for line in ready.split("\n"))
+        wait_until(lambda: any("processed 1" in m for _, m in notify.drain()), timeout=10)
+        time.sleep(2.2)
+        pings = notify.pings()
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert len(pings) >= 3
+        assert all(0.3 < g < 0.9 for g in gaps[1:]), gaps
+    finally:
+        assert stop(proc) == 0
     assert notify.has("STOPPING=1")
 
 
