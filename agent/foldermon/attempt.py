@@ -34,6 +34,7 @@ class Outcome:
     retry_in: float | None = None
     counted: bool = True
     released: bool = False
+    lines_in: int = 0
 
 
 def describe(exc: BaseException) -> str:
@@ -115,7 +116,7 @@ class Attempt:
             lines_in=produced.lines_in,
             lines_out=produced.lines_out,
         )
-        return Outcome("processed")
+        return Outcome("processed", lines_in=produced.lines_in)
 
     def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
         t = self.config.telemetry

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from foldermon import __version__
+from foldermon import __version__, commands, console
 from foldermon import config as cfg
 from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
@@ -17,7 +17,6 @@ from foldermon.oneshot import process_file
 from foldermon.processors import Registry
 from foldermon.queue.lifecycle import new_instance_id
 from foldermon.service import Agent
-from foldermon.status import render_text, root_status
 from foldermon.telemetry import Telemetry
 
 EX_OK = 0
@@ -26,11 +25,47 @@ EX_USAGE = 2
 EX_CONFIG = 78
 
 
+EXAMPLES = {
+    "run": """examples:
+  foldermon-agent run --watch /srv/drop --config /etc/foldermon/agent.toml
+  foldermon-agent run --watch ./watch_dir --once            # drain and exit""",
+    "process": """examples:
+  foldermon-agent process big.log --output big_processed.log --config pipeline.json
+  foldermon-agent process data.csv --config agent.toml | less""",
+    "status": """examples:
+  foldermon-agent status --watch /srv/drop
+  foldermon-agent status --json | jq '.roots[].failed'""",
+    "failed": """examples:
+  foldermon-agent failed --watch /srv/drop
+  foldermon-agent failed --json""",
+    "retry": """examples:
+  foldermon-agent retry --watch /srv/drop orders.csv
+  foldermon-agent retry --all""",
+    "check-config": """examples:
+  foldermon-agent check-config /etc/foldermon/agent.toml""",
+    "completion": """examples:
+  foldermon-agent completion bash > ~/.local/share/bash-completion/completions/foldermon-agent
+  foldermon-agent completion zsh > ~/.zfunc/_foldermon-agent""",
+}
+
+
+def _verb(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=text,
+        description=text[0].upper() + text[1:] + ".",
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foldermon-agent",
         description="Watch folders for new files and run their lines through a pipeline of processors.",
-        epilog="Exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error.",
+        epilog="exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error (EX_CONFIG)",
     )
     parser.add_argument("--version", action="version", version=f"foldermon-agent {__version__}")
     # The original tool's flags, kept working.
@@ -40,24 +75,46 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="watch the roots and process files as they arrive")
+    run = _verb(sub, "run", "watch the roots and process files as they arrive")
     run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
     _common(run)
+    _quiet(run)
 
-    process = sub.add_parser("process", help="run one file through the pipeline")
+    process = _verb(sub, "process", "run one file through the pipeline")
     process.add_argument("input", metavar="FILE", type=Path)
     process.add_argument("--output", metavar="FILE", type=Path, help="written atomically; default: stdout")
     _common(process)
+    _quiet(process)
 
-    status = sub.add_parser("status", help="queue counts per watch root")
-    status.add_argument("--watch", metavar="DIR", type=Path, action="append")
-    status.add_argument("--config", metavar="FILE", type=Path)
+    status = _verb(sub, "status", "show queue counts per watch root")
+    _roots(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    check = sub.add_parser("check-config", help="validate a config file without running")
+    failed = _verb(sub, "failed", "list quarantined files with their reasons and trace ids")
+    _roots(failed)
+    failed.add_argument("--json", action="store_true", help="machine-readable output")
+
+    retry = _verb(sub, "retry", "move quarantined files back to unprocessed/ with a fresh attempt count")
+    _roots(retry)
+    retry.add_argument("names", metavar="NAME", nargs="*", help="file names in failed/")
+    retry.add_argument("--all", action="store_true", help="every file in failed/")
+
+    check = _verb(sub, "check-config", "validate a config file without running")
     check.add_argument("file", metavar="FILE", type=Path)
+
+    completion = _verb(sub, "completion", "print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
+
+
+def _roots(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="read the watch roots from this config")
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress display on a terminal")
 
 
 def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
@@ -118,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = _legacy(args, parser)
-    for key in ("config", "output_dir", "trace", "log_level"):
+    for key in ("config", "output_dir", "trace", "log_level", "quiet"):
         if not hasattr(args, key):
             setattr(args, key, None)
     try:
@@ -142,8 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "status":
-        return _status(args)
+    if args.command in ("status", "failed", "retry"):
+        roots = _watch_roots(args)
+        handler = {"status": commands.status, "failed": commands.failed, "retry": commands.retry}
+        return handler[args.command](args, roots)
+    if args.command == "completion":
+        return commands.completion(build_parser(), args.shell)
     registry = Registry.load()
     if args.command == "check-config":
         config = cfg.load(args.file, registry)
@@ -160,24 +221,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     telemetry.announce()
     if args.command == "process":
         try:
-            return process_file(config, registry, telemetry, args.input, args.output)
+            show = bool(args.output) and console.interactive(sys.stdout, quiet=args.quiet)
+            return process_file(config, registry, telemetry, args.input, args.output, progress=show)
         finally:
             telemetry.shutdown()
-    agent = Agent(
-        lambda: load_config(args, registry), registry, telemetry, instance_id=instance_id, once=args.once
-    )
-    return agent.run()
+    show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
+    with console.FilesProgress() if show else contextlib.nullcontext() as progress:
+        agent = Agent(
+            lambda: load_config(args, registry),
+            registry,
+            telemetry,
+            instance_id=instance_id,
+            once=args.once,
+            progress=progress,
+        )
+        return agent.run()
 
 
-def _status(args: argparse.Namespace) -> int:
+def _watch_roots(args: argparse.Namespace) -> list[Path]:
     if args.watch:
-        dirs = [d.expanduser().absolute() for d in args.watch]
-    else:
-        config = cfg.load(config_path(args.config), Registry.load())
-        dirs = list(config.watch.dirs or (cfg.default_watch_dir(),))
-    roots = [root_status(d) for d in dirs]
-    print(json.dumps({"roots": roots}, indent=2) if args.json else render_text(roots))
-    return EX_OK
+        return [d.expanduser().absolute() for d in args.watch]
+    config = cfg.load(config_path(args.config), Registry.load())
+    return list(config.watch.dirs or (cfg.default_watch_dir(),))
 
 
 __all__ = ["main"]

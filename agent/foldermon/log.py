@@ -37,7 +37,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(stream) if stream else _StdoutLogger,
         cache_logger_on_first_use=False,
     )
 
@@ -48,3 +48,15 @@ Logger = structlog.typing.FilteringBoundLogger
 def get(**context: Any) -> Logger:
     logger: Logger = structlog.get_logger().bind(**context)
     return logger
+
+
+class _StdoutLogger:
+    """Writes to whatever ``sys.stdout`` is at the time, so a progress display can redirect it."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stdout, flush=True)
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = msg

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from foldermon import console
 from foldermon.config import Config
 from foldermon.errors import FoldermonError
 from foldermon.pipeline import Pipeline, build_pipeline
@@ -17,16 +19,24 @@ from foldermon.queue.fsio import fsync_dir
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import StreamResult, open_input, stream
 
+Feed = Callable[[list[str]], list[str]]
+
 
 def process_file(
-    config: Config, registry: Registry, telemetry: Telemetry, src: Path, dst: Path | None
+    config: Config,
+    registry: Registry,
+    telemetry: Telemetry,
+    src: Path,
+    dst: Path | None,
+    *,
+    progress: bool = False,
 ) -> int:
     """Process ``src`` into ``dst`` (atomically replaced) or stdout; returns the exit code."""
     pipeline = build_pipeline(config.processors, registry)
     start_ns = time.time_ns()
     attributes = {"file.path": str(src.absolute()), "file.name": src.name}
     with telemetry.tracer.start_as_current_span("foldermon.process_file", attributes=attributes) as span:
-        feed: Callable[[list[str]], list[str]] = pipeline.feed
+        feed: Feed = pipeline.feed
         t = config.telemetry
         if t.trace_lines and t.max_line_spans_per_file > 0:
             feed = LineTracer(
@@ -34,18 +44,15 @@ def process_file(
             )
         try:
             with open_input(src) as fin:
-                span.set_attribute("file.size", os.fstat(fin.fileno()).st_size)
-                if dst is None or str(dst) == "-":
-                    sys.stdout.flush()
-                    result = stream(
-                        fin,
-                        sys.stdout.fileno(),
-                        pipeline,
-                        max_line_bytes=config.pipeline.max_line_bytes,
-                        on_batch=feed,
+                size = os.fstat(fin.fileno()).st_size
+                span.set_attribute("file.size", size)
+                with _progress(fin, size, src.name, enabled=progress) as keep_going:
+                    run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
+                    result = (
+                        run.to_stdout(pipeline)
+                        if dst is None or str(dst) == "-"
+                        else run.to_file(pipeline, dst)
                     )
-                else:
-                    result = _to_file(fin, dst.absolute(), pipeline, config.pipeline.max_line_bytes, feed)
         except OSError as exc:
             raise FoldermonError(f"cannot process {src}: {exc.strerror or exc}") from exc
         finally:
@@ -56,19 +63,49 @@ def process_file(
     return 0
 
 
-def _to_file(
-    fin: BinaryIO, dst: Path, pipeline: Pipeline, limit: int, feed: Callable[[list[str]], list[str]]
-) -> StreamResult:
-    """Write through a temp file so no partial output ever carries the final name."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        result = stream(fin, fd, pipeline, max_line_bytes=limit, on_batch=feed)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-    tmp.replace(dst)
-    fsync_dir(dst.parent)
-    return result
+@contextlib.contextmanager
+def _progress(fin: BinaryIO, size: int, label: str, *, enabled: bool) -> Iterator[Callable[[], bool]]:
+    """A keep-going callback that, on a terminal, moves a byte progress bar between batches."""
+    if not enabled:
+        yield lambda: True
+        return
+    with console.byte_progress(size, label) as show:
+
+        def keep_going() -> bool:
+            show(fin.tell())
+            return True
+
+        yield keep_going
+        show(size)
+
+
+class _Run:
+    """One input stream, written to stdout or atomically to a file."""
+
+    def __init__(self, fin: BinaryIO, feed: Feed, limit: int, keep_going: Callable[[], bool]) -> None:
+        self.fin, self.feed, self.limit, self.keep_going = fin, feed, limit, keep_going
+
+    def _stream(self, pipeline: Pipeline, fd: int) -> StreamResult:
+        return stream(
+            self.fin, fd, pipeline, max_line_bytes=self.limit, on_batch=self.feed, keep_going=self.keep_going
+        )
+
+    def to_stdout(self, pipeline: Pipeline) -> StreamResult:
+        sys.stdout.flush()
+        return self._stream(pipeline, sys.stdout.fileno())
+
+    def to_file(self, pipeline: Pipeline, dst: Path) -> StreamResult:
+        """Write through a temp file so no partial output ever carries the final name."""
+        dst = dst.absolute()
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            result = self._stream(pipeline, fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        tmp.replace(dst)
+        fsync_dir(dst.parent)
+        return result

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from foldermon import log as logmod
 from foldermon.attempt import Attempt
@@ -38,6 +39,22 @@ class Root:
     failed: int = 0  # counted once at start, then kept incrementally (failed/ can grow large)
 
 
+class Progress(Protocol):
+    """Told about files as they are queued and done (the terminal display of ``run --once``)."""
+
+    def add_total(self, files: int) -> None: ...
+
+    def file_done(self, outcome: str, lines: int) -> None: ...
+
+
+class _NoProgress:
+    def add_total(self, files: int) -> None:
+        pass
+
+    def file_done(self, outcome: str, lines: int) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     due: float
@@ -58,6 +75,7 @@ class Agent:
         instance_id: str,
         once: bool = False,
         notifier: Notifier | None = None,
+        progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +96,7 @@ class Agent:
         self._next_listing = 0.0
         self._reload = False
         self.notifier = notifier or Notifier.from_environ()
+        self.progress = progress or _NoProgress()
         self._ready = False
         self._status_at = 0.0
         self.done = {"processed": 0, "failed": 0}
@@ -213,9 +232,11 @@ class Agent:
                     self._report_dir(root, entry.name)
             if take_files:
                 listing = rules.split(entries)
+                before = len(self._pending)
                 for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
                     if entry.name[:1] != ".":
                         self._pending[(index, entry.name)] = None
+                self.progress.add_total(len(self._pending) - before)
 
     def _report_dir(self, root: Root, name: str) -> None:
         if name not in root.reported_dirs:
@@ -289,6 +310,7 @@ class Agent:
         elif isinstance(result, Rejected):
             root.failed += 1
             self.done["failed"] += 1
+            self.progress.file_done("failed", 0)
             self.log.error("input rejected", root=str(root.layout.root), file=name, reason=result.reason)
         elif isinstance(result, Exhausted):
             message = (
@@ -317,6 +339,7 @@ class Agent:
         )
         log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         result = attempt.run(root.queue, claim, log)
+        self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             retry = Retry(self._clock() + result.retry_in, root, claim, counted=result.counted)
             self._retries.append(retry)

@@ -8,16 +8,41 @@ from pathlib import Path
 from typing import Any
 
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, claimed_count, input_names, oldest_age
+from foldermon.queue.requeue import failed_inputs
 
 
-def _failed_reason(failed: Path, name: str) -> str:
+def _record(failed: Path, name: str) -> dict[str, Any]:
     try:
         record = json.loads((failed / (name + ERROR_SUFFIX)).read_bytes())
     except (OSError, ValueError):
-        return "no error record"
-    if not isinstance(record, dict):  # edited by hand: one bad record must not break status
+        return {}
+    # Edited by hand, a record may be any JSON: one bad record must not break status.
+    return record if isinstance(record, dict) else {}
+
+
+def _failed_reason(failed: Path, name: str) -> str:
+    record = _record(failed, name)
+    if not record:
         return "no error record"
     return f"{record.get('error_type', 'Error')}: {record.get('message', '')}"
+
+
+def failed_files(layout: Layout) -> list[dict[str, Any]]:
+    """Each quarantined input with its reason, attempts, trace id and time, for ``failed``."""
+    files = []
+    for name in failed_inputs(layout):
+        record = _record(layout.failed, name)
+        files.append(
+            {
+                "name": name,
+                "reason": _failed_reason(layout.failed, name),
+                "attempts": record.get("attempts"),
+                "trace_id": record.get("trace_id"),
+                "failed_at": record.get("failed_at"),
+                "processor_id": record.get("processor_id"),
+            }
+        )
+    return files
 
 
 def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
@@ -25,7 +50,7 @@ def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
     layout = Layout.for_root(root)
     now = time.time() if now is None else now
     unprocessed = input_names(layout.unprocessed)
-    failed = sorted(n for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
+    failed = failed_inputs(layout)
     return {
         "path": str(layout.root),
         "unprocessed": len(unprocessed),
