@@ -164,12 +164,23 @@ def test_claim_moves_the_input_into_the_instance_folder(layout: Layout, queue: Q
     assert not (layout.unprocessed / "data.txt").exists()
 
 
-def test_claim_writes_a_counter_with_attempt_one(layout: Layout, queue: Queue) -> None:
-    """The first claim records attempt 1 durably, tied to the input's inode."""
-    ino = drop(layout, "data.txt").stat().st_ino
+def test_first_claim_is_attempt_one_and_writes_no_counter(layout: Layout, queue: Queue) -> None:
+    """The happy path writes no counter: an attempt is recorded only when it fails or its instance dies."""
+    drop(layout, "data.txt")
     claim = claimed(queue, "data.txt")
-    counter = read_json(layout.underprocess / ME / counter_name("data.txt"))
     assert claim.attempt == 1
+    assert not (layout.underprocess / ME / counter_name("data.txt")).exists()
+
+
+def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: Queue) -> None:
+    """A claim of a dead instance comes back with its counter raised by one, tied to the inode."""
+    dead = layout.underprocess / "deadhost-9-aaaaaa"
+    dead.mkdir()
+    (dead / ".lock").write_text("")
+    (dead / "data.txt").write_text("x\n")
+    ino = (dead / "data.txt").stat().st_ino
+    queue.recover()
+    counter = read_json(layout.unprocessed / counter_name("data.txt"))
     assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK}
 
 
@@ -257,13 +268,13 @@ def test_counter_of_a_different_inode_is_ignored(layout: Layout, queue: Queue) -
     assert (claim.attempt, claim.first_attempt) == (1, CLOCK)
 
 
-def test_again_counts_one_more_attempt(layout: Layout, queue: Queue) -> None:
-    """again() raises the durable counter by one and keeps the first attempt's time."""
+def test_again_records_the_failed_attempt_and_starts_the_next(layout: Layout, queue: Queue) -> None:
+    """again() writes the attempts made so far durably and returns the next attempt."""
     drop(layout, "data.txt")
     retry = queue.again(claimed(queue, "data.txt"))
     counter = read_json(layout.underprocess / ME / counter_name("data.txt"))
     assert retry.attempt == 2
-    assert (counter["attempts"], counter["first_attempt"]) == (2, CLOCK)
+    assert (counter["attempts"], counter["first_attempt"]) == (1, CLOCK)
 
 
 # -- release ---------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from foldermon.queue.fsio import fsync_dir
+
 UNPROCESSED = "unprocessed"
 UNDERPROCESS = "underprocess"
 PROCESSED = "processed"
@@ -50,7 +52,21 @@ class Layout:
             self.failed,
             self.output_dir,
         ):
-            path.mkdir(parents=True, exist_ok=True)
+            make_dir(path)
+
+
+def make_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents, each made durable before anything is moved into it."""
+    if path.is_dir():
+        return
+    make_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if path.is_dir():
+            return  # another instance made it (and syncs its parent)
+        raise
+    fsync_dir(path.parent)
 
 
 def is_input_name(name: str) -> bool:

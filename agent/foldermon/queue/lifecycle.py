@@ -184,14 +184,14 @@ class Queue:
         attempts, first = self._read_counter(self.instance.dir / counter_name(name), st.st_ino)
         if attempts >= self.max_attempts:
             return Exhausted(name, attempts)
-        first = first or self._now()
-        self._write_counter(name, st.st_ino, attempts + 1, first)
-        return Claim(name, dst, attempts + 1, first, st.st_size, st.st_ctime)
+        # The counter holds the attempts already made; this one is counted on disk only if it
+        # fails (``again``) or its instance dies (``recover``), so the happy path writes nothing.
+        return Claim(name, dst, attempts + 1, first or self._now(), st.st_size, st.st_ctime)
 
     def again(self, claim: Claim) -> Claim:
-        """Count one more attempt of an input this instance still holds (a retry after backoff)."""
+        """Record the failed attempt on disk, then start the next one (a retry after backoff)."""
         st = os.lstat(claim.path)
-        self._write_counter(claim.name, st.st_ino, claim.attempt + 1, claim.first_attempt)
+        self._write_counter(self.instance.dir, claim.name, st.st_ino, claim.attempt, claim.first_attempt)
         return Claim(
             claim.name,
             claim.path,
@@ -216,9 +216,9 @@ class Queue:
             return 0, 0.0
         return int(data.get("attempts", 0)), float(data.get("first_attempt", 0.0))
 
-    def _write_counter(self, name: str, ino: int, attempts: int, first: float) -> None:
+    def _write_counter(self, folder: Path, name: str, ino: int, attempts: int, first: float) -> None:
         record = {"ino": ino, "attempts": attempts, "first_attempt": first}
-        write_durable(self.instance.dir / counter_name(name), json.dumps(record).encode())
+        write_durable(folder / counter_name(name), json.dumps(record).encode())
 
     # -- output ----------------------------------------------------------------------------
 
@@ -296,13 +296,10 @@ class Queue:
             n += 1
 
     def release(self, claim: Claim) -> None:
-        """Give an unfinished input back to ``unprocessed/``; the interrupted attempt is not counted."""
-        counter = self.instance.dir / counter_name(claim.name)
-        if claim.attempt > 1:
-            st = os.lstat(claim.path)
-            self._write_counter(claim.name, st.st_ino, claim.attempt - 1, claim.first_attempt)
-        else:
-            counter.unlink(missing_ok=True)
+        """Give an unfinished input back to ``unprocessed/``; the interrupted attempt is not counted.
+
+        The counter on disk already holds only the attempts made before this one.
+        """
         self._return(self.instance.dir, claim.name)
 
     def _drop_counter(self, name: str) -> None:
@@ -364,10 +361,20 @@ class Queue:
         instance_id = entry.removeprefix(_NEW_PREFIX)
         for name in os.listdir(folder):
             if is_input_name(name):
+                self._count_interrupted(folder, name)
                 report.returned.append(self._return(folder, name))
         shutil.rmtree(folder, ignore_errors=True)
         fsync_dir(self.layout.underprocess)
         report.dead_instances.append(instance_id)
+
+    def _count_interrupted(self, folder: Path, name: str) -> None:
+        """A claim its instance never finished counts as one attempt (it may have killed the agent)."""
+        try:
+            ino = os.lstat(folder / name).st_ino
+        except FileNotFoundError:
+            return
+        attempts, first = self._read_counter(folder / counter_name(name), ino)
+        self._write_counter(folder, name, ino, attempts + 1, first or self._now())
 
     def _remove_stale_temps(self) -> int:
         removed = 0
