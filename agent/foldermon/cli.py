@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from foldermon import __version__, commands, console
+from foldermon import __version__, console
 from foldermon import config as cfg
 from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
@@ -199,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("status", "failed", "retry", "completion"):
+        from foldermon import commands  # the verbs for people load rich and shtab; `run` never does
+
     if args.command in ("status", "failed", "retry"):
         roots = _watch_roots(args)
         handler = {"status": commands.status, "failed": commands.failed, "retry": commands.retry}

@@ -7,9 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import shtab
-from rich.console import Console
-
 from foldermon import console
 from foldermon.queue.layout import Layout
 from foldermon.queue.requeue import failed_inputs, requeue
@@ -23,6 +20,8 @@ def status(args: argparse.Namespace, roots: list[Path]) -> int:
         print(json.dumps({"roots": entries}, indent=2))
     elif console.interactive(sys.stdout):
         failures = [{**f, "root": str(d)} for d in roots for f in failed_files(Layout.for_root(d))]
+        from rich.console import Console
+
         console.print_status(entries, failures, Console())
     else:
         print(render_text(entries))
@@ -70,5 +69,7 @@ def retry(args: argparse.Namespace, roots: list[Path]) -> int:
 
 def completion(parser: argparse.ArgumentParser, shell: str) -> int:
     """Print the completion script generated from the parser itself."""
+    import shtab
+
     print(shtab.complete(parser, shell=shell))
     return 0

@@ -6,19 +6,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported by the functions that draw: a service start never pays for it.
 
 
 def interactive(stream: TextIO, *, quiet: bool = False, env: Mapping[str, str] | None = None) -> bool:
@@ -31,6 +24,15 @@ def interactive(stream: TextIO, *, quiet: bool = False, env: Mapping[str, str] |
 @contextmanager
 def byte_progress(total: int, label: str, console: Console | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar by bytes with rate and ETA; yields the function that sets the bytes done."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -47,6 +49,8 @@ class FilesProgress:
     """Files done of a total, with lines per second and failures, for ``run --once``."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -91,6 +95,8 @@ def _age(seconds: float | None) -> str:
 
 def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], console: Console) -> None:
     """A compact table per watch root, then the newest failures with their reasons."""
+    from rich.table import Table
+
     table = Table(title="foldermon-agent queue", title_justify="left")
     table.add_column("watch root")
     for state in ("unprocessed", "underprocess", "processed", "failed"):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from pathlib import Path
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The process's own symbol table has libc; find_library would spawn ldconfig at every start.
+_libc = ctypes.CDLL(None, use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
 
 

@@ -8,14 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -28,12 +21,6 @@ from foldermon.telemetry._exporters import (
     ENABLE_HINT,
     ExportGuard,
     ExportSettings,
-    GuardedLogExporter,
-    GuardedMetricExporter,
-    GuardedSpanExporter,
-    otlp_log_exporter,
-    otlp_metric_exporter,
-    otlp_span_exporter,
     quiet_sdk_loggers,
     resolve,
 )
@@ -75,16 +62,8 @@ class Telemetry:
         resource = build_resource(instance_id, self.settings.resource_attributes)
         self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
         self._add_span_exporter()
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=self._metric_readers())
-        self.logger_provider: LoggerProvider | None = None
-        if self.settings.exporters["logs"] != "none":
-            self.logger_provider = LoggerProvider(resource=resource)
-            exporter = (
-                ConsoleLogRecordExporter()
-                if self.settings.exporters["logs"] == "console"
-                else GuardedLogExporter(otlp_log_exporter(self.settings), self.guard)
-            )
-            self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        self.meter_provider = self._meter_provider(resource)
+        self.logger_provider = self._logger_provider(resource)
         self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
         self.instruments = Instruments(self.meter_provider.get_meter(SCOPE, __version__))
         self.guard.on_failure = lambda signal: self.instruments.export_failures.add(1, {"signal": signal})
@@ -108,31 +87,65 @@ class Telemetry:
             endpoint=self.settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "default"),
         )
 
+    # The SDK's metrics and logs modules and the exporters are imported only when chosen:
+    # together they cost a few hundred milliseconds at every start.
+
     def _add_span_exporter(self) -> None:
         kind = self.settings.exporters["traces"]
         if kind == "console":
             self.tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif kind == "otlp":
+            from foldermon.telemetry._otlp import GuardedSpanExporter, otlp_span_exporter
+
             exporter = GuardedSpanExporter(otlp_span_exporter(self.settings), self.guard)
             self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
 
-    def _metric_readers(self) -> list[MetricReader]:
+    def _meter_provider(self, resource: Resource) -> MeterProvider:
         kind = self.settings.exporters["metrics"]
-        interval = self.settings.metric_interval_ms
-        if kind == "console":
-            return [PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)]
-        if kind == "otlp":
-            exporter = GuardedMetricExporter(otlp_metric_exporter(self.settings), self.guard)
-            return [PeriodicExportingMetricReader(exporter, export_interval_millis=interval)]
-        if kind == "prometheus":
-            return [self._prometheus_reader()]
-        return []
+        if kind == "none":
+            return NoOpMeterProvider()
+        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            MetricReader,
+            PeriodicExportingMetricReader,
+        )
 
-    def _prometheus_reader(self) -> MetricReader:
+        interval = self.settings.metric_interval_ms
+        reader: MetricReader
+        if kind == "console":
+            reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
+        elif kind == "otlp":
+            from foldermon.telemetry._otlp import GuardedMetricExporter, otlp_metric_exporter
+
+            exporter = GuardedMetricExporter(otlp_metric_exporter(self.settings), self.guard)
+            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+        else:
+            reader = self._prometheus_reader()
+        return SdkMeterProvider(resource=resource, metric_readers=[reader])
+
+    def _logger_provider(self, resource: Resource) -> Any:
+        kind = self.settings.exporters["logs"]
+        if kind == "none":
+            return None
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+
+        provider = LoggerProvider(resource=resource)
+        if kind == "console":
+            provider.add_log_record_processor(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
+        else:
+            from foldermon.telemetry._otlp import GuardedLogExporter, otlp_log_exporter
+
+            exporter = GuardedLogExporter(otlp_log_exporter(self.settings), self.guard)
+            provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        return provider
+
+    def _prometheus_reader(self) -> Any:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import REGISTRY, start_http_server
 
-        reader: MetricReader = PrometheusMetricReader()
+        reader = PrometheusMetricReader()
         host, port = self.settings.prometheus_host, self.settings.prometheus_port
         self._prometheus_server = start_http_server(port, addr=host, registry=REGISTRY)
         self.log.info("prometheus endpoint", url=f"http://{host}:{port}/metrics")
@@ -155,11 +168,12 @@ class Telemetry:
 
         providers: list[Any] = [self.tracer_provider, self.meter_provider, self.logger_provider]
         for provider in providers:
-            if provider is None:
+            if provider is None or isinstance(provider, NoOpMeterProvider):
                 continue
+            is_meter = provider is self.meter_provider
             try:
                 provider.force_flush(left_ms())
-                if provider is self.meter_provider:
+                if is_meter:
                     provider.shutdown(timeout_millis=left_ms())
                 else:
                     provider.shutdown()
