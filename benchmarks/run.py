@@ -1,24 +1,29 @@
 """Benchmarks: every figure is a ratio against a baseline measured side by side in the same run.
 
-    python benchmarks/run.py            # full run, writes benchmarks/RESULTS.md
-    python benchmarks/run.py --smoke    # tiny sizes, checks outputs only (CI)
+python benchmarks/run.py            # full run: prints the table, writes benchmarks/RESULTS.md and PNG plots
+python benchmarks/run.py --smoke    # tiny sizes; checks outputs, not timings (CI)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from inotify_simple import INotify, flags
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "agent")]
+BENCH = REPO / "benchmarks"
+sys.path[:0] = [str(REPO / "tests")]
 
 from otlp_receiver import OtlpReceiver  # noqa: E402 - needs the path above
 
@@ -32,7 +37,22 @@ type = "uppercase"
 type = "filter"
 pattern = "IMPORTANT"
 """
+UPPER = '[[processors]]\ntype = "uppercase"\n'
 AWK = ["awk", '{s=toupper("Line " NR ": " $0); if (index(s,"IMPORTANT")) print s}']
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    p1_lines: int
+    p2_files: int
+    p3_files: int
+    p4_big_mb: int
+    p6_files: int
+    repeat: int
+
+
+FULL = Sizes(p1_lines=2_000_000, p2_files=1500, p3_files=40, p4_big_mb=1024, p6_files=100_000, repeat=3)
+SMOKE = Sizes(p1_lines=3000, p2_files=20, p3_files=4, p4_big_mb=4, p6_files=200, repeat=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +66,12 @@ class Row:
     met: bool
 
 
+@dataclass(slots=True)
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+
 def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = str(REPO / "agent")
@@ -54,17 +80,14 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def agent(*args: str, env: dict[str, str] | None = None) -> float:
-    """Run the agent CLI once; return its wall time."""
+def timed(cmd: list[str], env: dict[str, str] | None = None, stdout: object = subprocess.DEVNULL) -> float:
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "foldermon", *args],
-        env=agent_env(env),
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    subprocess.run(cmd, env=env, check=True, stdout=stdout, stderr=subprocess.DEVNULL)  # type: ignore[call-overload]
     return time.perf_counter() - start
+
+
+def agent_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "foldermon", *args]
 
 
 def best(fn: Callable[[], float], repeat: int) -> float:
@@ -74,43 +97,251 @@ def best(fn: Callable[[], float], repeat: int) -> float:
 def make_lines(path: Path, n: int) -> None:
     with path.open("w") as f:
         for i in range(n):
-            f.write(f"this is an IMPORTANT line {i}\n" if i % 3 == 0 else f"ordinary log line number {i} here\n")
+            f.write(
+                f"this is an IMPORTANT line {i}\n" if i % 3 == 0 else f"ordinary log line number {i} here\n"
+            )
 
 
-def awk_time(src: Path, dst: Path) -> float:
-    start = time.perf_counter()
-    with dst.open("wb") as out:
-        subprocess.run([*AWK, str(src)], stdout=out, check=True)
-    return time.perf_counter() - start
+def fill_root(root: Path, files: int, lines: int) -> None:
+    (root / "unprocessed").mkdir(parents=True, exist_ok=True)
+    body = "".join(f"record {i} of this file\n" for i in range(lines))
+    for i in range(files):
+        (root / "unprocessed" / f"f{i:06}.txt").write_text(body)
 
 
-def p1_p5_p7(work: Path, lines: int, repeat: int) -> list[Row]:
+# -- P1, P5, P7: one big file ---------------------------------------------------------------
+
+
+def one_big_file(work: Path, s: Sizes, out: Results) -> None:
     src, cfg = work / "p1.txt", work / "p1.toml"
-    make_lines(src, lines)
+    make_lines(src, s.p1_lines)
     cfg.write_text(P1_CONFIG)
-    out, ref = work / "p1.out", work / "p1.awk"
+    dst, ref = work / "p1.out", work / "p1.awk"
 
-    def plain(*extra: str, env: dict[str, str] | None = None) -> float:
-        return agent("process", str(src), "--output", str(out), "--config", str(cfg), *extra, env=env)
+    def agent(*extra: str, env: dict[str, str] | None = None) -> float:
+        cmd = agent_cmd("process", str(src), "--output", str(dst), "--config", str(cfg), *extra)
+        return timed(cmd, agent_env(env))
 
-    t_awk = best(lambda: awk_time(src, ref), repeat)
-    t_plain = best(plain, repeat)
-    if out.read_bytes() != ref.read_bytes():
-        raise SystemExit("P1: agent output differs from awk's")
-    t_trace = best(lambda: plain("--trace"), repeat)
+    def awk() -> float:
+        with ref.open("wb") as f:
+            return timed([*AWK, str(src)], stdout=f)
+
+    t_awk, t_plain = best(awk, s.repeat), best(agent, s.repeat)
+    if dst.read_bytes() != ref.read_bytes():
+        raise SystemExit("P1: the agent's output differs from awk's")
+    t_trace = best(lambda: agent("--trace"), s.repeat)
     with OtlpReceiver() as rx:
-        env = {**rx.endpoint_env("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
-        t_otlp = best(lambda: plain(env=env), repeat)
-        if not rx.spans():
-            raise SystemExit("P7: no spans reached the receiver")
-    return [
-        Row("P1", f"{lines:,}-line file, counter→upper→filter", f"awk {t_awk:.2f}s", f"{t_plain:.2f}s",
-            t_plain / t_awk, "<= 1.0x awk", t_plain <= t_awk),
+        t_otlp = best(lambda: agent(env=rx.endpoint_env("grpc")), s.repeat)
+        rx.wait_for(lambda r: r.spans(), timeout=10)
+    n = f"{s.p1_lines:,}-line file"
+    out.rows += [
+        Row("P1", f"{n}, counter→upper→filter (`process`)", f"awk {t_awk:.2f}s", f"{t_plain:.2f}s",
+            t_plain / t_awk, "<= 1.0x awk time", t_plain <= t_awk),
         Row("P5", "P1 with --trace (default caps)", f"untraced {t_plain:.2f}s", f"{t_trace:.2f}s",
             t_plain / t_trace, ">= 0.5x throughput", t_plain / t_trace >= 0.5),
-        Row("P7", "P1 with OTLP export to a local receiver", f"telemetry off {t_plain:.2f}s",
-            f"{t_otlp:.2f}s", t_plain / t_otlp, ">= 0.95x throughput", t_plain / t_otlp >= 0.95),
+        Row("P7a", "P1 with OTLP export to a local receiver", f"telemetry off {t_plain:.2f}s", f"{t_otlp:.2f}s",
+            t_plain / t_otlp, ">= 0.95x throughput", t_plain / t_otlp >= 0.95),
     ]  # fmt: skip
+
+
+# -- P2, P7: many small files ---------------------------------------------------------------
+
+
+def many_small_files(work: Path, s: Sizes, out: Results) -> None:
+    cfg = work / "upper.toml"
+    cfg.write_text(UPPER)
+
+    def fresh(name: str) -> Path:
+        root = work / name
+        shutil.rmtree(root, ignore_errors=True)
+        fill_root(root, s.p2_files, 10)
+        return root
+
+    def baseline() -> float:
+        root = fresh("p2-base")
+        return timed([sys.executable, str(BENCH / "baseline.py"), "once", str(root)])
+
+    def agent(env: dict[str, str] | None = None) -> float:
+        root = fresh("p2-agent")
+        t = timed(agent_cmd("run", "--watch", str(root), "--once", "--config", str(cfg)), agent_env(env))
+        if len(os.listdir(root / "processed")) != s.p2_files:
+            raise SystemExit("P2: not every file was processed")
+        sample = (root / "output" / "f000000_processed.txt").read_text()
+        if sample != "".join(f"RECORD {i} OF THIS FILE\n" for i in range(10)):
+            raise SystemExit("P2: wrong output")
+        return t
+
+    t_base, t_agent = best(baseline, s.repeat), best(agent, s.repeat)
+    with OtlpReceiver() as rx:
+        t_otlp = best(lambda: agent(rx.endpoint_env("grpc")), s.repeat)
+    out.rows += [
+        Row("P2", f"{s.p2_files:,} files of 10 lines, `run --once`, uppercase", f"durable loop {t_base:.2f}s",
+            f"{t_agent:.2f}s", t_agent / t_base, "<= 1.0x loop time", t_agent <= t_base),
+        Row("P7b", "P2 with OTLP export to a local receiver", f"telemetry off {t_agent:.2f}s", f"{t_otlp:.2f}s",
+            t_agent / t_otlp, ">= 0.95x throughput", t_agent / t_otlp >= 0.95),
+    ]  # fmt: skip
+
+
+# -- P3: pickup latency ----------------------------------------------------------------------
+
+
+def _latencies(root: Path, files: int, spacing: float) -> list[float]:
+    """Drop files spaced apart; time from the rename in to the output's rename into place."""
+    (root / "staging").mkdir(parents=True, exist_ok=True)
+    (root / "output").mkdir(parents=True, exist_ok=True)
+    watch = INotify()
+    watch.add_watch(root / "output", flags.MOVED_TO)
+    dropped: dict[str, float] = {}
+    done: dict[str, float] = {}
+    body = "".join(f"record {i}\n" for i in range(200))
+    for i in range(files):
+        name = f"l{i:04}"
+        (root / "staging" / f"{name}.txt").write_text(body)
+        dropped[name] = time.monotonic()
+        os.rename(root / "staging" / f"{name}.txt", root / "unprocessed" / f"{name}.txt")
+        end = time.monotonic() + spacing
+        while (left := end - time.monotonic()) > 0:
+            for event in watch.read(timeout=int(left * 1000) + 1):
+                done.setdefault(event.name.split("_")[0], time.monotonic())
+    deadline = time.monotonic() + 30
+    while len(done) < files and time.monotonic() < deadline:
+        for event in watch.read(timeout=200):
+            done.setdefault(event.name.split("_")[0], time.monotonic())
+    if len(done) < files:
+        raise SystemExit(f"P3: only {len(done)} of {files} outputs appeared")
+    return [done[n] - dropped[n] for n in dropped]
+
+
+def _wait_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if text in line:
+            return
+    raise SystemExit(f"P3: the process ended before printing {text!r}")
+
+
+def latency(work: Path, s: Sizes, out: Results) -> None:
+    results = {}
+    for who in ("bare", "agent"):
+        root = work / f"p3-{who}"
+        (root / "unprocessed").mkdir(parents=True)
+        if who == "bare":
+            cmd, ready = [sys.executable, str(BENCH / "baseline.py"), "watch", str(root)], "ready"
+        else:
+            cfg = work / "upper.toml"
+            cfg.write_text(UPPER)
+            cmd, ready = agent_cmd("run", "--watch", str(root), "--config", str(cfg)), '"watching"'
+        proc = subprocess.Popen(cmd, env=agent_env(), stdout=subprocess.PIPE, text=True)
+        try:
+            _wait_line(proc, ready)
+            results[who] = _latencies(root, s.p3_files, 0.1)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    out.latencies = results
+    bare50 = statistics.median(results["bare"])
+    p50 = statistics.median(results["agent"])
+    p99 = statistics.quantiles(results["agent"], n=100)[98] if len(results["agent"]) > 1 else p50
+    out.rows += [
+        Row("P3a", f"{s.p3_files} files 100 ms apart, arrival→output p50", f"bare inotify p50 {bare50 * 1000:.1f} ms",
+            f"{p50 * 1000:.1f} ms", p50 / bare50, "p50 <= 2x bare p50", p50 <= 2 * bare50),
+        Row("P3b", "same, p99", f"bare inotify p50 {bare50 * 1000:.1f} ms", f"{p99 * 1000:.1f} ms",
+            p99 / bare50, "p99 <= 5x bare p50", p99 <= 5 * bare50),
+    ]  # fmt: skip
+
+
+# -- P4: memory is flat in file size ---------------------------------------------------------
+
+_RSS = "import resource,subprocess,sys; subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+
+
+def peak_rss_kb(cmd: list[str]) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS, *cmd], env=agent_env(), check=True, capture_output=True, text=True
+    )
+    return int(result.stdout.strip())
+
+
+def make_sized(path: Path, megabytes: int) -> None:
+    block = "".join(
+        f"this is an IMPORTANT line {i}\n" if i % 3 == 0 else f"ordinary line {i}\n" for i in range(40_000)
+    )
+    data = block.encode()
+    with path.open("wb") as f:
+        written = 0
+        while written < megabytes * 1024 * 1024:
+            f.write(data)
+            written += len(data)
+
+
+def memory(work: Path, s: Sizes, out: Results) -> None:
+    cfg = work / "p1.toml"
+    cfg.write_text(P1_CONFIG)
+    small, big = work / "small.txt", work / "big.txt"
+    make_sized(small, 1)
+    make_sized(big, s.p4_big_mb)
+    rss = {}
+    for name, path in (("small", small), ("big", big)):
+        rss[name] = peak_rss_kb(
+            agent_cmd("process", str(path), "--output", str(work / f"{name}.out"), "--config", str(cfg))
+        )
+    big.unlink()
+    (work / "big.out").unlink()
+    ratio = rss["big"] / rss["small"]
+    out.rows.append(
+        Row("P4", f"peak RSS, {s.p4_big_mb:,} MB file vs 1 MB file", f"1 MB: {rss['small'] / 1024:.0f} MiB",
+            f"{rss['big'] / 1024:.0f} MiB", ratio, "<= 1.2", ratio <= 1.2)
+    )  # fmt: skip
+
+
+# -- P6: a large backlog ---------------------------------------------------------------------
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def backlog(work: Path, s: Sizes, out: Results) -> None:
+    root = work / "p6"
+    fill_root(root, s.p6_files, 3)
+    log = work / "p6.log"
+    samples: list[int] = []
+    with log.open("w") as f:
+        proc = subprocess.Popen(agent_cmd("run", "--watch", str(root), "--once"), env=agent_env(), stdout=f)
+        while proc.poll() is None:
+            samples.append(_rss_kb(proc.pid))
+            time.sleep(0.2)
+    if proc.returncode != 0:
+        raise SystemExit("P6: the agent failed")
+    stamps = [
+        json.loads(line)["timestamp"] for line in log.read_text().splitlines()
+        if line.startswith("{") and '"file processed"' in line
+    ]  # fmt: skip
+    if len(stamps) != s.p6_files:
+        raise SystemExit(f"P6: {len(stamps)} of {s.p6_files} files processed")
+    secs = [time.mktime(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + t[20:26]) for t in stamps]
+    k = max(2, s.p6_files // 10)
+    first, last = (secs[k - 1] - secs[0]) / (k - 1), (secs[-1] - secs[-k]) / (k - 1)
+    ratio = last / first
+    rss = [x for x in samples if x]
+    third = max(1, len(rss) // 3)
+    growth = max(rss[-third:]) / max(rss[:third]) if rss else 1.0
+    out.rows += [
+        Row("P6a", f"backlog of {s.p6_files:,} small files: time per file, last 10% vs first 10%",
+            f"first 10%: {first * 1000:.2f} ms/file", f"last 10%: {last * 1000:.2f} ms/file", ratio, "<= 1.2",
+            ratio <= 1.2),
+        Row("P6b", "same run: peak RSS, last third vs first third", f"{max(rss[:third]) / 1024:.0f} MiB" if rss else "-",
+            f"{max(rss[-third:]) / 1024:.0f} MiB" if rss else "-", growth, "<= 1.2 (flat)", growth <= 1.2),
+    ]  # fmt: skip
+
+
+# -- report ----------------------------------------------------------------------------------
 
 
 def table(rows: list[Row]) -> str:
@@ -122,20 +353,58 @@ def table(rows: list[Row]) -> str:
     return head + body
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes; check outputs, not timings")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="foldermon-bench-"))
+def plots(results: Results) -> list[str]:
+    """PNG plots next to RESULTS.md; skipped with a note when matplotlib is missing."""
     try:
-        rows = p1_p5_p7(work, 2000 if args.smoke else 2_000_000, 1 if args.smoke else 3)
+        import matplotlib as mpl
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["(plots skipped: pip install matplotlib)"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for who, values in results.latencies.items():
+        ax.hist([v * 1000 for v in values], bins=20, alpha=0.6, label=who)
+    ax.set(xlabel="arrival → output (ms)", ylabel="files", title="P3 pickup latency")
+    ax.legend()
+    fig.savefig(BENCH / "latency.png", dpi=100, bbox_inches="tight")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh(
+        [r.id for r in results.rows],
+        [r.ratio for r in results.rows],
+        color=["tab:green" if r.met else "tab:red" for r in results.rows],
+    )
+    ax.set(xlabel="ratio (see goal per row)", title="agent vs baseline, same run")
+    fig.savefig(BENCH / "ratios.png", dpi=100, bbox_inches="tight")
+    return ["![latency](latency.png)", "![ratios](ratios.png)"]
+
+
+SCENARIOS = {"p1": one_big_file, "p2": many_small_files, "p3": latency, "p4": memory, "p6": backlog}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; check outputs, not timings")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--p6-files", type=int, help="backlog size for P6 (default 100,000)")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    if args.p6_files:
+        sizes = Sizes(**{**{f: getattr(sizes, f) for f in sizes.__slots__}, "p6_files": args.p6_files})
+    work = Path(tempfile.mkdtemp(prefix="foldermon-bench-"))
+    results = Results()
+    try:
+        for name in args.only or SCENARIOS:
+            SCENARIOS[name](work, sizes, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = table(rows)
+    text = table(results.rows)
     print(text)
     if not args.smoke:
-        header = f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores.\n\n"
-        (REPO / "benchmarks" / "RESULTS.md").write_text(header + text)
+        header = f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with `python benchmarks/run.py`.\n\n"
+        (BENCH / "RESULTS.md").write_text(header + text + "\n" + "\n".join(plots(results)) + "\n")
     return 0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from agentctl import census, drop, run_cli, write_config
+from agentctl import REPO, census, drop, run_cli, write_config
 
 ORIGINAL_PIPELINE = """{
   "processors": [
@@ -184,3 +186,17 @@ def test_status_json_counts_each_state_and_failed_reasons(tmp_path: Path) -> Non
     assert status["failed"] == 1
     assert status["failed_files"][0]["name"] == "link"
     assert "symbolic link" in status["failed_files"][0]["reason"]
+
+
+def test_benchmark_smoke_mode_checks_outputs() -> None:
+    """benchmarks/run.py --smoke runs every scenario at tiny sizes and verifies the outputs."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for scenario in ("P1", "P2", "P3a", "P4", "P5", "P6a", "P7a", "P7b"):
+        assert f"| {scenario} |" in result.stdout
