@@ -30,6 +30,9 @@ from foldermon.sdnotify import Notifier
 from foldermon.telemetry import QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
 
+# Finishes are fsynced together for at most this many files, and whenever the queue is empty.
+_GROUP_COMMIT_FILES = 64
+
 
 @dataclass(slots=True)
 class Root:
@@ -94,6 +97,7 @@ class Agent:
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
         self._next_listing = 0.0
+        self._finished_unsynced = 0
         self._reload = False
         self.notifier = notifier or Notifier.from_environ()
         self.progress = progress or _NoProgress()
@@ -150,6 +154,7 @@ class Agent:
             self.roots.append(Root(layout, queue, failed=failed))
 
     def _shutdown(self) -> None:
+        self._group_commit()
         for retry in self._retries:
             retry.root.queue.release(retry.claim)
         self._retries.clear()
@@ -339,6 +344,9 @@ class Agent:
         )
         log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         result = attempt.run(root.queue, claim, log)
+        self._finished_unsynced += result.outcome == "processed"
+        if not self._pending or self._finished_unsynced >= _GROUP_COMMIT_FILES:
+            self._group_commit()
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             retry = Retry(self._clock() + result.retry_in, root, claim, counted=result.counted)
@@ -371,6 +379,12 @@ class Agent:
                 WatchModeSample(str(r.layout.root), "once", "run --once lists the folder") for r in self.roots
             ]
         return [WatchModeSample(str(m.root), m.mode, m.reason) for m in self._watcher.modes]
+
+    def _group_commit(self) -> None:
+        """fsync processed/ and the claim folders once for all the finishes since the last commit."""
+        for root in self.roots:
+            root.queue.sync()
+        self._finished_unsynced = 0
 
     def _drop_marker(self, root: Root, name: str) -> None:
         """In done-file mode the marker has served its purpose once its input is finished or failed."""

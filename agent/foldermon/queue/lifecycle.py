@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from foldermon.errors import LifecycleError
-from foldermon.queue.fsio import durable_rename, fsync_dir, unique_name, write_durable
+from foldermon.queue.fsio import durable_rename, fsync_dir, rename_noreplace, unique_name, write_durable
 from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME, Layout, is_input_name
 
 _NEW_PREFIX = ".new-"
@@ -158,6 +158,7 @@ class Queue:
         self.output_name = output_name
         self.max_attempts = max_attempts
         self._now = wall_clock
+        self._unsynced = False
 
     # -- claim -----------------------------------------------------------------------------
 
@@ -245,14 +246,23 @@ class Queue:
 
     # -- finish / fail / release ---------------------------------------------------------
 
-    def finish(self, claim: Claim, target: OutputTarget) -> str:
-        """Move the input to ``processed/`` (never clobbering), drop its counter; returns its new name."""
+    def finish(self, claim: Claim, target: OutputTarget, *, sync: bool = True) -> str:
+        """Move the input to ``processed/`` (never clobbering), drop its counter; returns its new name.
+
+        With ``sync=False`` the two folders are fsynced later by ``sync()``, together for a group
+        of files: the output is already durable, so a finish lost in a crash only means the input
+        is processed again and its output replaced with the same content.
+        """
         n = target.n
         output = target.final
         while True:
             dst_name = unique_name(claim.name, n)
             try:
-                durable_rename(claim.path, self.layout.processed / dst_name)
+                if sync:
+                    durable_rename(claim.path, self.layout.processed / dst_name)
+                else:
+                    rename_noreplace(claim.path, self.layout.processed / dst_name)
+                    self._unsynced = True
                 break
             except FileExistsError:
                 # Another instance finished a same-named input meanwhile: keep both, suffixed.
@@ -266,6 +276,13 @@ class Queue:
                 output = new_output
         self._drop_counter(claim.name)
         return dst_name
+
+    def sync(self) -> None:
+        """fsync the folders of finishes made with ``sync=False`` (one group commit)."""
+        if self._unsynced:
+            fsync_dir(self.layout.processed)
+            fsync_dir(self.instance.dir)
+            self._unsynced = False
 
     def fail(self, claim: Claim | Exhausted, record: Mapping[str, Any]) -> str:
         """Quarantine a claimed input in ``failed/`` with its error record; returns its name there."""
