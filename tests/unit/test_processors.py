@@ -36,6 +36,17 @@ def test_line_counter_default_format_numbers_from_one() -> None:
     assert run(make("line_counter"), ["a", "b"]) == ["[1] a", "[2] b"]
 
 
+@pytest.mark.parametrize(
+    "template",
+    ['He said "{line}" \\ {{x}} #{count}', "{line}|{line}", "'{count}'", "\t{count}\n{line}", "{count}"],
+)
+def test_line_counter_compiled_template_matches_str_format(template: str) -> None:
+    """Quotes, backslashes, escaped braces and repeated fields render exactly as str.format would."""
+    lines = ["a", 'q"uote', "back\\slash", "{brace}"]
+    expected = [template.format(count=i, line=s) for i, s in enumerate(lines, 1)]
+    assert run(make("line_counter", format=template), lines) == expected
+
+
 def test_line_counter_continues_across_batches() -> None:
     """The count carries on from one batch to the next within a file."""
     assert run(make("line_counter"), ["a"], ["b", "c"]) == ["[1] a", "[2] b", "[3] c"]

