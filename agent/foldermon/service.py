@@ -152,6 +152,23 @@ class Agent:
             )
             failed = sum(1 for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
             self.roots.append(Root(layout, queue, failed=failed))
+        self._zero_counters()
+
+    def _zero_counters(self) -> None:
+        """Start every counter series at 0, so the first failure after a start shows as an increase."""
+        ins = self.telemetry.instruments
+        for root in self.roots:
+            for outcome in ("processed", "retry", "failed"):
+                ins.files.add(
+                    0, {"foldermon.outcome": outcome, "foldermon.watch.root": str(root.layout.root)}
+                )
+        for spec in self.config.processors:
+            attrs = {"foldermon.processor.id": spec.id, "foldermon.processor.type": spec.type}
+            for counter in (ins.lines_in, ins.lines_out, ins.processor_errors):
+                counter.add(0, attrs)
+        for signal_name, kind in self.telemetry.settings.exporters.items():
+            if kind == "otlp":
+                ins.export_failures.add(0, {"signal": signal_name})
 
     def _shutdown(self) -> None:
         self._group_commit()

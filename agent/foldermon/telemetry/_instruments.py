@@ -92,7 +92,7 @@ class Instruments:
         meter.create_observable_gauge(
             "foldermon.watch.mode",
             callbacks=[self._modes],
-            unit="1",
+            # No unit: "1" would become a _ratio suffix behind a collector but not on our own endpoint.
             description="1 for the watch mode in use per root, with the reason",
         )
 
