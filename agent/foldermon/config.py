@@ -30,7 +30,14 @@ def user_config_path() -> Path:
 
 
 def default_watch_dir() -> Path:
-    """The watch root used when none is configured: the system one as root, a per-user one otherwise."""
+    """The watch root used when none is configured.
+
+    Under systemd, ``<StateDirectory>/watch`` (``/var/lib/foldermon/watch`` for the system
+    units); as root, that same path; otherwise a per-user one.
+    """
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state) / "watch"
     if os.geteuid() == 0:
         return Path("/var/lib/foldermon/watch")
     return Path(platformdirs.user_data_dir("foldermon")) / "watch"

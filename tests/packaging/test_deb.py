@@ -1,0 +1,237 @@
+"""The .deb from packaging/build-deb: name, contents, conffiles, dependencies, lintian."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from pkgsupport import REPO, package_version, require_tools
+
+VENV = "opt/venvs/foldermon-agent"
+
+
+def debian_version(py_version: str) -> str:
+    """The Debian form of a PEP 440 version, as build-deb computes it."""
+    text = re.sub(r"\.?(a|b|rc|dev)(\d+)", r"~\1\2", py_version)
+    return re.sub(r"\.?post(\d+)", r"+post\1", text)
+
+
+def dpkg_deb(*args: str) -> str:
+    """Run dpkg-deb and return its standard output."""
+    return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def contents(deb: Path) -> dict[str, str]:
+    """Map each path in the package (without the leading "./") to its dpkg-deb -c line."""
+    listing: dict[str, str] = {}
+    for line in dpkg_deb("-c", str(deb)).splitlines():
+        name = line.split(None, 5)[5].split(" -> ")[0]
+        listing[name.removeprefix("./").rstrip("/")] = line
+    return listing
+
+
+@pytest.fixture(scope="module")
+def extracted(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's files unpacked into a temp dir."""
+    root = tmp_path_factory.mktemp("deb-root")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    return root
+
+
+def test_changelog_version_matches_the_agent_version() -> None:
+    """packaging/debian/changelog's newest entry carries the version in agent/foldermon/__init__.py."""
+    first = (REPO / "packaging" / "debian" / "changelog").read_text().splitlines()[0]
+    match = re.match(r"foldermon-agent \(([^)]+)\)", first)
+    assert match, first
+    assert match.group(1) == debian_version(package_version())
+
+
+@pytest.mark.parametrize(
+    ("py_version", "expected"),
+    [("0.1.0", "0.1.0"), ("1.2rc1", "1.2~rc1"), ("1.2.0.dev3", "1.2.0~dev3"), ("1.0.post2", "1.0+post2")],
+)
+def test_debian_version_sorts_prereleases_first(py_version: str, expected: str) -> None:
+    """Pre-releases get "~" (sorting before the release) and post-releases "+", as build-deb does."""
+    assert debian_version(py_version) == expected
+
+
+@pytest.mark.real
+def test_package_is_named_by_version_and_architecture(deb: Path) -> None:
+    """The file is foldermon-agent_<version>_<arch>.deb with the control fields to match."""
+    arch = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    version = debian_version(package_version())
+    assert deb.name == f"foldermon-agent_{version}_{arch}.deb"
+    fields = dpkg_deb("-f", str(deb), "Package", "Version", "Architecture")
+    assert fields.split("\n")[:3] == [
+        "Package: foldermon-agent",
+        f"Version: {version}",
+        f"Architecture: {arch}",
+    ]
+
+
+@pytest.mark.real
+def test_command_is_a_symlink_into_the_virtualenv(contents: dict[str, str]) -> None:
+    """/usr/bin/foldermon-agent points at the console script of the virtualenv."""
+    assert contents["usr/bin/foldermon-agent"].endswith(f"-> /{VENV}/bin/foldermon-agent")
+
+
+@pytest.mark.real
+def test_virtualenv_uses_debians_python(contents: dict[str, str]) -> None:
+    """The virtualenv's interpreter is /usr/bin/python3, not a copy or a build-host path."""
+    assert contents[f"{VENV}/bin/python3"].endswith("-> /usr/bin/python3")
+    assert f"{VENV}/lib/python3.11/site-packages/foldermon/service.py" in contents
+
+
+@pytest.mark.real
+def test_units_are_installed_for_systemd(contents: dict[str, str]) -> None:
+    """The system units go to /lib/systemd/system and the user unit to /usr/lib/systemd/user."""
+    for unit in (
+        "lib/systemd/system/foldermon-agent.service",
+        "lib/systemd/system/foldermon-agent@.service",
+        "usr/lib/systemd/user/foldermon-agent.service",
+    ):
+        assert unit in contents
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    ("packaged", "source"),
+    [
+        ("lib/systemd/system/foldermon-agent.service", "systemd/foldermon-agent.service"),
+        ("lib/systemd/system/foldermon-agent@.service", "systemd/foldermon-agent@.service"),
+        ("usr/lib/systemd/user/foldermon-agent.service", "systemd/user/foldermon-agent.service"),
+        ("etc/default/foldermon-agent", "systemd/foldermon-agent.default"),
+        ("etc/foldermon/agent.toml", "packaging/agent.toml"),
+    ],
+)
+def test_packaged_files_are_the_repository_files(extracted: Path, packaged: str, source: str) -> None:
+    """Units, environment file and config ship exactly as they are in the repository."""
+    assert (extracted / packaged).read_bytes() == (REPO / source).read_bytes()
+
+
+@pytest.mark.real
+def test_conffiles_are_the_config_and_environment_files(deb: Path, tmp_path: Path) -> None:
+    """dpkg treats exactly /etc/foldermon/agent.toml and /etc/default/foldermon-agent as conffiles."""
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path / "control")], check=True)
+    conffiles = (tmp_path / "control" / "conffiles").read_text().split()
+    assert sorted(conffiles) == ["/etc/default/foldermon-agent", "/etc/foldermon/agent.toml"]
+
+
+@pytest.mark.real
+def test_docs_copyright_changelog_manual_and_completions_are_shipped(contents: dict[str, str]) -> None:
+    """Debian's required documentation, the generated manual page and shell completions are in the package."""
+    for path in (
+        "usr/share/doc/foldermon-agent/copyright",
+        "usr/share/doc/foldermon-agent/changelog.gz",
+        "usr/share/doc/foldermon-agent/README.md.gz",
+        "usr/share/man/man1/foldermon-agent.1.gz",
+        "usr/share/bash-completion/completions/foldermon-agent",
+        "usr/share/zsh/vendor-completions/_foldermon-agent",
+    ):
+        assert path in contents
+
+
+@pytest.mark.real
+def test_manual_page_is_generated_from_the_parser(deb: Path, tmp_path: Path) -> None:
+    """The shipped manual page documents every verb of the command line, including the newest."""
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")], check=True)
+    page = gzip.decompress((tmp_path / "root/usr/share/man/man1/foldermon-agent.1.gz").read_bytes()).decode()
+    for verb in ("run", "process", "status", "failed", "retry", "check\\-config", "completion"):
+        assert verb in page
+
+
+@pytest.mark.real
+def test_no_bytecode_or_build_tools_are_shipped(contents: dict[str, str]) -> None:
+    """Bytecode is compiled at install time, and pip/setuptools stay out of the runtime virtualenv."""
+    site = f"{VENV}/lib/python3.11/site-packages/"
+    assert not [p for p in contents if "__pycache__" in p or p.endswith(".pyc")]
+    assert not [p for p in contents if p.startswith((site + "pip/", site + "setuptools/"))]
+
+
+@pytest.mark.real
+def test_depends_pin_python_and_name_what_the_scripts_run(deb: Path) -> None:
+    """The Python minor version the virtualenv needs is pinned; adduser and kill(1) are required."""
+    depends = [d.strip() for d in dpkg_deb("-f", str(deb), "Depends").split(",")]
+    assert "python3 (>= 3.11)" in depends
+    assert "python3 (<< 3.12)" in depends
+    assert "adduser" in depends
+    assert "procps" in depends  # /bin/kill for ExecReload=
+
+
+@pytest.mark.real
+def test_maintainer_scripts_create_user_and_queue_and_enable_the_unit(deb: Path, tmp_path: Path) -> None:
+    """postinst adds the foldermon user, the queue folders and enables the service; postrm purges data."""
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path / "control")], check=True)
+    postinst = (tmp_path / "control" / "postinst").read_text()
+    postrm = (tmp_path / "control" / "postrm").read_text()
+    assert "adduser --system" in postinst
+    for folder in ("unprocessed", "underprocess processed failed"):
+        assert folder in postinst
+    assert "deb-systemd-helper" in postinst
+    assert "enable" in postinst
+    assert 'if [ "$1" = purge ]; then\n    rm -rf /var/lib/foldermon' in postrm
+
+
+@pytest.mark.real
+def test_user_unit_is_not_enabled_for_every_user(deb: Path, tmp_path: Path) -> None:
+    """Installing the package must not start an agent in every user's session: the user unit is opt-in."""
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path / "control")], check=True)
+    assert "--user enable" not in (tmp_path / "control" / "postinst").read_text()
+
+
+@pytest.mark.real
+def test_virtualenv_runs_the_agent(extracted: Path) -> None:
+    """The unpacked virtualenv is complete: its interpreter imports the agent and prints the version."""
+    result = subprocess.run(
+        [str(extracted / VENV / "bin" / "python"), "-m", "foldermon", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"foldermon-agent {package_version()}"
+
+
+@pytest.fixture(scope="module")
+def lintian(deb: Path) -> subprocess.CompletedProcess[str]:
+    """One lintian run over the package, info tags included, failing on errors and warnings."""
+    require_tools("lintian")
+    return subprocess.run(
+        ["lintian", "--fail-on", "error,warning", "--info", str(deb)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.real
+def test_lintian_reports_no_error_or_warning(lintian: subprocess.CompletedProcess[str]) -> None:
+    """lintian passes with only the commented /opt/venvs overrides (info tags are allowed)."""
+    problems = [line for line in lintian.stdout.splitlines() if line.startswith(("E:", "W:"))]
+    assert lintian.returncode == 0, lintian.stdout + lintian.stderr
+    assert problems == []
+
+
+@pytest.mark.real
+def test_no_lintian_override_is_unused(lintian: subprocess.CompletedProcess[str]) -> None:
+    """Every override still matches something, so none hides a problem that has gone away."""
+    assert "unused-override" not in lintian.stdout
+    assert "mismatched-override" not in lintian.stdout
+
+
+def test_every_lintian_override_follows_a_comment() -> None:
+    """Each override (or group of overrides) is preceded by a comment saying why."""
+    overrides = REPO / "packaging" / "debian" / "foldermon-agent.lintian-overrides"
+    previous = ""
+    for line in overrides.read_text().splitlines():
+        if line.startswith("foldermon-agent:"):
+            assert previous.startswith("#"), f"override without a comment: {line}"
+        else:
+            previous = line
