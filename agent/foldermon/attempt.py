@@ -16,6 +16,7 @@ from foldermon.errors import InputRejectedError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.fsio import durable_rename
+from foldermon.queue.layout import make_dir
 from foldermon.queue.lifecycle import Claim, OutputTarget, Queue, fail_record
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
@@ -129,7 +130,12 @@ class Attempt:
             )
         with open_input(claim.path) as src:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target.tmp, flags, 0o640)
+            try:
+                fd = os.open(target.tmp, flags, 0o640)
+            except FileNotFoundError:
+                # The output folder was removed while running: made again, as at start.
+                make_dir(target.tmp.parent)
+                fd = os.open(target.tmp, flags, 0o640)
             try:
                 return stream(
                     src,
@@ -159,7 +165,13 @@ class Attempt:
             cause=describe(exc.__cause__) if exc.__cause__ else None,
             trace_id=format(span.get_span_context().trace_id, "032x"),
         )
-        failed_as = queue.fail(claim, record)
+        try:
+            failed_as = queue.fail(claim, record)
+        except OSError as quarantine_exc:
+            # Not durably quarantined: the file stays claimed and this last attempt runs again.
+            delay = self.config.retry.backoff
+            log.warning("quarantine failed; will retry", error=describe(quarantine_exc), retry_in=delay)
+            return Outcome("retry", retry_in=delay, counted=False)
         log.error("file failed", failed_as=failed_as, error=describe(exc))
         return Outcome("failed")
 

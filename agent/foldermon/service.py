@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -138,21 +139,26 @@ class Agent:
                 max_attempts=self.config.retry.max_attempts,
                 wall_clock=self._wall,
             )
-            report = queue.recover()
-            if report.returned or report.temps_removed or report.dead_instances:
-                self.log.info(
-                    "recovered",
-                    root=str(layout.root),
-                    returned=len(report.returned),
-                    temps_removed=report.temps_removed,
-                    dead_instances=report.dead_instances,
-                )
-            self.telemetry.instruments.recovered.add(
-                len(report.returned), {"foldermon.watch.root": str(layout.root)}
-            )
             failed = sum(1 for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
             self.roots.append(Root(layout, queue, failed=failed))
+            self._recover(self.roots[-1], sweep_temps=True)
         self._zero_counters()
+
+    def _recover(self, root: Root, *, sweep_temps: bool) -> None:
+        """Return dead instances' claims: at start, and every rescan so survivors take over a dead host's."""
+        layout = root.layout
+        report = root.queue.recover(sweep_temps=sweep_temps)
+        if report.returned or report.temps_removed or report.dead_instances:
+            self.log.info(
+                "recovered",
+                root=str(layout.root),
+                returned=len(report.returned),
+                temps_removed=report.temps_removed,
+                dead_instances=report.dead_instances,
+            )
+        self.telemetry.instruments.recovered.add(
+            len(report.returned), {"foldermon.watch.root": str(layout.root)}
+        )
 
     def _zero_counters(self) -> None:
         """Start every counter series at 0, so the first failure after a start shows as an increase."""
@@ -226,7 +232,10 @@ class Agent:
 
     def _collect(self) -> None:
         if self._clock() >= self._next_listing:
+            first = self._next_listing == 0.0
             self._next_listing = self._clock() + self.config.watch.rescan_interval
+            if not first:
+                self._recover_all()
             self._list_roots(take_files=self._watcher is None)
         if self._watcher is None:
             if not self._pending and not self._retries:
@@ -240,6 +249,13 @@ class Agent:
         for event in self._watcher.poll(timeout):
             if event.name[:1] != ".":
                 self._pending[(by_root[event.root], event.name)] = None
+
+    def _recover_all(self) -> None:
+        for root in self.roots:
+            try:
+                self._recover(root, sweep_temps=False)
+            except OSError as exc:
+                self.log.error("recovery failed", root=str(root.layout.root), error=str(exc))
 
     def _list_roots(self, *, take_files: bool) -> None:
         """Report directories; with ``take_files`` (``--once``) also queue every ready name.
@@ -269,7 +285,19 @@ class Agent:
         if not self._retries or self._retries[0].due > self._clock():
             return False
         retry = self._retries.pop(0)
-        claim = retry.root.queue.again(retry.claim) if retry.counted else retry.claim
+        log = self.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
+        if not os.path.lexists(retry.claim.path):
+            # Moved on by the failed attempt itself (say, into processed/ before a failed fsync).
+            log.warning("claimed file is gone; retry dropped")
+            return True
+        try:
+            claim = retry.root.queue.again(retry.claim) if retry.counted else retry.claim
+        except OSError as exc:
+            # The attempt cannot be counted on disk; running it uncounted could crash-loop.
+            log.warning("could not count the attempt; will retry", error=str(exc))
+            self._retries.append(replace(retry, due=self._clock() + self.config.retry.backoff))
+            self._retries.sort(key=lambda r: r.due)
+            return True
         self._attempt(retry.root, claim)
         return True
 
@@ -400,7 +428,13 @@ class Agent:
     def _group_commit(self) -> None:
         """fsync processed/ and the claim folders once for all the finishes since the last commit."""
         for root in self.roots:
-            root.queue.sync()
+            try:
+                root.queue.sync()
+            except OSError as exc:
+                # The finishes stay marked unsynced, so the next group commit tries again.
+                self.log.error(
+                    "fsync of finished files failed; will retry", root=str(root.layout.root), error=str(exc)
+                )
         self._finished_unsynced = 0
 
     def _drop_marker(self, root: Root, name: str) -> None:

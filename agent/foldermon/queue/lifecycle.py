@@ -63,28 +63,49 @@ class Instance:
     def __init__(self, layout: Layout, instance_id: str) -> None:
         self.id = instance_id
         self.dir = layout.underprocess / instance_id
+        for tries_left in (2, 1, 0):
+            try:
+                fd = self._build(layout)
+            except FileNotFoundError:
+                # Another instance starting at the same moment took the half-built folder, still
+                # without its lock, for a dead one's and removed it: build it again.
+                if not tries_left:
+                    raise
+            else:
+                self._lock_fd: int | None = fd
+                return
+
+    def _build(self, layout: Layout) -> int:
         # Built under a dot name and renamed in, so every visible instance folder has its lock.
-        staging = layout.underprocess / f"{_NEW_PREFIX}{instance_id}"
+        staging = layout.underprocess / f"{_NEW_PREFIX}{self.id}"
         staging.mkdir(mode=0o750)
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
-        os.fsync(fd)
-        # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
-        durable_rename(staging, self.dir, replace=True)
-        self._lock_fd: int | None = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            os.fsync(fd)
+            # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
+            durable_rename(staging, self.dir, replace=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         """Remove the claim folder if nothing is left in it, then drop the lock."""
         if self._lock_fd is None:
             return
         leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
-        if not leftovers:
-            (self.dir / LOCK_NAME).unlink()
-            self.dir.rmdir()
-            fsync_dir(self.dir.parent)
+        # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked
+        # lingers under a hidden name, and the folder could not be removed.
         os.close(self._lock_fd)
         self._lock_fd = None
+        if not leftovers:
+            # Another instance's recovery may remove the emptied folder first.
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / LOCK_NAME).unlink()
+                self.dir.rmdir()
+            fsync_dir(self.dir.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +199,17 @@ class Queue:
             return Rejected(name, reason) if moved else None
         dst = self.instance.dir / name
         try:
-            durable_rename(src, dst)
+            rename_noreplace(src, dst)
         except FileNotFoundError:
             return None
-        self._take_counter(name, dst)
+        try:
+            fsync_dir(dst.parent)
+            fsync_dir(src.parent)
+            self._take_counter(name, dst)
+        except OSError:
+            # Not durably claimed: give it back rather than strand it in this claim folder.
+            self._return(self.instance.dir, name)
+            raise
         attempts, first = self._read_counter(self.instance.dir / counter_name(name), st.st_ino)
         if attempts >= self.max_attempts:
             return Exhausted(name, attempts)
@@ -208,9 +236,14 @@ class Queue:
             durable_rename(src, claimed.with_name(counter_name(name)), replace=True)
 
     def _read_counter(self, path: Path, ino: int) -> tuple[int, float]:
+        # Never followed: a counter comes along from unprocessed/, where a producer may plant a
+        # link (to a file outside the root, or a FIFO that would block the open).
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            data = json.loads(path.read_bytes())
-        except (FileNotFoundError, ValueError):
+            with os.fdopen(os.open(path, flags), "rb") as counter:
+                is_file = stat.S_ISREG(os.fstat(counter.fileno()).st_mode)
+                data = json.loads(counter.read(4096)) if is_file else None
+        except (OSError, ValueError):
             return 0, 0.0
         # A counter left by another file of the same name (deleted by hand) does not count.
         if not isinstance(data, dict) or data.get("ino") != ino:
@@ -353,10 +386,11 @@ class Queue:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def recover(self) -> Recovery:
+    def recover(self, *, sweep_temps: bool = True) -> Recovery:
         """Return the claims of dead instances to ``unprocessed/`` and remove their temp files.
 
         An instance is dead when its lock is free, never judged by pid (pids repeat across hosts).
+        Without ``sweep_temps`` the output folder is only swept when a dead instance was found.
         """
         report = Recovery()
         for entry in os.listdir(self.layout.underprocess):
@@ -371,12 +405,17 @@ class Queue:
             finally:
                 if fd is not None:
                     os.close(fd)
-        report.temps_removed += self._remove_stale_temps()
+        if sweep_temps or report.dead_instances:
+            report.temps_removed += self._remove_stale_temps()
         return report
 
     def _recover_folder(self, folder: Path, entry: str, report: Recovery) -> None:
         instance_id = entry.removeprefix(_NEW_PREFIX)
-        for name in os.listdir(folder):
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return  # removed meanwhile by another instance's recovery or its owner's clean exit
+        for name in names:
             if is_input_name(name):
                 self._count_interrupted(folder, name)
                 report.returned.append(self._return(folder, name))
