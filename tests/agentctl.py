@@ -98,7 +98,9 @@ def census(root: Path) -> dict[str, list[str]]:
     return found
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.02) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.02, what: str | None = None
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -106,7 +108,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
 
 

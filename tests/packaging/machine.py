@@ -14,9 +14,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from agentctl import wait_until
 
 SUITE = "bookworm"
 # What a Debian server has; the package's own dependencies are all among them (procps is
@@ -58,16 +59,9 @@ def debian_root(cache: Path) -> Path:
     return root
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``predicate`` every 0.2 s until it returns something truthy; fail naming ``what``."""
+    return wait_until(predicate, timeout, 0.2, what)
 
 
 class Container:
