@@ -7,7 +7,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -352,11 +351,7 @@ class Agent:
         if isinstance(result, Claim):
             self._attempt(root, result)
         elif isinstance(result, Directory):
-            if name not in root.reported_dirs:
-                root.reported_dirs.add(name)
-                self.log.warning(
-                    "directory in unprocessed/ left in place", root=str(root.layout.root), file=name
-                )
+            self._report_dir(root, name)
         elif isinstance(result, Rejected):
             root.failed += 1
             self.done["failed"] += 1
@@ -369,14 +364,18 @@ class Agent:
             )
             record = fail_record(RuntimeError(message), result, now=self._wall(), instance=self.instance_id)
             record["error_type"] = "AttemptsExhausted"
-            failed_as = root.queue.fail(result, record)
-            self.log.error(
-                "file failed",
-                root=str(root.layout.root),
-                file=name,
-                failed_as=failed_as,
-                error=message,
-            )
+            log = self.log.bind(root=str(root.layout.root), file=name)
+            try:
+                failed_as = root.queue.fail(result, record)
+            except OSError as exc:
+                # Still claimed by this instance; the next start's recovery offers it again.
+                log.error("quarantine failed", error=str(exc))
+                return
+            root.failed += 1
+            self.done["failed"] += 1
+            self.progress.file_done("failed", 0)
+            self._drop_marker(root, name)
+            log.error("file failed", failed_as=failed_as, error=message)
 
     def _attempt(self, root: Root, claim: Claim) -> None:
         attempt = Attempt(
@@ -442,11 +441,3 @@ class Agent:
         suffix = self.config.watch.done_suffix
         if suffix:
             (root.layout.unprocessed / (name + suffix)).unlink(missing_ok=True)
-
-
-def resolve_roots(dirs: tuple[Path, ...]) -> tuple[Path, ...]:
-    """Absolute, de-duplicated watch roots in the order given."""
-    seen: dict[Path, None] = {}
-    for d in dirs:
-        seen[d.expanduser().absolute()] = None
-    return tuple(seen)
