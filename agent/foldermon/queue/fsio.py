@@ -46,6 +46,19 @@ def durable_rename(src: Path, dst: Path, *, replace: bool = False) -> None:
         fsync_dir(src.parent)
 
 
+def durable_rename_unique(src: Path, folder: Path, name: str) -> str:
+    """Move ``src`` into ``folder`` as ``name``, or the first free ``unique_name(name, n)``; returns it."""
+    n = 0
+    while True:
+        target = unique_name(name, n)
+        try:
+            durable_rename(src, folder / target)
+        except FileExistsError:
+            n += 1
+        else:
+            return target
+
+
 def rename_noreplace(src: Path, dst: Path) -> None:
     """Atomic rename that fails with FileExistsError when ``dst`` exists."""
     if _renameat2 is not None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from foldermon.errors import FoldermonError
-from foldermon.queue.fsio import durable_rename, unique_name
+from foldermon.queue.fsio import durable_rename_unique
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names
 
 HISTORY = ".history"
@@ -37,21 +37,9 @@ def requeue(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     moved = []
     for name in wanted:
-        moved.append((name, _move_back(layout, name)))
+        moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
         _keep_record(layout, name, stamp)
     return moved
-
-
-def _move_back(layout: Layout, name: str) -> str:
-    n = 0
-    while True:
-        target = unique_name(name, n)
-        try:
-            durable_rename(layout.failed / name, layout.unprocessed / target)
-        except FileExistsError:
-            n += 1
-        else:
-            return target
 
 
 def _keep_record(layout: Layout, name: str, stamp: str) -> None:
@@ -60,11 +48,4 @@ def _keep_record(layout: Layout, name: str, stamp: str) -> None:
         return
     history: Path = layout.failed / HISTORY
     history.mkdir(exist_ok=True)
-    n = 0
-    while True:
-        try:
-            durable_rename(record, history / unique_name(f"{name}.{stamp}{ERROR_SUFFIX}", n))
-        except FileExistsError:
-            n += 1
-        else:
-            return
+    durable_rename_unique(record, history, f"{name}.{stamp}{ERROR_SUFFIX}")
