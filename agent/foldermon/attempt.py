@@ -121,13 +121,7 @@ class Attempt:
         return Outcome("processed", lines_in=produced.lines_in)
 
     def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
-        t = self.config.telemetry
-        on_batch = None
-        if t.trace_lines and t.max_line_spans_per_file > 0:
-            tracer = self.telemetry.tracer
-            on_batch = LineTracer(
-                pipeline, tracer, span, ratio=t.line_sample_ratio, cap=t.max_line_spans_per_file
-            )
+        on_batch = LineTracer.for_config(pipeline, self.telemetry.tracer, span, self.config.telemetry)
         with open_input(claim.path) as src:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             try:

@@ -36,12 +36,9 @@ def process_file(
     start_ns = time.time_ns()
     attributes = {"file.path": str(src.absolute()), "file.name": src.name}
     with telemetry.tracer.start_as_current_span("foldermon.process_file", attributes=attributes) as span:
-        feed: Feed = pipeline.feed
-        t = config.telemetry
-        if t.trace_lines and t.max_line_spans_per_file > 0:
-            feed = LineTracer(
-                pipeline, telemetry.tracer, span, ratio=t.line_sample_ratio, cap=t.max_line_spans_per_file
-            )
+        feed: Feed = (
+            LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry) or pipeline.feed
+        )
         try:
             with open_input(src) as fin:
                 size = os.fstat(fin.fileno()).st_size

@@ -10,6 +10,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
 from foldermon.pipeline import Pipeline
 
@@ -65,6 +66,17 @@ class LineTracer:
         self._budget = cap * EXAMINE_FACTOR
         self._rng = rng
         self.spans = 0
+
+    @classmethod
+    def for_config(
+        cls, pipeline: Pipeline, tracer: Tracer, parent: Span, config: TelemetryConfig
+    ) -> LineTracer | None:
+        """The line tracer ``[telemetry]`` asks for (``trace_lines`` / ``--trace``), or None."""
+        if not config.trace_lines or config.max_line_spans_per_file <= 0:
+            return None
+        return cls(
+            pipeline, tracer, parent, ratio=config.line_sample_ratio, cap=config.max_line_spans_per_file
+        )
 
     def __call__(self, lines: list[str]) -> list[str]:
         if self._budget <= 0 or self.spans >= self._cap:
