@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import stat
 from collections.abc import Callable, Iterator
@@ -136,6 +137,38 @@ def test_instance_lock_is_held_while_open(layout: Layout, open_instance: OpenIns
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+def test_instance_start_survives_a_recovery_probing_its_half_built_folder(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance's recovery locks the new lock file first: the start builds a new folder."""
+    real_flock = fcntl.flock
+    probes: list[tuple[int, Path]] = []
+
+    def probed_first(fd: int, operation: int) -> None:
+        if not probes:  # another recovery finds the lock still free and takes it, as for a dead one
+            staging = Path(os.readlink(f"/proc/self/fd/{fd}")).parent
+            probe = os.open(staging / LOCK_NAME, os.O_RDWR)
+            real_flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            probes.append((probe, staging))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", probed_first)
+    instance = Instance(layout, ME)
+    monkeypatch.undo()
+    probe, staging = probes[0]
+    shutil.rmtree(staging)  # the probing recovery removes what it took for a dead folder
+    os.close(probe)
+    assert os.listdir(layout.underprocess) == [ME]
+    assert os.listdir(instance.dir) == [LOCK_NAME]
+    fd = os.open(instance.dir / LOCK_NAME, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            real_flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    instance.close()
 
 
 def test_instance_close_removes_an_empty_claim_folder(layout: Layout) -> None:
@@ -503,8 +536,8 @@ def test_recover_removes_temp_outputs_whose_owner_folder_is_gone(layout: Layout,
 
 
 def test_recover_removes_a_staging_folder_without_a_lock(layout: Layout, queue: Queue) -> None:
-    """A half-created instance folder (.new-<id>, no lock yet) is cleaned up."""
-    (layout.underprocess / f".new-{OTHER}").mkdir()
+    """A half-created instance folder (.new-<id>.<try>, no lock yet) is cleaned up."""
+    (layout.underprocess / f".new-{OTHER}.0").mkdir()
     assert queue.recover().dead_instances == [OTHER]
     assert os.listdir(layout.underprocess) == [ME]
 

@@ -27,6 +27,7 @@ from foldermon.queue.fsio import durable_rename, fsync_dir, rename_noreplace, un
 from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME, Layout, is_input_name
 
 _NEW_PREFIX = ".new-"
+_BUILD_TRIES = 5
 _TMP_MARK = ".foldermon-"
 
 
@@ -63,21 +64,20 @@ class Instance:
     def __init__(self, layout: Layout, instance_id: str) -> None:
         self.id = instance_id
         self.dir = layout.underprocess / instance_id
-        for tries_left in (2, 1, 0):
+        for tries_left in reversed(range(_BUILD_TRIES)):
             try:
-                fd = self._build(layout)
-            except FileNotFoundError:
-                # Another instance starting at the same moment took the half-built folder, still
-                # without its lock, for a dead one's and removed it: build it again.
+                fd = self._build(layout, staging=layout.underprocess / f"{_NEW_PREFIX}{self.id}.{tries_left}")
+            except (FileNotFoundError, BlockingIOError):
+                # Another instance starting at the same moment found the half-built folder with its
+                # lock still free, took it for a dead one's and is removing it: build it again.
                 if not tries_left:
                     raise
             else:
                 self._lock_fd: int | None = fd
                 return
 
-    def _build(self, layout: Layout) -> int:
+    def _build(self, layout: Layout, staging: Path) -> int:
         # Built under a dot name and renamed in, so every visible instance folder has its lock.
-        staging = layout.underprocess / f"{_NEW_PREFIX}{self.id}"
         staging.mkdir(mode=0o750)
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
@@ -410,7 +410,9 @@ class Queue:
         return report
 
     def _recover_folder(self, folder: Path, entry: str, report: Recovery) -> None:
-        instance_id = entry.removeprefix(_NEW_PREFIX)
+        instance_id = entry
+        if entry.startswith(_NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
+            instance_id = entry.removeprefix(_NEW_PREFIX).rsplit(".", 1)[0]
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
