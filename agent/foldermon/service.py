@@ -32,6 +32,9 @@ from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_di
 
 # Finishes are fsynced together for at most this many files, and whenever the queue is empty.
 _GROUP_COMMIT_FILES = 64
+# A backlog is claimed this many files at a time (one fsync pair per batch); small enough that
+# other instances on the same root still get their share and a stop has little to give back.
+_CLAIM_BATCH = 16
 
 
 @dataclass(slots=True)
@@ -221,9 +224,7 @@ class Agent:
             if self._run_due_retry():
                 continue
             if self._pending:
-                index, name = next(iter(self._pending))
-                del self._pending[(index, name)]
-                self._handle(self.roots[index], name)
+                self._handle(*self._next_batch())
             elif self.once and not self._retries:
                 return
             elif self.once:
@@ -297,7 +298,7 @@ class Agent:
             self._retries.append(replace(retry, due=self._clock() + self.config.retry.backoff))
             self._retries.sort(key=lambda r: r.due)
             return True
-        self._attempt(retry.root, claim)
+        self._attempt(retry.root, claim, more=bool(self._pending))
         return True
 
     def _health(self) -> None:
@@ -342,42 +343,69 @@ class Agent:
 
     # -- one file -----------------------------------------------------------------------------
 
-    def _handle(self, root: Root, name: str) -> None:
-        try:
-            result = root.queue.claim(name)
-        except OSError as exc:
-            self.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
-            return
-        if isinstance(result, Claim):
-            self._attempt(root, result)
-        elif isinstance(result, Directory):
-            self._report_dir(root, name)
-        elif isinstance(result, Rejected):
-            root.failed += 1
-            self.done["failed"] += 1
-            self.progress.file_done("failed", 0)
-            self.log.error("input rejected", root=str(root.layout.root), file=name, reason=result.reason)
-        elif isinstance(result, Exhausted):
-            message = (
-                f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
-                "quarantined so it cannot crash-loop the agent"
-            )
-            record = fail_record(RuntimeError(message), result, now=self._wall(), instance=self.instance_id)
-            record["error_type"] = "AttemptsExhausted"
-            log = self.log.bind(root=str(root.layout.root), file=name)
-            try:
-                failed_as = root.queue.fail(result, record)
-            except OSError as exc:
-                # Still claimed by this instance; the next start's recovery offers it again.
-                log.error("quarantine failed", error=str(exc))
-                return
-            root.failed += 1
-            self.done["failed"] += 1
-            self.progress.file_done("failed", 0)
-            self._drop_marker(root, name)
-            log.error("file failed", failed_as=failed_as, error=message)
+    def _next_batch(self) -> tuple[Root, list[str]]:
+        """Up to _CLAIM_BATCH pending names, all of the first pending name's root, in order."""
+        first = next(iter(self._pending))[0]
+        keys = [key for key in self._pending if key[0] == first][:_CLAIM_BATCH]
+        for key in keys:
+            del self._pending[key]
+        return self.roots[first], [name for _, name in keys]
 
-    def _attempt(self, root: Root, claim: Claim) -> None:
+    def _handle(self, root: Root, names: list[str]) -> None:
+        try:
+            results = root.queue.claim_batch(names)
+        except OSError as exc:
+            for name in names:  # every name of the batch was given back (or never moved)
+                self.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
+            return
+        for i, result in enumerate(results):
+            if isinstance(result, Claim):
+                if self.stopping:
+                    root.queue.release(result)
+                    continue
+                more = i + 1 < len(results) or bool(self._pending)
+                self._attempt(root, result, more=more)
+            elif isinstance(result, Directory):
+                self._report_dir(root, result.name)
+            elif isinstance(result, Rejected):
+                root.failed += 1
+                self.done["failed"] += 1
+                self.progress.file_done("failed", 0)
+                self.log.error(
+                    "input rejected", root=str(root.layout.root), file=result.name, reason=result.reason
+                )
+            else:
+                self._quarantine_exhausted(root, result)
+
+    def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
+        message = (
+            f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
+            "quarantined so it cannot crash-loop the agent"
+        )
+        record = fail_record(RuntimeError(message), result, now=self._wall(), instance=self.instance_id)
+        record["error_type"] = "AttemptsExhausted"
+        log = self.log.bind(root=str(root.layout.root), file=result.name)
+        try:
+            failed_as = root.queue.fail(result, record)
+        except OSError as exc:
+            # Still claimed by this instance; the next start's recovery offers it again.
+            log.error("quarantine failed", error=str(exc))
+            return
+        root.failed += 1
+        self.done["failed"] += 1
+        self.progress.file_done("failed", 0)
+        self._drop_marker(root, result.name)
+        log.error("file failed", failed_as=failed_as, error=message)
+
+    def _attempt(self, root: Root, claim: Claim, *, more: bool) -> None:
+        """One attempt; with ``more`` files following at once, its finish waits for a group commit."""
+        log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
+        try:
+            root.queue.instance.mark_active(claim.name)
+        except OSError as exc:
+            log.warning(
+                "could not record the active file; a crash now would not count its attempt", error=str(exc)
+            )
         attempt = Attempt(
             self.config,
             self.registry,
@@ -386,10 +414,9 @@ class Agent:
             keep_going=self._keep_going,
             wall_clock=self._wall,
         )
-        log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         result = attempt.run(root.queue, claim, log)
         self._finished_unsynced += result.outcome == "processed"
-        if not self._pending or self._finished_unsynced >= _GROUP_COMMIT_FILES:
+        if not more or self._finished_unsynced >= _GROUP_COMMIT_FILES:
             self._group_commit()
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:

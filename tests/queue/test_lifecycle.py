@@ -85,6 +85,13 @@ def claimed(queue: Queue, name: str) -> Claim:
     return result
 
 
+def started(queue: Queue, name: str) -> Claim:
+    """Claim ``name`` and start an attempt on it, as the agent does before running the pipeline."""
+    claim = claimed(queue, name)
+    queue.instance.mark_active(name)
+    return claim
+
+
 def read_json(path: Path) -> Any:
     """Return the parsed JSON content of ``path``."""
     return json.loads(path.read_bytes())
@@ -206,15 +213,44 @@ def test_first_claim_is_attempt_one_and_writes_no_counter(layout: Layout, queue:
 
 
 def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: Queue) -> None:
-    """A claim of a dead instance comes back with its counter raised by one, tied to the inode."""
+    """The claim a dead instance was working on comes back with its counter raised by one, tied to the inode."""
     dead = layout.underprocess / "deadhost-9-aaaaaa"
     dead.mkdir()
-    (dead / ".lock").write_text("")
+    (dead / ".lock").write_text("deadhost pid 9\ndata.txt")
     (dead / "data.txt").write_text("x\n")
+    (dead / "waiting.txt").write_text("y\n")
     ino = (dead / "data.txt").stat().st_ino
-    queue.recover()
+    assert sorted(queue.recover().returned) == ["data.txt", "waiting.txt"]
     counter = read_json(layout.unprocessed / counter_name("data.txt"))
     assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK}
+    # Claimed in the same batch but never started: no attempt against it.
+    assert not (layout.unprocessed / counter_name("waiting.txt")).exists()
+
+
+def test_mark_active_names_the_input_after_the_lock_files_first_line(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """The lock file keeps its first line and names the input being worked on, replacing the last."""
+    instance = open_instance(ME)
+    first_line = (instance.dir / LOCK_NAME).read_bytes()
+    instance.mark_active("a much longer name\nwith a newline.txt")
+    instance.mark_active("b.txt")
+    assert (instance.dir / LOCK_NAME).read_bytes() == first_line + b"b.txt"
+    assert first_line.endswith(b"\n")
+    assert first_line.count(b"\n") == 1
+
+
+def test_claim_batch_takes_each_file_and_reports_the_rest(layout: Layout, queue: Queue) -> None:
+    """Files are claimed in order; a directory is reported, a FIFO rejected, a vanished name left out."""
+    for name in ("a.txt", "b.txt"):
+        drop(layout, name)
+    (layout.unprocessed / "sub").mkdir()
+    os.mkfifo(layout.unprocessed / "pipe")
+    results = queue.claim_batch(["a.txt", "gone.txt", "sub", "pipe", "b.txt"])
+    assert [type(r).__name__ for r in results] == ["Directory", "Rejected", "Claim", "Claim"]
+    assert [r.name for r in results] == ["sub", "pipe", "a.txt", "b.txt"]
+    assert sorted(os.listdir(layout.underprocess / ME)) == [LOCK_NAME, "a.txt", "b.txt"]
+    assert sorted(os.listdir(layout.unprocessed)) == ["sub"]
 
 
 def test_claim_of_a_vanished_name_returns_none(queue: Queue) -> None:
@@ -270,7 +306,7 @@ def test_claim_after_max_attempts_crashes_returns_exhausted(
         instance = open_instance(f"host-{attempt}-cccccc")
         queue = make_queue(layout, instance)
         queue.recover()
-        assert claimed(queue, "poison.txt").attempt == attempt
+        assert started(queue, "poison.txt").attempt == attempt
         die(instance)
     queue = make_queue(layout, open_instance("host-9-dddddd"))
     queue.recover()
@@ -281,7 +317,7 @@ def test_exhausted_input_can_be_failed(layout: Layout, open_instance: OpenInstan
     """An Exhausted input is quarantined in failed/ by fail() and its counter is dropped."""
     drop(layout, "poison.txt")
     first = open_instance("host-1-cccccc")
-    claimed(make_queue(layout, first, max_attempts=1), "poison.txt")
+    started(make_queue(layout, first, max_attempts=1), "poison.txt")
     die(first)
     queue = make_queue(layout, open_instance("host-2-cccccc"), max_attempts=1)
     queue.recover()
@@ -333,7 +369,7 @@ def test_release_restores_the_previous_count(layout: Layout, open_instance: Open
     """Releasing attempt 2 leaves a counter of 1 beside the returned input."""
     drop(layout, "data.txt")
     first = open_instance("host-1-cccccc")
-    claimed(make_queue(layout, first), "data.txt")
+    started(make_queue(layout, first), "data.txt")
     die(first)
     queue = make_queue(layout, open_instance(ME))
     queue.recover()
@@ -504,7 +540,7 @@ def test_recover_returns_the_counter_with_the_input(layout: Layout, open_instanc
     """A dead instance's attempt counter follows its input, so the next claim is attempt 2."""
     drop(layout, "data.txt")
     first = open_instance(OTHER)
-    claimed(make_queue(layout, first), "data.txt")
+    started(make_queue(layout, first), "data.txt")
     die(first)
     queue = make_queue(layout, open_instance(ME))
     queue.recover()

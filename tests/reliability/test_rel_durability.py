@@ -207,7 +207,7 @@ class Fault:
     # The finish into processed/ is fsynced by a later group commit, after the output is durable
     # and the file reported: that fsync failing is logged and retried with the next group.
     group_commit: bool = False
-    orphan: bool = False  # the victim starts in a dead instance's claim folder (so it has a counter)
+    orphan: bool = False  # the victim starts in a dead instance's claim folder, active (so it gets a counter)
     reported: bool = True  # False: the attempt's last step failed after the input moved on
 
 
@@ -253,7 +253,7 @@ def _fault_root(tmp: Path, name: str, fault: Fault) -> Path:
     if fault.orphan:
         dead = root / "underprocess" / "deadhost-9-abcdef"
         dead.mkdir(parents=True)
-        (dead / ".lock").write_text("deadhost pid 9\n")
+        (dead / ".lock").write_text("deadhost pid 9\nvictim.txt")  # it died working on the victim
         os.rename(root / "unprocessed" / "victim.txt", dead / "victim.txt")
     drop(root, "zbystander.txt", BYSTANDER)
     return root

@@ -17,7 +17,7 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,14 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _active_name(lock_fd: int | None) -> str | None:
+    """The input named in a lock file after its first line (see ``Instance.mark_active``)."""
+    if lock_fd is None:
+        return None
+    _, _, name = os.pread(lock_fd, 4096, 0).partition(b"\n")
+    return os.fsdecode(name) if name else None
+
+
 class Instance:
     """This process's claim folder ``underprocess/<id>/``, locked with flock for its whole life."""
 
@@ -76,13 +84,26 @@ class Instance:
                 self._lock_fd: int | None = fd
                 return
 
+    def mark_active(self, name: str) -> None:
+        """Write the input an attempt starts on after the lock file's first line.
+
+        Recovery after a crash counts an attempt against this input only, not against the
+        others this instance had claimed but not started. Not fsynced: it has to outlive the
+        process (kill -9, a crash in a processor), not the machine.
+        """
+        if self._lock_fd is None:
+            raise LifecycleError(f"instance {self.id} is closed")
+        data = os.fsencode(name)
+        os.pwrite(self._lock_fd, data, self._header_len)
+        os.ftruncate(self._lock_fd, self._header_len + len(data))
+
     def _build(self, layout: Layout, staging: Path) -> int:
         # Built under a dot name and renamed in, so every visible instance folder has its lock.
         staging.mkdir(mode=0o750)
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            self._header_len = os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
             os.fsync(fd)
             # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
             durable_rename(staging, self.dir, replace=True)
@@ -185,6 +206,49 @@ class Queue:
 
     def claim(self, name: str) -> Claim | Rejected | Directory | Exhausted | None:
         """Take ``unprocessed/name`` for this instance; None when it is gone (another instance won)."""
+        taken = self.claim_batch([name])
+        return taken[0] if taken else None
+
+    def claim_batch(self, names: Iterable[str]) -> list[Claim | Rejected | Directory | Exhausted]:
+        """Take several inputs with one fsync of the two folders; names that are gone are left out.
+
+        A backlog of small files is claimed in batches because the two directory fsyncs cost
+        more than processing such a file.
+        """
+        results: list[Claim | Rejected | Directory | Exhausted] = []
+        moved: list[tuple[str, os.stat_result]] = []
+        for name in names:
+            taken = self._take(name)
+            if isinstance(taken, os.stat_result):
+                moved.append((name, taken))
+            elif taken is not None:
+                results.append(taken)
+        if not moved:
+            return results
+        try:
+            fsync_dir(self.instance.dir)
+            fsync_dir(self.layout.unprocessed)
+            for name, _ in moved:
+                self._take_counter(name, self.instance.dir / name)
+        except OSError:
+            # Not durably claimed: give them back rather than strand them in this claim folder.
+            for name, _ in moved:
+                self._return(self.instance.dir, name)
+            raise
+        for name, st in moved:
+            attempts, first = self._read_counter(self.instance.dir / counter_name(name), st.st_ino)
+            if attempts >= self.max_attempts:
+                results.append(Exhausted(name, attempts))
+                continue
+            # The counter holds the attempts already made; this one is counted on disk only if
+            # it fails (``again``) or its instance dies during it (``recover``), so the happy path
+            # writes nothing.
+            path = self.instance.dir / name
+            results.append(Claim(name, path, attempts + 1, first or self._now(), st.st_size, st.st_ctime))
+        return results
+
+    def _take(self, name: str) -> os.stat_result | Rejected | Directory | None:
+        """Rename one input into the claim folder, not yet durably; other kinds are not moved."""
         src = self.layout.unprocessed / name
         try:
             st = os.lstat(src)
@@ -197,25 +261,11 @@ class Queue:
             reason = f"not a regular file: {_KIND.get(kind, 'an unknown file type')}"
             moved = self._quarantine(src, name, {"error_type": "InputRejected", "message": reason})
             return Rejected(name, reason) if moved else None
-        dst = self.instance.dir / name
         try:
-            rename_noreplace(src, dst)
+            rename_noreplace(src, self.instance.dir / name)
         except FileNotFoundError:
             return None
-        try:
-            fsync_dir(dst.parent)
-            fsync_dir(src.parent)
-            self._take_counter(name, dst)
-        except OSError:
-            # Not durably claimed: give it back rather than strand it in this claim folder.
-            self._return(self.instance.dir, name)
-            raise
-        attempts, first = self._read_counter(self.instance.dir / counter_name(name), st.st_ino)
-        if attempts >= self.max_attempts:
-            return Exhausted(name, attempts)
-        # The counter holds the attempts already made; this one is counted on disk only if it
-        # fails (``again``) or its instance dies (``recover``), so the happy path writes nothing.
-        return Claim(name, dst, attempts + 1, first or self._now(), st.st_size, st.st_ctime)
+        return st
 
     def again(self, claim: Claim) -> Claim:
         """Record the failed attempt on disk, then start the next one (a retry after backoff)."""
@@ -401,7 +451,7 @@ class Queue:
             if fd is None and (folder / LOCK_NAME).exists():
                 continue  # alive
             try:
-                self._recover_folder(folder, entry, report)
+                self._recover_folder(folder, entry, report, _active_name(fd))
             finally:
                 if fd is not None:
                     os.close(fd)
@@ -409,7 +459,7 @@ class Queue:
             report.temps_removed += self._remove_stale_temps()
         return report
 
-    def _recover_folder(self, folder: Path, entry: str, report: Recovery) -> None:
+    def _recover_folder(self, folder: Path, entry: str, report: Recovery, active: str | None) -> None:
         instance_id = entry
         if entry.startswith(_NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
             instance_id = entry.removeprefix(_NEW_PREFIX).rsplit(".", 1)[0]
@@ -419,14 +469,15 @@ class Queue:
             return  # removed meanwhile by another instance's recovery or its owner's clean exit
         for name in names:
             if is_input_name(name):
-                self._count_interrupted(folder, name)
+                if name == active:
+                    self._count_interrupted(folder, name)
                 report.returned.append(self._return(folder, name))
         shutil.rmtree(folder, ignore_errors=True)
         fsync_dir(self.layout.underprocess)
         report.dead_instances.append(instance_id)
 
     def _count_interrupted(self, folder: Path, name: str) -> None:
-        """A claim its instance never finished counts as one attempt (it may have killed the agent)."""
+        """The claim its instance was working on when it died counts as one attempt (it may be the cause)."""
         try:
             ino = os.lstat(folder / name).st_ino
         except FileNotFoundError:
