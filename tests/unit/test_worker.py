@@ -1,0 +1,39 @@
+"""Reading inputs in batches of complete lines: chunk boundaries, undecodable bytes, the line limit."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from foldermon.worker import CHUNK_BYTES, LineTooLongError, read_batches
+
+
+def _lines(data: bytes, max_line_bytes: int = 1 << 30) -> list[str]:
+    return [line for batch in read_batches(io.BytesIO(data), max_line_bytes) for line in batch]
+
+
+def test_lines_split_across_chunks_come_out_whole_and_in_order() -> None:
+    """Lines that straddle chunk boundaries are joined again; a last line without newline is kept."""
+    lines = [f"line {i} " + "x" * (i % 97) for i in range(CHUNK_BYTES // 20)]
+    data = ("\n".join(lines) + "\nno newline at the end").encode()
+    assert _lines(data) == [*lines, "no newline at the end"]
+
+
+def test_undecodable_bytes_survive_the_round_trip() -> None:
+    """Latin-1 and NUL bytes decode with surrogateescape and encode back to the same bytes."""
+    data = b"caf\xe9\n\x00nul\xff\n" * (CHUNK_BYTES // 8)
+    text = "\n".join(_lines(data)) + "\n"
+    assert text.encode("utf-8", "surrogateescape") == data
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_a_line_spanning_chunks_is_held_to_the_limit(extra: int) -> None:
+    """A line longer than max_line_bytes fails even when it starts in one chunk and ends in another."""
+    limit = CHUNK_BYTES + 1000
+    data = b"short\n" + b"y" * (limit + extra) + b"\nafter\n"
+    if extra > 0:
+        with pytest.raises(LineTooLongError):
+            _lines(data, limit)
+    else:
+        assert _lines(data, limit)[1] == "y" * (limit + extra)
