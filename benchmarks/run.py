@@ -402,7 +402,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     text = table(results.rows)
     print(text)
-    if not args.smoke:
+    if not args.smoke and not args.only:  # RESULTS.md always holds a full run
         header = f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with `python benchmarks/run.py`.\n\n"
         (BENCH / "RESULTS.md").write_text(header + text + "\n" + "\n".join(plots(results)) + "\n")
     return 0

@@ -290,6 +290,34 @@ def test_claim_rejects_a_fifo_without_opening_it(layout: Layout, queue: Queue) -
     assert (layout.failed / ("pipe" + ERROR_SUFFIX)).exists()
 
 
+def test_claim_rejects_a_name_too_long_for_its_output_under_a_shorter_name(
+    layout: Layout, queue: Queue
+) -> None:
+    """240 bytes: the output name would pass 255 bytes; failed/ keeps it shortened, the record the full name."""
+    name = "n" * 236 + ".txt"
+    drop(layout, name, b"kept\n")
+    result = queue.claim(name)
+    assert isinstance(result, Rejected)
+    assert "name too long (240 bytes)" in result.reason
+    assert "at most 236 bytes" in result.reason  # 236 + len(".error.json") + room for ".N" = 255
+    (stored,) = [n for n in os.listdir(layout.failed) if not n.endswith(ERROR_SUFFIX)]
+    assert len(stored.encode()) < 200
+    assert (layout.failed / stored).read_bytes() == b"kept\n"
+    record = read_json(layout.failed / (stored + ERROR_SUFFIX))
+    assert (record["file"], record["failed_name"], record["error_type"]) == (name, stored, "InputRejected")
+
+
+def test_a_long_name_that_fits_gets_a_temp_output_named_by_a_digest(layout: Layout, queue: Queue) -> None:
+    """230 bytes fits every derived name, but not the temp output's usual one: that one is a digest."""
+    name = "n" * 226 + ".txt"
+    drop(layout, name)
+    target = queue.output_target(claimed(queue, name))
+    assert target.final.name == "n" * 226 + "_processed.txt"
+    assert target.tmp.name.startswith(f".foldermon-{ME}-")
+    assert len(target.tmp.name.encode()) < 100
+    target.tmp.write_bytes(b"fits\n")  # a real create: the name is accepted by the filesystem
+
+
 def test_claim_leaves_a_directory_in_place(layout: Layout, queue: Queue) -> None:
     """A directory in unprocessed/ is reported as Directory and not moved."""
     (layout.unprocessed / "sub").mkdir()

@@ -42,7 +42,9 @@ PLAIN = {
     "new\nline.txt": b"a name with a newline\n",
     "-rf": b"looks like an option\n",
     "ünïcödé.txt": b"non-ascii name\n",
+    "n" * 226 + ".txt": b"a 230-byte name: its temp output cannot carry the name\n",
 }
+TOO_LONG = "L" * 246 + ".txt"  # 250 bytes: "<name>.error.json" would pass 255
 # Dot names are the agent's bookkeeping (exclude ".*"): never taken, never touched.
 DOTTED = {"..data": b"two dots lead the name\n", "...": b"three dots\n", "..x..y": b"dots inside\n"}
 BAD_NAME = b"bad\xff\xfe.txt"  # not valid UTF-8
@@ -77,6 +79,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         (root / ".staging" / "f").write_bytes(b"invalid utf-8 name\n")
         os.rename(root / ".staging" / "f", os.fsencode(root / "unprocessed") + b"/" + BAD_NAME)
         drop(root, "raise.txt", b"fine\nRAISE-ME here\nfine again\n")
+        drop(root, TOO_LONG, b"kept under a shorter name\n")
         drop(root, "dup.txt", b"first of the name\n")
         wait_until(lambda: "dup.txt" in census(root)["processed"], timeout=60)
         drop(root, "dup.txt", b"second of the name\n")
@@ -88,7 +91,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         drop(root, "after.txt", b"dropped after all the rest\n")
         expected = len(PLAIN) + 5  # bad name, dup twice, slow, after
         wait_until(lambda: len(census(root)["processed"]) == expected, timeout=120)
-        wait_until(lambda: len(census(root)["failed"]) == 4, timeout=60)
+        wait_until(lambda: len(census(root)["failed"]) == 5, timeout=60)
         # Several full rescans pass, each of which sees the directory again.
         wait_until(lambda: events([log], "directory in unprocessed/ left in place"), timeout=10)
         time.sleep(4.5)
@@ -200,6 +203,19 @@ def test_processor_raising_on_one_line_quarantines_the_file_with_its_reason(corp
     assert (record["processor_id"], record["processor_type"]) == ("raise_on_0", "raise_on")
     assert "RAISE-ME" in record["cause"]
     assert not (corpus["root"] / "output" / "raise_processed.txt").exists()
+
+
+def test_name_too_long_for_its_own_records_is_quarantined_under_a_shorter_one(corpus: dict[str, Any]) -> None:
+    """A 250-byte name: failed/ holds the bytes under a shortened name; the record names the original and the fix."""
+    root = corpus["root"]
+    (stored,) = [n for n in census(root)["failed"] if n.startswith("LLLL")]
+    assert (root / "failed" / stored).read_bytes() == b"kept under a shorter name\n"
+    record = _record(root, stored)
+    assert (record["file"], record["error_type"]) == (TOO_LONG, "InputRejected")
+    assert "name too long (250 bytes)" in record["message"]
+    assert [r["reason"] for r in events([corpus["log"]], "input rejected") if r["file"] == TOO_LONG] == [
+        record["message"]
+    ]
 
 
 # -- separate runs ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,9 @@ from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME, Layout, is_input_nam
 _NEW_PREFIX = ".new-"
 _BUILD_TRIES = 5
 _TMP_MARK = ".foldermon-"
+# Bytes in one file name (NAME_MAX on Linux filesystems), and the room kept for a ".N" clash suffix.
+_NAME_MAX = 255
+_SUFFIX_ROOM = 8
 
 
 def new_instance_id() -> str:
@@ -56,6 +60,15 @@ def _try_lock(path: Path) -> int | None:
             return None
         raise
     return fd
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+
+
+def _shortened(name: str) -> str:
+    """A name short enough for ``failed/``: the first 160 bytes, ``~`` and a digest of the whole."""
+    return f"{os.fsdecode(os.fsencode(name)[:160])}~{_digest(name)[:16]}"
 
 
 def _active_name(lock_fd: int | None) -> str | None:
@@ -258,7 +271,10 @@ class Queue:
         if kind == stat.S_IFDIR:
             return Directory(name)
         if kind != stat.S_IFREG:
-            reason = f"not a regular file: {_KIND.get(kind, 'an unknown file type')}"
+            reason: str | None = f"not a regular file: {_KIND.get(kind, 'an unknown file type')}"
+        else:
+            reason = self._name_problem(name)
+        if reason is not None:
             moved = self._quarantine(src, name, {"error_type": "InputRejected", "message": reason})
             return Rejected(name, reason) if moved else None
         try:
@@ -266,6 +282,18 @@ class Queue:
         except FileNotFoundError:
             return None
         return st
+
+    def _name_problem(self, name: str) -> str | None:
+        """Why an input's name cannot be used: its output or bookkeeping names would be too long."""
+        derived = (self.output_filename(name), name + ERROR_SUFFIX, counter_name(name))
+        excess = max(len(os.fsencode(n)) for n in derived) + _SUFFIX_ROOM - _NAME_MAX
+        if excess <= 0:
+            return None
+        size = len(os.fsencode(name))
+        return (
+            f"name too long ({size} bytes): its output and error record names would pass the "
+            f"{_NAME_MAX}-byte limit; rename it to at most {size - excess} bytes and drop it again"
+        )
 
     def again(self, claim: Claim) -> Claim:
         """Record the failed attempt on disk, then start the next one (a retry after backoff)."""
@@ -316,8 +344,10 @@ class Queue:
         while os.path.lexists(self.layout.processed / unique_name(claim.name, n)):
             n += 1
         final = self.layout.output_dir / unique_name(self.output_filename(claim.name), n)
-        tmp = final.with_name(f"{_TMP_MARK}{self.instance.id}-{final.name}.tmp")
-        return OutputTarget(final, tmp, n)
+        tmp_name = f"{_TMP_MARK}{self.instance.id}-{final.name}.tmp"
+        if len(os.fsencode(tmp_name)) > _NAME_MAX:  # a long input name: the temp is named by a digest
+            tmp_name = f"{_TMP_MARK}{self.instance.id}-{_digest(final.name)}.tmp"
+        return OutputTarget(final, final.with_name(tmp_name), n)
 
     def output_filename(self, name: str) -> str:
         stem, dot, suffix = name.rpartition(".")
@@ -376,9 +406,12 @@ class Queue:
 
     def _quarantine(self, src: Path, name: str, record: Mapping[str, Any]) -> str | None:
         failed = self.layout.failed
+        stored = name
+        if len(os.fsencode(name + ERROR_SUFFIX)) + _SUFFIX_ROOM > _NAME_MAX:
+            stored = _shortened(name)  # the record keeps the full name under "file"
         n = 0
         while True:
-            dst_name = unique_name(name, n)
+            dst_name = unique_name(stored, n)
             if not os.path.lexists(failed / dst_name):
                 # The record goes first: a record without its input is from an interrupted
                 # attempt of this same input and is replaced.
