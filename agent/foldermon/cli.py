@@ -15,7 +15,7 @@ from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
 from foldermon.oneshot import process_file
 from foldermon.processors import Registry
-from foldermon.queue.lifecycle import new_instance_id
+from foldermon.queue.instance import new_instance_id
 from foldermon.service import Agent
 from foldermon.telemetry import Telemetry
 

@@ -15,15 +15,21 @@ from foldermon.attempt import Attempt
 from foldermon.config import Config
 from foldermon.errors import ConfigError, LifecycleError
 from foldermon.processors import Registry
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, claimed_count, input_names, oldest_age
+from foldermon.queue.instance import Instance
+from foldermon.queue.layout import (
+    ERROR_SUFFIX,
+    Layout,
+    check_writable,
+    claimed_count,
+    input_names,
+    oldest_age,
+)
 from foldermon.queue.lifecycle import (
     Claim,
     Directory,
     Exhausted,
-    Instance,
     Queue,
     Rejected,
-    check_writable,
     fail_record,
 )
 from foldermon.sdnotify import Notifier

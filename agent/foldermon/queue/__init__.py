@@ -1,7 +1,8 @@
 """The durable folder queue."""
 
+from foldermon.queue.instance import Instance, new_instance_id
 from foldermon.queue.layout import FAILED, PROCESSED, STATES, UNDERPROCESS, UNPROCESSED, Layout
-from foldermon.queue.lifecycle import Claim, Instance, Queue, Recovery, new_instance_id
+from foldermon.queue.lifecycle import Claim, Queue, Recovery
 
 __all__ = [
     "FAILED",

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import fsync_dir
 
 UNPROCESSED = "unprocessed"
@@ -101,3 +102,18 @@ def oldest_age(folder: Path, names: list[str], now: float) -> float | None:
         except FileNotFoundError:
             continue
     return round(max(0.0, now - min(times)), 3) if times else None
+
+
+def check_writable(layout: Layout) -> None:
+    """Fail early, with a sentence, when a queue folder is not writable (read-only mount, permissions)."""
+    for folder in (
+        layout.unprocessed,
+        layout.underprocess,
+        layout.processed,
+        layout.failed,
+        layout.output_dir,
+    ):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise LifecycleError(
+                f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount"
+            )

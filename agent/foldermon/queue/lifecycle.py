@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,43 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import durable_rename, fsync_dir, rename_noreplace, unique_name, write_durable
+from foldermon.queue.instance import NEW_PREFIX, Instance, active_name, try_lock
 from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME, Layout, is_input_name
 
-_NEW_PREFIX = ".new-"
-_BUILD_TRIES = 5
 _TMP_MARK = ".foldermon-"
 # Bytes in one file name (NAME_MAX on Linux filesystems), and the room kept for a ".N" clash suffix.
 _NAME_MAX = 255
 _SUFFIX_ROOM = 8
 
 
-def new_instance_id() -> str:
-    """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
-    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
 def counter_name(name: str) -> str:
     """The durable attempt counter kept beside an input while it is in the queue."""
     return f".{name}.attempts"
-
-
-def _try_lock(path: Path) -> int | None:
-    """Open and exclusively lock ``path``; None when another live process holds it or it is gone."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
 
 
 def _digest(name: str) -> str:
@@ -69,77 +41,6 @@ def _digest(name: str) -> str:
 def _shortened(name: str) -> str:
     """A name short enough for ``failed/``: the first 160 bytes, ``~`` and a digest of the whole."""
     return f"{os.fsdecode(os.fsencode(name)[:160])}~{_digest(name)[:16]}"
-
-
-def _active_name(lock_fd: int | None) -> str | None:
-    """The input named in a lock file after its first line (see ``Instance.mark_active``)."""
-    if lock_fd is None:
-        return None
-    _, _, name = os.pread(lock_fd, 4096, 0).partition(b"\n")
-    return os.fsdecode(name) if name else None
-
-
-class Instance:
-    """This process's claim folder ``underprocess/<id>/``, locked with flock for its whole life."""
-
-    def __init__(self, layout: Layout, instance_id: str) -> None:
-        self.id = instance_id
-        self.dir = layout.underprocess / instance_id
-        for tries_left in reversed(range(_BUILD_TRIES)):
-            try:
-                fd = self._build(layout, staging=layout.underprocess / f"{_NEW_PREFIX}{self.id}.{tries_left}")
-            except (FileNotFoundError, BlockingIOError):
-                # Another instance starting at the same moment found the half-built folder with its
-                # lock still free, took it for a dead one's and is removing it: build it again.
-                if not tries_left:
-                    raise
-            else:
-                self._lock_fd: int | None = fd
-                return
-
-    def mark_active(self, name: str) -> None:
-        """Write the input an attempt starts on after the lock file's first line.
-
-        Recovery after a crash counts an attempt against this input only, not against the
-        others this instance had claimed but not started. Not fsynced: it has to outlive the
-        process (kill -9, a crash in a processor), not the machine.
-        """
-        if self._lock_fd is None:
-            raise LifecycleError(f"instance {self.id} is closed")
-        data = os.fsencode(name)
-        os.pwrite(self._lock_fd, data, self._header_len)
-        os.ftruncate(self._lock_fd, self._header_len + len(data))
-
-    def _build(self, layout: Layout, staging: Path) -> int:
-        # Built under a dot name and renamed in, so every visible instance folder has its lock.
-        staging.mkdir(mode=0o750)
-        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._header_len = os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
-            os.fsync(fd)
-            # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
-            durable_rename(staging, self.dir, replace=True)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def close(self) -> None:
-        """Remove the claim folder if nothing is left in it, then drop the lock."""
-        if self._lock_fd is None:
-            return
-        leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
-        # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked
-        # lingers under a hidden name, and the folder could not be removed.
-        os.close(self._lock_fd)
-        self._lock_fd = None
-        if not leftovers:
-            # Another instance's recovery may remove the emptied folder first.
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / LOCK_NAME).unlink()
-                self.dir.rmdir()
-            fsync_dir(self.dir.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,11 +381,11 @@ class Queue:
             folder = self.layout.underprocess / entry
             if entry == self.instance.id or not folder.is_dir() or folder.is_symlink():
                 continue
-            fd = _try_lock(folder / LOCK_NAME)
+            fd = try_lock(folder / LOCK_NAME)
             if fd is None and (folder / LOCK_NAME).exists():
                 continue  # alive
             try:
-                self._recover_folder(folder, entry, report, _active_name(fd))
+                self._recover_folder(folder, entry, report, active_name(fd))
             finally:
                 if fd is not None:
                     os.close(fd)
@@ -494,8 +395,8 @@ class Queue:
 
     def _recover_folder(self, folder: Path, entry: str, report: Recovery, active: str | None) -> None:
         instance_id = entry
-        if entry.startswith(_NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
-            instance_id = entry.removeprefix(_NEW_PREFIX).rsplit(".", 1)[0]
+        if entry.startswith(NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
+            instance_id = entry.removeprefix(NEW_PREFIX).rsplit(".", 1)[0]
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
@@ -527,7 +428,7 @@ class Queue:
             instance_id = name[len(_TMP_MARK) :].split("-", 3)
             owner = "-".join(instance_id[:3])
             lock = self.layout.underprocess / owner / LOCK_NAME
-            fd = _try_lock(lock)
+            fd = try_lock(lock)
             if fd is None and lock.exists():
                 continue  # the owning instance is alive
             if fd is not None:
@@ -550,18 +451,3 @@ def fail_record(exc: BaseException, claim: Claim | Exhausted, *, now: float, **e
     if isinstance(exc, OSError) and exc.errno is not None:
         record["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
     return record
-
-
-def check_writable(layout: Layout) -> None:
-    """Fail early, with a sentence, when a queue folder is not writable (read-only mount, permissions)."""
-    for folder in (
-        layout.unprocessed,
-        layout.underprocess,
-        layout.processed,
-        layout.failed,
-        layout.output_dir,
-    ):
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise LifecycleError(
-                f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount"
-            )

@@ -1,0 +1,112 @@
+"""An instance's claim folder ``underprocess/<id>/``, held with flock for the process's life."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+
+from foldermon.errors import LifecycleError
+from foldermon.queue.fsio import durable_rename, fsync_dir
+from foldermon.queue.layout import LOCK_NAME, Layout
+
+NEW_PREFIX = ".new-"
+_BUILD_TRIES = 5
+
+
+def new_instance_id() -> str:
+    """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def try_lock(path: Path) -> int | None:
+    """Open and exclusively lock ``path``; None when another live process holds it or it is gone."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def active_name(lock_fd: int | None) -> str | None:
+    """The input named in a lock file after its first line (see ``Instance.mark_active``)."""
+    if lock_fd is None:
+        return None
+    _, _, name = os.pread(lock_fd, 4096, 0).partition(b"\n")
+    return os.fsdecode(name) if name else None
+
+
+class Instance:
+    """This process's claim folder ``underprocess/<id>/``, locked with flock for its whole life."""
+
+    def __init__(self, layout: Layout, instance_id: str) -> None:
+        self.id = instance_id
+        self.dir = layout.underprocess / instance_id
+        for tries_left in reversed(range(_BUILD_TRIES)):
+            try:
+                fd = self._build(layout, staging=layout.underprocess / f"{NEW_PREFIX}{self.id}.{tries_left}")
+            except (FileNotFoundError, BlockingIOError):
+                # Another instance starting at the same moment found the half-built folder with its
+                # lock still free, took it for a dead one's and is removing it: build it again.
+                if not tries_left:
+                    raise
+            else:
+                self._lock_fd: int | None = fd
+                return
+
+    def mark_active(self, name: str) -> None:
+        """Write the input an attempt starts on after the lock file's first line.
+
+        Recovery after a crash counts an attempt against this input only, not against the
+        others this instance had claimed but not started. Not fsynced: it has to outlive the
+        process (kill -9, a crash in a processor), not the machine.
+        """
+        if self._lock_fd is None:
+            raise LifecycleError(f"instance {self.id} is closed")
+        data = os.fsencode(name)
+        os.pwrite(self._lock_fd, data, self._header_len)
+        os.ftruncate(self._lock_fd, self._header_len + len(data))
+
+    def _build(self, layout: Layout, staging: Path) -> int:
+        # Built under a dot name and renamed in, so every visible instance folder has its lock.
+        staging.mkdir(mode=0o750)
+        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._header_len = os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            os.fsync(fd)
+            # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
+            durable_rename(staging, self.dir, replace=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def close(self) -> None:
+        """Remove the claim folder if nothing is left in it, then drop the lock."""
+        if self._lock_fd is None:
+            return
+        leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
+        # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked
+        # lingers under a hidden name, and the folder could not be removed.
+        os.close(self._lock_fd)
+        self._lock_fd = None
+        if not leftovers:
+            # Another instance's recovery may remove the emptied folder first.
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / LOCK_NAME).unlink()
+                self.dir.rmdir()
+            fsync_dir(self.dir.parent)
