@@ -55,7 +55,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A non-regular entry (symlink, FIFO, socket, device) quarantined without being opened."""
+    """An entry quarantined at claim, never opened: not a regular file, or a name too long to use."""
 
     name: str
     reason: str
