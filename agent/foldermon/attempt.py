@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from foldermon import log as logmod
@@ -15,7 +16,6 @@ from foldermon.config import Config
 from foldermon.errors import InputRejectedError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
-from foldermon.queue.fsio import durable_rename
 from foldermon.queue.layout import make_dir
 from foldermon.queue.lifecycle import Claim, OutputTarget, Queue, fail_record
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
@@ -38,11 +38,43 @@ class Outcome:
     lines_in: int = 0
 
 
+def _raise_if(error: OSError | None) -> None:
+    if error is not None:
+        raise error
+
+
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if exc.__cause__ is not None:
         text += f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})"
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one attempt carries from its start to its end."""
+
+    queue: Queue
+    claim: Claim
+    target: OutputTarget
+    pipeline: Pipeline
+    span: Span
+    started: float
+    start_ns: int
+    log: logmod.Logger
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """An attempt whose output is renamed into place, not yet durable; its input is still claimed."""
+
+    attempt: Attempt
+    run: _Run
+    result: StreamResult
+
+    def complete(self, commit_error: OSError | None) -> Outcome:
+        """After the fsync of the output folder (or its failure): finish the input, end the span."""
+        return self.attempt.complete(self, commit_error)
 
 
 class Attempt:
@@ -65,7 +97,13 @@ class Attempt:
         self.keep_going = keep_going
         self._wall = wall_clock
 
-    def run(self, queue: Queue, claim: Claim, log: logmod.Logger) -> Outcome:
+    def run(self, queue: Queue, claim: Claim, log: logmod.Logger) -> Outcome | Produced:
+        """Run the pipeline into the output; a success comes back as Produced, to be completed.
+
+        The output is renamed into place but its folder is not yet fsynced: the caller fsyncs
+        it once for a batch of files, then completes each (finish), so a backlog of small files
+        pays one output-folder fsync per batch instead of one per file.
+        """
         tel = self.telemetry
         root = str(queue.layout.root)
         attributes: dict[str, str | int] = {
@@ -80,45 +118,59 @@ class Attempt:
             tel.instruments.pickup_latency.record(latency, {"foldermon.watch.root": root})
         started, start_ns = time.monotonic(), time.time_ns()
         pipeline = build_pipeline(self.config.processors, self.registry)
-        with tel.tracer.start_as_current_span(
-            "foldermon.process_file",
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            result = self._run(queue, claim, pipeline, span, log)
-            processor_spans(tel.tracer, span, pipeline, start_ns)
-            span.set_attribute("foldermon.outcome", result.outcome)
-        self._record(pipeline, result.outcome, time.monotonic() - started, root)
-        return result
+        span = tel.tracer.start_span("foldermon.process_file", attributes=attributes)
+        run = _Run(queue, claim, queue.output_target(claim), pipeline, span, started, start_ns, log)
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+            try:
+                produced = self._produce(claim, run.target, pipeline, span)
+                os.rename(run.target.tmp, run.target.final)
+            except InterruptedError:
+                run.target.tmp.unlink(missing_ok=True)
+                queue.release(claim)
+                log.info("file released for another run", reason="shutdown deadline")
+                outcome = Outcome("retry", released=True)
+            except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
+                outcome = self._error(run, exc)
+            else:
+                return Produced(self, run, produced)
+        return self._end(run, outcome)
 
-    def _run(self, queue: Queue, claim: Claim, pipeline: Pipeline, span: Span, log: logmod.Logger) -> Outcome:
-        target = queue.output_target(claim)
-        try:
-            produced = self._produce(claim, target, pipeline, span)
-            durable_rename(target.tmp, target.final, replace=True)
-            # The service group-commits finishes (Queue.sync) to save two fsyncs per file.
-            processed_as = queue.finish(claim, target, sync=False)
-        except InterruptedError:
-            target.tmp.unlink(missing_ok=True)
-            queue.release(claim)
-            log.info("file released for another run", reason="shutdown deadline")
-            return Outcome("retry", released=True)
-        except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
-            target.tmp.unlink(missing_ok=True)
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, describe(exc)))
-            return self._failed(queue, claim, exc, span, log)
-        span.set_attribute("foldermon.lines.in", produced.lines_in)
-        span.set_attribute("foldermon.lines.out", produced.lines_out)
-        log.info(
-            "file processed",
-            processed_as=processed_as,
-            output=str(target.final),
-            lines_in=produced.lines_in,
-            lines_out=produced.lines_out,
-        )
-        return Outcome("processed", lines_in=produced.lines_in)
+    def complete(self, produced: Produced, commit_error: OSError | None) -> Outcome:
+        """Finish a produced input once its output folder is fsynced; a failed fsync fails the attempt."""
+        run, result = produced.run, produced.result
+        with trace.use_span(run.span, record_exception=False, set_status_on_exception=False):
+            try:
+                _raise_if(commit_error)
+                # The service group-commits finishes (Queue.sync) to save two fsyncs per file.
+                processed_as = run.queue.finish(run.claim, run.target, sync=False)
+            except Exception as exc:  # noqa: BLE001 - retried or quarantined like any failed attempt
+                outcome = self._error(run, exc)
+            else:
+                run.span.set_attribute("foldermon.lines.in", result.lines_in)
+                run.span.set_attribute("foldermon.lines.out", result.lines_out)
+                run.log.info(
+                    "file processed",
+                    processed_as=processed_as,
+                    output=str(run.target.final),
+                    lines_in=result.lines_in,
+                    lines_out=result.lines_out,
+                )
+                outcome = Outcome("processed", lines_in=result.lines_in)
+        return self._end(run, outcome)
+
+    def _error(self, run: _Run, exc: Exception) -> Outcome:
+        run.target.tmp.unlink(missing_ok=True)
+        run.span.record_exception(exc)
+        run.span.set_status(Status(StatusCode.ERROR, describe(exc)))
+        return self._failed(run.queue, run.claim, exc, run.span, run.log)
+
+    def _end(self, run: _Run, outcome: Outcome) -> Outcome:
+        processor_spans(self.telemetry.tracer, run.span, run.pipeline, run.start_ns)
+        run.span.set_attribute("foldermon.outcome", outcome.outcome)
+        run.span.end()
+        root = str(run.queue.layout.root)
+        self._record(run.pipeline, outcome.outcome, time.monotonic() - run.started, root)
+        return outcome
 
     def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
         on_batch = LineTracer.for_config(pipeline, self.telemetry.tracer, span, self.config.telemetry)

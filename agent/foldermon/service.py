@@ -11,10 +11,11 @@ from types import FrameType
 from typing import Protocol
 
 from foldermon import log as logmod
-from foldermon.attempt import Attempt
+from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
 from foldermon.errors import ConfigError, LifecycleError
 from foldermon.processors import Registry
+from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import (
     ERROR_SUFFIX,
@@ -38,6 +39,9 @@ from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_di
 
 # Finishes are fsynced together for at most this many files, and whenever the queue is empty.
 _GROUP_COMMIT_FILES = 64
+# Outputs of a claim batch are made durable together (one fsync of the output folder), or as
+# soon as the inputs produced since the last such fsync add up to this many bytes.
+_COMMIT_BYTES = 4 << 20
 # A backlog is claimed this many files at a time (one fsync pair per batch); small enough that
 # other instances on the same root still get their share and a stop has little to give back.
 _CLAIM_BATCH = 16
@@ -304,7 +308,13 @@ class Agent:
             self._retries.append(replace(retry, due=self._clock() + self.config.retry.backoff))
             self._retries.sort(key=lambda r: r.due)
             return True
-        self._attempt(retry.root, claim, more=bool(self._pending))
+        outcome = self._attempt(retry.root, claim)
+        if isinstance(outcome, Produced):
+            self._commit(retry.root, [outcome])
+        else:
+            self._settle(retry.root, claim, outcome)
+        if not self._pending:
+            self._group_commit()
         return True
 
     def _health(self) -> None:
@@ -364,13 +374,20 @@ class Agent:
             for name in names:  # every name of the batch was given back (or never moved)
                 self.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
             return
-        for i, result in enumerate(results):
+        group: list[Produced] = []
+        for result in results:
             if isinstance(result, Claim):
                 if self.stopping:
                     root.queue.release(result)
                     continue
-                more = i + 1 < len(results) or bool(self._pending)
-                self._attempt(root, result, more=more)
+                outcome = self._attempt(root, result)
+                if isinstance(outcome, Produced):
+                    group.append(outcome)
+                    if sum(p.run.claim.size for p in group) >= _COMMIT_BYTES:
+                        self._commit(root, group)
+                        group = []
+                else:
+                    self._settle(root, result, outcome)
             elif isinstance(result, Directory):
                 self._report_dir(root, result.name)
             elif isinstance(result, Rejected):
@@ -382,6 +399,9 @@ class Agent:
                 )
             else:
                 self._quarantine_exhausted(root, result)
+        self._commit(root, group)
+        if not self._pending or self._finished_unsynced >= _GROUP_COMMIT_FILES:
+            self._group_commit()
 
     def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
         message = (
@@ -403,8 +423,7 @@ class Agent:
         self._drop_marker(root, result.name)
         log.error("file failed", failed_as=failed_as, error=message)
 
-    def _attempt(self, root: Root, claim: Claim, *, more: bool) -> None:
-        """One attempt; with ``more`` files following at once, its finish waits for a group commit."""
+    def _attempt(self, root: Root, claim: Claim) -> Outcome | Produced:
         log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         try:
             root.queue.instance.mark_active(claim.name)
@@ -420,10 +439,27 @@ class Agent:
             keep_going=self._keep_going,
             wall_clock=self._wall,
         )
-        result = attempt.run(root.queue, claim, log)
-        self._finished_unsynced += result.outcome == "processed"
-        if not more or self._finished_unsynced >= _GROUP_COMMIT_FILES:
-            self._group_commit()
+        return attempt.run(root.queue, claim, log)
+
+    def _commit(self, root: Root, group: list[Produced]) -> None:
+        """fsync the output folder once for a group of produced files, then finish each of them.
+
+        Their finishes are fsynced later still, by the group commit: the outputs are durable
+        before any input moves to processed/.
+        """
+        if not group:
+            return
+        error = None
+        try:
+            fsync_dir(root.layout.output_dir)
+        except OSError as exc:
+            error = exc
+        for produced in group:
+            outcome = produced.complete(error)
+            self._finished_unsynced += outcome.outcome == "processed"
+            self._settle(root, produced.run.claim, outcome)
+
+    def _settle(self, root: Root, claim: Claim, result: Outcome) -> None:
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             retry = Retry(self._clock() + result.retry_in, root, claim, counted=result.counted)
