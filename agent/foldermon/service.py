@@ -1,4 +1,4 @@
-"""The agent: recovery, the watch loop, one file at a time through the queue, signals and drain."""
+"""The agent: recovery, the watch loop, files through the queue in claim batches, signals and drain."""
 
 from __future__ import annotations
 
