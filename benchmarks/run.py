@@ -52,7 +52,7 @@ class Sizes:
     repeat: int
 
 
-FULL = Sizes(p1_lines=2_000_000, p2_files=1500, p3_files=40, p4_big_mb=1024, p6_files=100_000, repeat=3)
+FULL = Sizes(p1_lines=2_000_000, p2_files=1500, p3_files=40, p4_big_mb=1024, p6_files=100_000, repeat=5)
 SMOKE = Sizes(p1_lines=3000, p2_files=20, p3_files=4, p4_big_mb=4, p6_files=200, repeat=1)
 
 
@@ -91,8 +91,14 @@ def agent_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "foldermon", *args]
 
 
-def best(fn: Callable[[], float], repeat: int) -> float:
-    return min(fn() for _ in range(repeat))
+def best_interleaved(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Best time of each, taking turns round after round, so a slow spell of the disk or the
+    CPU falls on every contender alike instead of on whichever ran during it."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            times[name].append(fn())
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def make_lines(path: Path, n: int) -> None:
@@ -127,13 +133,22 @@ def one_big_file(work: Path, s: Sizes, out: Results) -> None:
         with ref.open("wb") as f:
             return timed([*AWK, str(src)], stdout=f)
 
-    t_awk, t_plain = best(awk, s.repeat), best(agent, s.repeat)
-    if dst.read_bytes() != ref.read_bytes():
-        raise SystemExit("P1: the agent's output differs from awk's")
-    t_trace = best(lambda: agent("--trace"), s.repeat)
+    def plain() -> float:
+        t = agent()
+        if dst.read_bytes() != ref.read_bytes():
+            raise SystemExit("P1: the agent's output differs from awk's")
+        return t
+
     with OtlpReceiver() as rx:
-        t_otlp = best(lambda: agent(env=rx.endpoint_env("grpc")), s.repeat)
+        runs = {
+            "awk": awk,
+            "plain": plain,
+            "trace": lambda: agent("--trace"),
+            "otlp": lambda: agent(env=rx.endpoint_env("grpc")),
+        }
+        best_of = best_interleaved(runs, s.repeat)
         rx.wait_for(lambda r: r.spans(), timeout=10)
+    t_awk, t_plain, t_trace, t_otlp = (best_of[k] for k in ("awk", "plain", "trace", "otlp"))
     n = f"{s.p1_lines:,}-line file"
     out.rows += [
         Row("P1", f"{n}, counter→upper→filter (`process`)", f"awk {t_awk:.2f}s", f"{t_plain:.2f}s",
@@ -172,9 +187,10 @@ def many_small_files(work: Path, s: Sizes, out: Results) -> None:
             raise SystemExit("P2: wrong output")
         return t
 
-    t_base, t_agent = best(baseline, s.repeat), best(agent, s.repeat)
     with OtlpReceiver() as rx:
-        t_otlp = best(lambda: agent(rx.endpoint_env("grpc")), s.repeat)
+        runs = {"base": baseline, "agent": agent, "otlp": lambda: agent(rx.endpoint_env("grpc"))}
+        best_of = best_interleaved(runs, s.repeat)
+    t_base, t_agent, t_otlp = best_of["base"], best_of["agent"], best_of["otlp"]
     out.rows += [
         Row("P2", f"{s.p2_files:,} files of 10 lines, `run --once`, uppercase", f"durable loop {t_base:.2f}s",
             f"{t_agent:.2f}s", t_agent / t_base, "<= 1.0x loop time", t_agent <= t_base),
