@@ -13,7 +13,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from foldermon import log as logmod
 from foldermon.config import Config
-from foldermon.errors import InputRejectedError
+from foldermon.errors import InputRejectedError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.layout import make_dir
@@ -36,6 +36,7 @@ class Outcome:
     counted: bool = True
     released: bool = False
     lines_in: int = 0
+    exact: bool = False  # the retry runs line by line, to name the line a processor failed on
 
 
 def _raise_if(error: OSError | None) -> None:
@@ -89,6 +90,7 @@ class Attempt:
         instance_id: str,
         keep_going: Callable[[], bool],
         wall_clock: Callable[[], float] = time.time,
+        exact_lines: bool = False,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -96,6 +98,7 @@ class Attempt:
         self.instance_id = instance_id
         self.keep_going = keep_going
         self._wall = wall_clock
+        self.exact_lines = exact_lines
 
     def run(self, queue: Queue, claim: Claim, log: logmod.Logger) -> Outcome | Produced:
         """Run the pipeline into the output; a success comes back as Produced, to be completed.
@@ -173,7 +176,11 @@ class Attempt:
         return outcome
 
     def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
-        on_batch = LineTracer.for_config(pipeline, self.telemetry.tracer, span, self.config.telemetry)
+        on_batch: Callable[[list[str]], list[str]] | None = LineTracer.for_config(
+            pipeline, self.telemetry.tracer, span, self.config.telemetry
+        )
+        if on_batch is None and self.exact_lines:
+            on_batch = pipeline.feed_exact
         with open_input(claim.path) as src:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
@@ -199,7 +206,8 @@ class Attempt:
         if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
             delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
             log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
-            return Outcome("retry", retry_in=delay, counted=not environment)
+            unnumbered = isinstance(exc, ProcessorError) and exc.line is None
+            return Outcome("retry", retry_in=delay, counted=not environment, exact=unnumbered)
         record = fail_record(
             exc,
             claim,

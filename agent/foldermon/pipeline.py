@@ -83,6 +83,17 @@ class Pipeline:
         self._fed += len(lines)
         return self._run(lines, 0, None)
 
+    def feed_exact(self, lines: list[str]) -> list[str]:
+        """Like :meth:`feed`, one line at a time, so an error carries its line's number.
+
+        Slower; a retry after a processor error in batch mode runs this way to name the line.
+        """
+        out: list[str] = []
+        for line in lines:
+            self._fed += 1
+            out.extend(self._run([line], 0, self._fed))
+        return out
+
     def feed_traced(self, line: str) -> tuple[list[str], list[tuple[int, LineResult]]]:
         """Run one line through the stages, recording what each stage did to it.
 

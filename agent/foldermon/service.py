@@ -77,6 +77,7 @@ class Retry:
     root: Root
     claim: Claim
     counted: bool
+    exact: bool = False  # run line by line, to name the line a processor fails on
 
 
 class Agent:
@@ -308,7 +309,7 @@ class Agent:
             self._retries.append(replace(retry, due=self._clock() + self.config.retry.backoff))
             self._retries.sort(key=lambda r: r.due)
             return True
-        outcome = self._attempt(retry.root, claim)
+        outcome = self._attempt(retry.root, claim, exact=retry.exact)
         if isinstance(outcome, Produced):
             self._commit(retry.root, [outcome])
         else:
@@ -423,7 +424,7 @@ class Agent:
         self._drop_marker(root, result.name)
         log.error("file failed", failed_as=failed_as, error=message)
 
-    def _attempt(self, root: Root, claim: Claim) -> Outcome | Produced:
+    def _attempt(self, root: Root, claim: Claim, *, exact: bool = False) -> Outcome | Produced:
         log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         try:
             root.queue.instance.mark_active(claim.name)
@@ -438,6 +439,7 @@ class Agent:
             instance_id=self.instance_id,
             keep_going=self._keep_going,
             wall_clock=self._wall,
+            exact_lines=exact,
         )
         return attempt.run(root.queue, claim, log)
 
@@ -462,7 +464,7 @@ class Agent:
     def _settle(self, root: Root, claim: Claim, result: Outcome) -> None:
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
-            retry = Retry(self._clock() + result.retry_in, root, claim, counted=result.counted)
+            retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact)
             self._retries.append(retry)
             self._retries.sort(key=lambda r: r.due)
         elif not result.released:

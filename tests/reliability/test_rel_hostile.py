@@ -196,10 +196,11 @@ def test_file_written_slowly_in_place_is_taken_complete(corpus: dict[str, Any]) 
 
 
 def test_processor_raising_on_one_line_quarantines_the_file_with_its_reason(corpus: dict[str, Any]) -> None:
-    """A processor that raises on one line: retried, then failed/ with the processor and the cause."""
+    """A processor that raises on one line: retried line by line, then failed/ naming the processor, line and cause."""
     record = _record(corpus["root"], "raise.txt")
     assert record["error_type"] == "ProcessorError"
     assert record["attempts"] == 2
+    assert record["line"] == 2  # the batched first attempt cannot tell; the retry runs line by line
     assert (record["processor_id"], record["processor_type"]) == ("raise_on_0", "raise_on")
     assert "RAISE-ME" in record["cause"]
     assert not (corpus["root"] / "output" / "raise_processed.txt").exists()

@@ -187,6 +187,22 @@ def test_processor_error_in_feed_traced_has_the_line_number() -> None:
     assert str(caught.value) == "processor 's0' (boom) failed at line 4"
 
 
+def test_feed_exact_gives_what_feed_gives_and_names_the_failing_line() -> None:
+    """Line by line: the same output and counts as a batch, and an error carries its line number."""
+    stages = (("line_counter", {"format": "{count}:{line}"}), ("line_joiner", {}), ("boom", {}))
+    batched, exact = pipeline(*stages), pipeline(*stages)
+    lines = ["a", "b", "c", "d", "e"]
+    assert exact.feed_exact(lines) == batched.feed(lines) == ["1:a | 2:b", "3:c | 4:d"]
+    assert exact.finish() == batched.finish() == ["5:e"]
+    counts = [[(s.lines_in, s.lines_out, s.errors) for s in p.stats()] for p in (exact, batched)]
+    assert counts[0] == counts[1] == [(5, 5, 0), (5, 3, 0), (3, 3, 0)]
+    failing = pipeline(("strip", {}), ("boom", {}))
+    failing.feed_exact(["a", "b"])
+    with pytest.raises(ProcessorError) as caught:
+        failing.feed_exact(["c", "d boom", "e"])
+    assert caught.value.line == 4  # two lines before, then the second of this batch
+
+
 def test_processor_error_is_counted_on_its_stage() -> None:
     """The failing stage's error counter goes up; the others' do not."""
     p = pipeline(("strip", {}), ("boom", {}))
