@@ -36,7 +36,7 @@ class Outcome:
     counted: bool = True
     released: bool = False
     lines_in: int = 0
-    exact: bool = False  # the retry runs line by line, to name the line a processor failed on
+    exact: bool = False  # the retry runs line by line, to name the line a processor fails on
 
 
 def _raise_if(error: OSError | None) -> None:
@@ -206,8 +206,9 @@ class Attempt:
         if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
             delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
             log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
-            unnumbered = isinstance(exc, ProcessorError) and exc.line is None
-            return Outcome("retry", retry_in=delay, counted=not environment, exact=unnumbered)
+            # After a processor error every retry runs line by line, so the last one names the line.
+            exact = isinstance(exc, ProcessorError)
+            return Outcome("retry", retry_in=delay, counted=not environment, exact=exact)
         record = fail_record(
             exc,
             claim,

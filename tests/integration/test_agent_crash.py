@@ -76,7 +76,7 @@ def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_
 
 
 def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path) -> None:
-    """A raising processor: retried with backoff, then failed/ with type, message, processor id, attempts."""
+    """A raising processor: retried with backoff, then failed/ with type, message, processor id, line, attempts."""
     root = tmp_path / "root"
     config = write_config(
         tmp_path / "r.toml",
@@ -90,6 +90,7 @@ def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path)
     assert census(root)["processed"] == ["good.txt"]
     record = json.loads((root / "failed" / "bad.txt.error.json").read_text())
     assert record["attempts"] == 3
+    assert record["line"] == 2  # every retry after the batched first attempt runs line by line
     assert record["processor_id"] == "picky"
     assert record["error_type"] == "ProcessorError"
     assert "ValueError" in record["cause"]
