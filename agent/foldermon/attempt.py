@@ -39,11 +39,6 @@ class Outcome:
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
 
 
-def _raise_if(error: OSError | None) -> None:
-    if error is not None:
-        raise error
-
-
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if exc.__cause__ is not None:
@@ -143,7 +138,8 @@ class Attempt:
         run, result = produced.run, produced.result
         with trace.use_span(run.span, record_exception=False, set_status_on_exception=False):
             try:
-                _raise_if(commit_error)
+                if commit_error is not None:
+                    raise commit_error  # noqa: TRY301 - fails the attempt like a failed finish
                 # The service group-commits finishes (Queue.sync) to save two fsyncs per file.
                 processed_as = run.queue.finish(run.claim, run.target, sync=False)
             except Exception as exc:  # noqa: BLE001 - retried or quarantined like any failed attempt
