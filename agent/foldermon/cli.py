@@ -16,7 +16,10 @@ from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
 from foldermon.oneshot import process_file
 from foldermon.processors import Registry
 from foldermon.queue.instance import new_instance_id
+from foldermon.queue.layout import Layout
+from foldermon.sdnotify import Notifier
 from foldermon.service import Agent
+from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, Supervisor, die_with_supervisor
 from foldermon.telemetry import Telemetry
 
 EX_OK = 0
@@ -28,7 +31,8 @@ EX_CONFIG = 78
 EXAMPLES = {
     "run": """examples:
   foldermon-agent run --watch /srv/drop --config /etc/foldermon/agent.toml
-  foldermon-agent run --watch ./watch_dir --once            # drain and exit""",
+  foldermon-agent run --watch ./watch_dir --once            # drain and exit
+  foldermon-agent run --watch /srv/drop --workers 4         # four agent processes share the root""",
     "process": """examples:
   foldermon-agent process big.log --output big_processed.log --config pipeline.json
   foldermon-agent process data.csv --config agent.toml | less""",
@@ -78,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = _verb(sub, "run", "watch the roots and process files as they arrive")
     run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
+    run.add_argument("--workers", metavar="N", type=int, help="agent processes sharing the roots (default 1)")
     _common(run)
     _quiet(run)
 
@@ -148,7 +153,9 @@ def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
     if getattr(args, "output_dir", None):
         output["dir"] = args.output_dir
     telemetry = {"trace_lines": True} if getattr(args, "trace", False) else {}
-    agent = {"log_level": args.log_level} if getattr(args, "log_level", None) else {}
+    agent: dict[str, object] = {"log_level": args.log_level} if getattr(args, "log_level", None) else {}
+    if getattr(args, "workers", None) is not None:
+        agent["workers"] = args.workers
     return cfg.with_overrides(
         config,
         watch={"dirs": tuple(d.expanduser().absolute() for d in dirs)},
@@ -173,6 +180,8 @@ def _legacy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Workers of `run --workers N` are started with the same arguments.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         args = _legacy(args, parser)
     for key in ("config", "output_dir", "trace", "log_level", "quiet"):
@@ -219,7 +228,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     # `process` may write its records to stdout, so its log goes to stderr.
     log_stream = sys.stderr if args.command == "process" else sys.stdout
     logmod.configure(config.agent.log_level, stream=log_stream)
-    telemetry = Telemetry(config.telemetry, instance_id)
+    worker = die_with_supervisor() if args.command == "run" else None
+    if args.command == "run" and worker is None and config.agent.workers > 1:
+        return _supervise(args, config)
+    telemetry = Telemetry(config.telemetry, instance_id, worker=worker or 0)
     logmod.configure(config.agent.log_level, stream=log_stream, extra=telemetry.log_processors())
     telemetry.announce()
     if args.command == "process":
@@ -228,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return process_file(config, registry, telemetry, args.input, args.output, progress=show)
         finally:
             telemetry.shutdown()
-    show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
+    show = args.once and worker is None and console.interactive(sys.stdout, quiet=args.quiet)
     with console.FilesProgress() if show else contextlib.nullcontext() as progress:
         agent = Agent(
             lambda: load_config(args, registry),
@@ -236,9 +248,26 @@ def _dispatch(args: argparse.Namespace) -> int:
             telemetry,
             instance_id=instance_id,
             once=args.once,
-            progress=progress,
+            progress=ProgressReporter(Notifier.from_environ()) if os.environ.get(PROGRESS_ENV) else progress,
+            # The folder gauges are the same for every worker: one of them reports them.
+            queue_gauges=not worker,
         )
         return agent.run()
+
+
+def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
+    show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
+    layouts = [Layout.for_root(d, config.output.dir) for d in config.watch.dirs]
+    with console.FilesProgress() if show else contextlib.nullcontext() as progress:
+        supervisor = Supervisor(
+            args.argv,
+            config.agent.workers,
+            layouts,
+            once=args.once,
+            drain_timeout=config.agent.drain_timeout,
+            progress=progress,
+        )
+        return supervisor.run()
 
 
 def _watch_roots(args: argparse.Namespace) -> list[Path]:

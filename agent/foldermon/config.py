@@ -22,6 +22,7 @@ from foldermon.processors import ProcessorSpec, Registry
 SYSTEM_CONFIG = Path("/etc/foldermon/agent.toml")
 WATCH_MODES = ("auto", "inotify", "poll")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_WORKERS = 64
 
 
 def user_config_path() -> Path:
@@ -75,6 +76,7 @@ class PipelineConfig:
 class AgentConfig:
     log_level: str = "info"
     drain_timeout: float = 30.0
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,8 @@ def validate(config: Config) -> list[str]:
         )
     if not math.isfinite(config.agent.drain_timeout) or config.agent.drain_timeout <= 0:
         problems.append("[agent] drain_timeout: must be a positive number of seconds")
+    if not 1 <= config.agent.workers <= MAX_WORKERS:
+        problems.append(f"[agent] workers: must be between 1 and {MAX_WORKERS}, got {config.agent.workers}")
     t = config.telemetry
     if not 0.0 <= t.line_sample_ratio <= 1.0:
         problems.append(f"[telemetry] line_sample_ratio: must be between 0 and 1, got {t.line_sample_ratio}")

@@ -37,7 +37,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream) if stream else _StdoutLogger,
+        logger_factory=lambda *_args: _LineLogger(stream),
         cache_logger_on_first_use=False,
     )
 
@@ -50,13 +50,18 @@ def get(**context: Any) -> Logger:
     return logger
 
 
-class _StdoutLogger:
-    """Writes to whatever ``sys.stdout`` is at the time, so a progress display can redirect it."""
+class _LineLogger:
+    """Writes each record and its newline in one write, so that the records of processes sharing
+    one stdout (the workers of ``run --workers``, journald's stream) never interleave, even
+    unbuffered. Without a stream, to whatever ``sys.stdout`` is at the time, so a progress
+    display can redirect it."""
 
-    def __init__(self, *_args: Any) -> None:
-        pass
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stdout, flush=True)
+        out = self._stream or sys.stdout
+        out.write(message + "\n")
+        out.flush()
 
     debug = info = warning = warn = error = err = critical = exception = fatal = msg

@@ -93,6 +93,7 @@ class Agent:
         once: bool = False,
         notifier: Notifier | None = None,
         progress: Progress | None = None,
+        queue_gauges: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -118,7 +119,8 @@ class Agent:
         self._ready = False
         self._status_at = 0.0
         self.done = {"processed": 0, "failed": 0}
-        telemetry.instruments.queue_source = self._queue_samples
+        if queue_gauges:
+            telemetry.instruments.queue_source = self._queue_samples
         telemetry.instruments.mode_source = self._mode_samples
 
     # -- lifecycle of the agent ------------------------------------------------------------

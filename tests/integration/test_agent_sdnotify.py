@@ -6,6 +6,7 @@ import itertools
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -15,16 +16,22 @@ import pytest
 
 from agentctl import drop, start, stop, wait_until, write_config
 
+# struct ucred: pid, uid, gid
+_CREDENTIALS = struct.Struct("iII")
+
 
 class NotifySocket:
-    """An AF_UNIX datagram socket whose thread records (arrival time, message) pairs."""
+    """An AF_UNIX datagram socket whose thread records (arrival time, message) pairs and, as
+    systemd does for ``NotifyAccess=main``, the pid of each sender."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(str(path))
         self.sock.settimeout(0.05)
         self.messages: list[tuple[float, str]] = []
+        self.senders: set[int] = set()
         self._open = True
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
@@ -32,9 +39,12 @@ class NotifySocket:
     def _receive(self) -> None:
         while self._open:
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(_CREDENTIALS.size))
             except TimeoutError:
                 continue
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    self.senders.add(_CREDENTIALS.unpack(value[: _CREDENTIALS.size])[0])
             self.messages.append((time.monotonic(), data.decode()))
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
@@ -53,9 +54,12 @@ class Telemetry:
         *,
         env: Mapping[str, str] | None = None,
         log: logmod.Logger | None = None,
+        worker: int = 0,
     ) -> None:
         env = os.environ if env is None else env
-        self.settings: ExportSettings = resolve(config, env)
+        settings = resolve(config, env)
+        # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
+        self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
         self.log = log or logmod.get()
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)

@@ -1,0 +1,188 @@
+"""`run --workers N`: one supervisor, N agent processes sharing the roots."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_agent_sdnotify import NotifySocket
+
+from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    ns = NotifySocket(tmp_path / "notify.sock")
+    yield ns
+    ns.close()
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def processed_by(log: Path) -> dict[str, list[str]]:
+    """Instance ids per input name, from the workers' "file processed" log records."""
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for record in log_records(log):
+        if record.get("event") == "file processed":
+            found[record["file"]].append(record["instance"])
+    return found
+
+
+def test_workers_drain_a_backlog_each_file_once(tmp_path: Path) -> None:
+    """Three workers drain 600 files: each processed once, byte-exact, by more than one process."""
+    root = tmp_path / "root"
+    names = [f"f{i:04}.txt" for i in range(600)]
+    for name in names:
+        drop(root, name, f"{name} one\n{name} two\n")
+    config = write_config(tmp_path / "u.toml", '[[processors]]\ntype = "uppercase"\n')
+    result = run_cli("run", "--watch", str(root), "--once", "--workers", "3", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "run.log").write_text(result.stdout)
+    assert sorted(census(root)["processed"]) == names
+    for name in names:
+        stem = name.removesuffix(".txt")
+        assert (root / "output" / f"{stem}_processed.txt").read_text() == f"{name} ONE\n{name} TWO\n".upper()
+    by = processed_by(tmp_path / "run.log")
+    assert sorted(by) == names
+    assert all(len(instances) == 1 for instances in by.values())
+    starts = [r for r in log_records(tmp_path / "run.log") if r.get("event") == "worker started"]
+    assert len({r["pid"] for r in starts}) == 3
+    assert len({i for instances in by.values() for i in instances}) >= 2
+
+
+def test_a_killed_worker_is_started_again_and_a_poison_file_quarantined(tmp_path: Path) -> None:
+    """A file that SIGKILLs its worker every time: the worker is restarted each time, the file
+    goes to failed/ after max_attempts, the other files are processed, the agent keeps running."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "k.toml",
+        '[retry]\nmax_attempts = 3\nbackoff = 0.05\n[[processors]]\ntype = "kill_on"\nmarker = "POISON"\n',
+    )
+    log = tmp_path / "a.log"
+    proc = start("run", "--watch", str(root), "--workers", "2", "--config", str(config), log=log)
+    try:
+        drop(root, "poison.txt", "fine\nPOISON\n")
+        for i in range(20):
+            drop(root, f"ok{i:02}.txt", f"line {i}\n")
+        wait_until((root / "failed" / "poison.txt.error.json").exists, timeout=60)
+        wait_until(lambda: len(census(root)["processed"]) == 20, timeout=30)
+        assert proc.poll() is None
+        record = json.loads((root / "failed" / "poison.txt.error.json").read_text())
+        assert record["attempts"] == 3
+        killed = [r for r in log_records(log) if r.get("event") == "worker killed; starting it again"]
+        assert len(killed) == 3
+        assert {r["signal"] for r in killed} == {"SIGKILL"}
+        wait_until(lambda: len(children(proc.pid)) == 2, what="the last killed worker to be started again")
+    finally:
+        assert stop(proc) == 0
+    assert census(root)["underprocess"] == []
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the supervisor: every worker is told to stop (parent-death signal) and exits."""
+    root = tmp_path / "root"
+    proc = start(
+        "run", "--watch", str(root), "--workers", "3", "--config", "/dev/null", log=tmp_path / "a.log"
+    )
+    try:
+        workers = wait_until(lambda: len(children(proc.pid)) == 3 and children(proc.pid), timeout=30)
+        wait_until(lambda: len(list((root / "underprocess").glob("*/.lock"))) == 3, timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=30, what="workers to exit")
+    # They stopped cleanly: each removed its claim folder.
+    assert [p for p in (root / "underprocess").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_sd_notify_ready_status_reload_and_stop(tmp_path: Path, notify: NotifySocket) -> None:
+    """systemd sees one agent: READY=1 once every worker is ready, a STATUS naming the workers,
+    pings, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 and exit 0 on SIGTERM."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "a.toml", '[[processors]]\ntype = "uppercase"\n')
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
+    log = tmp_path / "a.log"
+    proc = start("run", "--watch", str(root), "--workers", "2", "--config", str(config), log=log, env=env)
+    try:
+        wait_until(lambda: notify.has("READY=1"), timeout=30)
+        ready = next(m for _, m in notify.drain() if "READY=1" in m.split("\n"))
+        assert "STATUS=2 of 2 workers running" in ready
+        # Both workers have sent READY by then: each logged its first scan.
+        assert len([r for r in log_records(log) if r.get("event") == "watching"]) == 2
+        drop(root, "a.txt", "x\n")
+        wait_until((root / "processed" / "a.txt").exists)
+        wait_until(lambda: len(notify.pings()) >= 3, timeout=10)
+        # Only the supervisor talks to this socket: worker messages never reach it.
+        assert all(pid == proc.pid for pid in notify.senders)
+        notify.messages.clear()
+        config.write_text('[[processors]]\ntype = "lowercase"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: notify.has("READY=1"), timeout=30)
+        fields = [f for _, m in notify.drain() for f in m.split("\n")]
+        assert fields.index("RELOADING=1") < fields.index("READY=1")
+        wait_until(lambda: len([r for r in log_records(log) if r.get("event") == "reloaded"]) == 2)
+    finally:
+        assert stop(proc) == 0
+    assert notify.has("STOPPING=1")
+
+
+def test_pings_stop_while_one_worker_hangs(tmp_path: Path, notify: NotifySocket) -> None:
+    """One worker stuck in a processor stops the supervisor's pings, though the other is healthy."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "h.toml", '[[processors]]\ntype = "hang"\nmarker = "HANG"\n')
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
+    proc = start(
+        "run",
+        "--watch",
+        str(root),
+        "--workers",
+        "2",
+        "--config",
+        str(config),
+        log=tmp_path / "a.log",
+        env=env,
+    )
+    workers: list[int] = []
+    try:
+        wait_until(lambda: notify.has("READY=1"), timeout=30)
+        workers = children(proc.pid)
+        wait_until(lambda: len(notify.pings()) >= 2, timeout=10)
+        drop(root, "stuck.txt", "HANG\n")
+        wait_until(lambda: any((root / "underprocess").glob("*/stuck.txt")))
+        # The hung worker's last ping ages past the limit (1 s) within 1 s; one ping may be on its way.
+        time.sleep(1.6)
+        before = len(notify.pings())
+        drop(root, "fine.txt", "ok\n")
+        wait_until((root / "processed" / "fine.txt").exists)  # the other worker works on
+        time.sleep(2.0)
+        assert len(notify.pings()) == before
+    finally:
+        for pid in [proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_workers_setting_is_validated(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "w.toml", "[agent]\nworkers = 0\n")
+    result = run_cli("check-config", str(config))
+    assert result.returncode == 78
+    assert "[agent] workers: must be between 1 and 64, got 0" in result.stderr
