@@ -118,6 +118,7 @@ class Supervisor:
         self.workers = [self._socket(i, f"{tag}-{i}") for i in range(workers)]
         self.code = 0
         self._stopping = False
+        self._stop_signal: int | None = None
         self._reload = False
         self._announced = False
         self._status_at = 0.0
@@ -144,6 +145,11 @@ class Supervisor:
             while not all(w.finished or (w.proc is None and w.restart_at is None) for w in self.workers):
                 self._receive(_TICK)
                 self._reap()
+                # Signals are acted on here, never in the handler: a worker being started
+                # when SIGTERM arrives must be told too.
+                if self._stop_signal is not None and not self._stopping:
+                    self.log.info("stopping", signal=signal.Signals(self._stop_signal).name)
+                    self._stop()
                 if self._reload:
                     self._forward_reload()
                 self._restart_due()
@@ -205,7 +211,9 @@ class Supervisor:
             worker.proc = None
             worker.ready = False
             worker.exits.append(code)
-            if code == 0 and (self.once or self._stopping):
+            # A worker told to stop before it installed its handlers dies of the SIGTERM itself;
+            # it had claimed nothing yet.
+            if (code == 0 and (self.once or self._stopping)) or (code == -signal.SIGTERM and self._stopping):
                 worker.finished = True
             elif code < 0 and not self._stopping:
                 name = signal.Signals(-code).name
@@ -227,9 +235,7 @@ class Supervisor:
     # -- signals --------------------------------------------------------------------------------
 
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
-        if not self._stopping:
-            self.log.info("stopping", signal=signal.Signals(signum).name)
-            self._stop()
+        self._stop_signal = signum
 
     def _stop(self) -> None:
         if self._stopping:
