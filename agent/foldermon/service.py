@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -45,6 +46,9 @@ _COMMIT_BYTES = 4 << 20
 # A backlog is claimed this many files at a time (one fsync pair per batch); small enough that
 # other instances on the same root still get their share and a stop has little to give back.
 _CLAIM_BATCH = 16
+# ... and at most this much input: large files are claimed few at a time, so that the workers
+# of `run --workers` (or other instances) share a backlog of them evenly to the end.
+_CLAIM_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -363,12 +367,23 @@ class Agent:
     # -- one file -----------------------------------------------------------------------------
 
     def _next_batch(self) -> tuple[Root, list[str]]:
-        """Up to _CLAIM_BATCH pending names, all of the first pending name's root, in order."""
+        """Pending names of the first pending name's root, in order: up to _CLAIM_BATCH files
+        or _CLAIM_BYTES of input, whichever comes first."""
         first = next(iter(self._pending))[0]
-        keys = [key for key in self._pending if key[0] == first][:_CLAIM_BATCH]
+        root = self.roots[first]
+        keys: list[tuple[int, str]] = []
+        size = 0
+        for key in self._pending:
+            if key[0] != first:
+                continue
+            keys.append(key)
+            with contextlib.suppress(OSError):  # gone: the claim will leave it out
+                size += os.stat(root.layout.unprocessed / key[1], follow_symlinks=False).st_size
+            if len(keys) >= _CLAIM_BATCH or size >= _CLAIM_BYTES:
+                break
         for key in keys:
             del self._pending[key]
-        return self.roots[first], [name for _, name in keys]
+        return root, [name for _, name in keys]
 
     def _handle(self, root: Root, names: list[str]) -> None:
         try:

@@ -18,6 +18,7 @@ use every core where one Python process would use one. This process does no queu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
@@ -28,12 +29,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from foldermon import log as logmod
-from foldermon.queue.layout import Layout, claimed_count, input_names
+from foldermon.queue.layout import Layout, input_names
 from foldermon.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -83,12 +85,13 @@ class Worker:
     sock: socket.socket
     address: str
     proc: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1  # readable once the process has exited: wakes the loop at once
+    output: bytes = b""  # the start of a line the worker has not finished writing
     restart_at: float | None = None
     finished: bool = False  # exited 0 after draining (``--once``) or after a stop
     ready: bool = False
     last_ping: float = 0.0
     status: str = "starting"
-    exits: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -124,6 +127,7 @@ class Supervisor:
         self._status_at = 0.0
         self._done = 0
         self._counted_total = 0
+        self._seen: set[tuple[Path, str]] = set()
 
     @staticmethod
     def _socket(index: int, name: str) -> Worker:
@@ -170,16 +174,26 @@ class Supervisor:
             env["WATCHDOG_USEC"] = str(int(self.notifier.watchdog_interval * 1_000_000))
         if self.progress is not None:
             env[PROGRESS_ENV] = "1"
-        worker.proc = subprocess.Popen(self.argv, env=env)
+        # Under a progress display the workers' log lines are printed from here, above it.
+        stdout = subprocess.PIPE if self.progress is not None else None
+        worker.proc = subprocess.Popen(self.argv, env=env, stdout=stdout)
+        worker.pidfd = os.pidfd_open(worker.proc.pid)
         worker.restart_at = None
         worker.ready = False
         worker.last_ping = self._clock()  # start-up counts as a ping: recovery takes a moment
         self.log.info("worker started", worker=worker.index, pid=worker.proc.pid)
 
     def _receive(self, timeout: float) -> None:
+        """Read the workers' messages; returns early when one has a message or has exited."""
         socks = {w.sock.fileno(): w for w in self.workers}
-        readable, _, _ = select.select(list(socks), [], [], timeout)
+        pidfds = [w.pidfd for w in self.workers if w.proc is not None]
+        pipes = {w.proc.stdout.fileno(): w for w in self.workers if w.proc is not None and w.proc.stdout}
+        readable, _, _ = select.select([*socks, *pidfds, *pipes], [], [], timeout)
         for fd in readable:
+            if fd in pipes:
+                self._relay(pipes[fd], os.read(fd, 65536))
+            if fd not in socks:
+                continue  # output, or an exit that _reap() sees
             worker = socks[fd]
             while True:
                 try:
@@ -204,13 +218,24 @@ class Supervisor:
                 self._done += outcome != "retry"
                 self.progress.file_done(outcome, int(lines or 0))
 
+    def _relay(self, worker: Worker, data: bytes) -> None:
+        *lines, worker.output = (worker.output + data).split(b"\n")
+        for line in lines:
+            sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+        sys.stdout.flush()
+
     def _reap(self) -> None:
         for worker in self.workers:
             if worker.proc is None or (code := worker.proc.poll()) is None:
                 continue
+            if worker.proc.stdout is not None:
+                self._relay(worker, worker.proc.stdout.read())
+                if worker.output:
+                    self._relay(worker, b"\n")
+                worker.proc.stdout.close()
             worker.proc = None
+            os.close(worker.pidfd)
             worker.ready = False
-            worker.exits.append(code)
             # A worker told to stop before it installed its handlers dies of the SIGTERM itself;
             # it had claimed nothing yet.
             if (code == 0 and (self.once or self._stopping)) or (code == -signal.SIGTERM and self._stopping):
@@ -296,9 +321,13 @@ class Supervisor:
             self.notifier.status(text)
 
     def _count_total(self, progress: Progress) -> None:
-        """Files done plus files waiting or claimed: grows as files keep arriving."""
-        waiting = sum(len(input_names(la.unprocessed)) + claimed_count(la) for la in self.layouts)
-        total = self._done + waiting
+        """Every input seen waiting or claimed so far: grows as files keep arriving."""
+        for layout in self.layouts:
+            self._seen.update((layout.root, name) for name in input_names(layout.unprocessed))
+            for instance in input_names(layout.underprocess):
+                with contextlib.suppress(OSError):  # not a folder, or gone with a recovery
+                    self._seen.update((layout.root, n) for n in input_names(layout.underprocess / instance))
+        total = max(len(self._seen), self._done)
         if total > self._counted_total:
             progress.add_total(total - self._counted_total)
             self._counted_total = total

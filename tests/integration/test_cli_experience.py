@@ -71,8 +71,11 @@ def test_quiet_and_systemd_turn_the_progress_off(tmp_path: Path) -> None:
     assert "/s" not in journald
 
 
-def test_run_once_shows_files_done_lines_per_second_and_failures_on_a_terminal(tmp_path: Path) -> None:
-    """run --once on a tty shows files done of total, lines/s and failures."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_run_once_shows_files_done_lines_per_second_and_failures_on_a_terminal(
+    tmp_path: Path, workers: str
+) -> None:
+    """run --once on a tty shows files done of total, lines/s and failures (with workers too)."""
     root = tmp_path / "root"
     for i in range(5):
         drop(root, f"f{i}.txt", "x\n" * 100)
@@ -80,7 +83,7 @@ def test_run_once_shows_files_done_lines_per_second_and_failures_on_a_terminal(t
     config = write_config(
         tmp_path / "c.toml", '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\n'
     )
-    shown = _pty("run", "--watch", str(root), "--once", "--config", str(config))
+    shown = _pty("run", "--watch", str(root), "--once", "--config", str(config), "--workers", workers)
     assert "6/6 files" in shown
     assert "lines/s" in shown
     assert "1 failed" in shown
