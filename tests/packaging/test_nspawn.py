@@ -158,6 +158,32 @@ def test_stop_is_clean(box: Container) -> None:
     assert "stopped" in events(box)
 
 
+def test_workers_run_as_one_service(box: Container) -> None:
+    """With workers = 2 systemd sees one service: the main process is ready once both workers
+    are, shows their STATUS, reloads them and stops cleanly; each worker processes files."""
+    box.write(
+        CONFIG, f'[watch]\ndirs = ["{WATCH}"]\n\n[agent]\nworkers = 2\n\n[[processors]]\ntype = "uppercase"\n'
+    )
+    box.run("systemctl", "start", UNIT, timeout=60)
+    assert show(box, "ActiveState") == "active", journal(box)
+    main = show(box, "MainPID")
+    workers = box.run("cat", f"/proc/{main}/task/{main}/children").stdout.split()
+    assert len(workers) == 2
+    wait_for(lambda: "2 of 2 workers running" in show(box, "StatusText"), 10, "the workers in StatusText")
+    for i in range(8):
+        drop(box, f"w{i}.txt", f"worker file {i}\n")
+    wait_for(
+        lambda: all(exists(box, f"{WATCH}/processed/w{i}.txt") for i in range(8)), 30, "8 files processed"
+    )
+    assert box.run("cat", f"{WATCH}/output/w7_processed.txt").stdout == "WORKER FILE 7\n"
+    before = events(box).count("reloaded")
+    box.run("systemctl", "reload", UNIT)
+    wait_for(lambda: events(box).count("reloaded") == before + 2, 20, "both workers to reload")
+    assert show(box, "ActiveState") == "active"
+    box.run("systemctl", "stop", UNIT, timeout=60)
+    assert (show(box, "Result"), show(box, "ExecMainStatus")) == ("success", "0"), journal(box)
+
+
 def test_watchdog_restarts_a_hung_agent(box: Container) -> None:
     """A processor stuck forever stops the watchdog pings, and systemd restarts the agent."""
     box.run("sh", "-c", f"cp -r {SHARE}/plugins/. {SITE}/")
