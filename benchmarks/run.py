@@ -337,6 +337,18 @@ def memory(work: Path, s: Sizes, out: Results) -> None:
 # -- P6: a large backlog ---------------------------------------------------------------------
 
 
+def per_file(stamps: list[float], slices: int = 20) -> float:
+    """Seconds per file over ``stamps``: the median over equal slices of them, so that a
+    stall of the machine's disk in one slice does not decide the figure."""
+    n = max(2, len(stamps) // slices)
+    rates = [
+        (b[-1] - b[0]) / (len(b) - 1)
+        for i in range(0, len(stamps) - 1, n)
+        if len(b := stamps[i : i + n + 1]) > 1
+    ]
+    return statistics.median(rates)
+
+
 def _rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -367,7 +379,7 @@ def backlog(work: Path, s: Sizes, out: Results) -> None:
         raise SystemExit(f"P6: {len(stamps)} of {s.p6_files} files processed")
     secs = [time.mktime(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + t[20:26]) for t in stamps]
     k = max(2, s.p6_files // 10)
-    first, last = (secs[k - 1] - secs[0]) / (k - 1), (secs[-1] - secs[-k]) / (k - 1)
+    first, last = per_file(secs[:k]), per_file(secs[-k:])
     ratio = last / first
     rss = [x for x in samples if x]
     third = max(1, len(rss) // 3)

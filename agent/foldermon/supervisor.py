@@ -25,6 +25,7 @@ import secrets
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -51,6 +52,15 @@ PROGRESS_FIELD = "X_FOLDERMON_FILE"
 RESTART_DELAY = 1.0
 _TICK = 0.2
 _PR_SET_PDEATHSIG = 1
+_UCRED = struct.Struct("iII")  # the sender's pid, uid and gid
+
+
+def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid: int = _UCRED.unpack(data[: _UCRED.size])[0]
+            return pid
+    return None
 
 
 def die_with_supervisor(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -133,6 +143,7 @@ class Supervisor:
     def _socket(index: int, name: str) -> Worker:
         # Abstract addresses: nothing on disk, and gone with the process.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.bind("\0" + name)
         sock.setblocking(False)
         return Worker(index, sock, "@" + name)
@@ -197,10 +208,13 @@ class Supervisor:
             worker = socks[fd]
             while True:
                 try:
-                    data = worker.sock.recv(4096)
+                    data, ancillary, _, _ = worker.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
                 except BlockingIOError:
                     break
-                self._message(worker, data.decode("utf-8", "replace"))
+                # Abstract sockets are open to the whole host: like systemd's NotifyAccess=main,
+                # only the worker's own process is listened to.
+                if worker.proc is not None and _sender(ancillary) == worker.proc.pid:
+                    self._message(worker, data.decode("utf-8", "replace"))
 
     def _message(self, worker: Worker, text: str) -> None:
         for line in text.split("\n"):
