@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +200,57 @@ def test_workers_setting_is_validated(tmp_path: Path) -> None:
     result = run_cli("check-config", str(config))
     assert result.returncode == 78
     assert "[agent] workers: must be between 1 and 64, got 0" in result.stderr
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 are both free on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return int(port)
+    raise AssertionError("no two consecutive free ports")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_each_worker_serves_prometheus_on_its_own_port(tmp_path: Path) -> None:
+    """Worker i listens on the configured port + i; only worker 0 reports the folder gauges."""
+    root = tmp_path / "root"
+    port = free_port_pair()
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+    proc = start(
+        "run",
+        "--watch",
+        str(root),
+        "--workers",
+        "2",
+        "--config",
+        "/dev/null",
+        log=tmp_path / "a.log",
+        env=env,
+    )
+    try:
+        for i in range(10):
+            drop(root, f"f{i}.txt", "x\n")
+        wait_until(lambda: len(census(root)["processed"]) == 10)
+
+        def both() -> list[str] | None:
+            try:
+                return [scrape(port), scrape(port + 1)]
+            except OSError:
+                return None
+
+        pages = wait_until(both, what="both workers' metrics endpoints")
+        assert all("foldermon_files_total" in page for page in pages)
+        assert ["foldermon_queue_depth" in page for page in pages] == [True, False]
+    finally:
+        assert stop(proc) == 0
