@@ -355,8 +355,12 @@ class Agent:
             self.log.error("reload rejected; the running configuration stays", problems=exc.problems)
             self.notifier.ready("reload rejected; running with the previous configuration")
             return
-        if new.watch.dirs != self.config.watch.dirs or new.output.dir != self.config.output.dir:
-            self.log.warning("watch.dirs and output.dir changes take effect after a restart")
+        if (new.watch.dirs, new.output.dir, new.agent.workers) != (
+            self.config.watch.dirs,
+            self.config.output.dir,
+            self.config.agent.workers,
+        ):
+            self.log.warning("watch.dirs, output.dir and agent.workers changes take effect after a restart")
         for root in self.roots:
             root.queue.output_name = new.output.name
             root.queue.max_attempts = new.retry.max_attempts

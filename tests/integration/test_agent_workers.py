@@ -254,3 +254,21 @@ def test_each_worker_serves_prometheus_on_its_own_port(tmp_path: Path) -> None:
         assert ["foldermon_queue_depth" in page for page in pages] == [True, False]
     finally:
         assert stop(proc) == 0
+
+
+def test_a_reload_does_not_change_the_number_of_workers(tmp_path: Path) -> None:
+    """workers is read at start: a reload that changes it says so and keeps the running count."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "a.toml", "[agent]\nworkers = 1\n")
+    log = tmp_path / "a.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        config.write_text("[agent]\nworkers = 2\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(r.get("event") == "reloaded" for r in log_records(log)))
+        warnings = [r["event"] for r in log_records(log) if r.get("level") == "warning"]
+        assert "watch.dirs, output.dir and agent.workers changes take effect after a restart" in warnings
+        assert children(proc.pid) == []
+    finally:
+        assert stop(proc) == 0
