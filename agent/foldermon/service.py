@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -111,7 +112,10 @@ class Agent:
         self._wall = wall_clock
         self.log = logmod.get(instance=self.instance_id)
         self.roots: list[Root] = []
-        self._pending: dict[tuple[int, str], None] = {}
+        # Names to claim, in arrival order, without duplicates. An OrderedDict because names are
+        # taken from the front: a plain dict then rescans its deleted slots at every lookup of
+        # the first key, which made a 100,000-file backlog quadratic.
+        self._pending: OrderedDict[tuple[int, str], None] = OrderedDict()
         self._retries: list[Retry] = []
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
