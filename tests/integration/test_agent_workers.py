@@ -8,22 +8,25 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_agent_sdnotify import NotifySocket
-
 from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+from notifysock import NotifySocket
 
 
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    ns = NotifySocket(tmp_path / "notify.sock")
-    yield ns
-    ns.close()
+def start_workers(
+    tmp_path: Path,
+    root: Path,
+    workers: int,
+    config: Path | str = "/dev/null",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``run --workers N`` in the background, its output going to ``a.log``."""
+    args = ("run", "--watch", str(root), "--workers", str(workers), "--config", str(config))
+    return start(*args, log=tmp_path / "a.log", env=env)
 
 
 def children(pid: int) -> list[int]:
@@ -86,7 +89,7 @@ def test_a_killed_worker_is_started_again_and_a_poison_file_quarantined(tmp_path
         '[retry]\nmax_attempts = 3\nbackoff = 0.05\n[[processors]]\ntype = "kill_on"\nmarker = "POISON"\n',
     )
     log = tmp_path / "a.log"
-    proc = start("run", "--watch", str(root), "--workers", "2", "--config", str(config), log=log)
+    proc = start_workers(tmp_path, root, 2, config)
     try:
         drop(root, "poison.txt", "fine\nPOISON\n")
         for i in range(20):
@@ -108,9 +111,7 @@ def test_a_killed_worker_is_started_again_and_a_poison_file_quarantined(tmp_path
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the supervisor: every worker is told to stop (parent-death signal) and exits."""
     root = tmp_path / "root"
-    proc = start(
-        "run", "--watch", str(root), "--workers", "3", "--config", "/dev/null", log=tmp_path / "a.log"
-    )
+    proc = start_workers(tmp_path, root, 3)
     try:
         workers = wait_until(lambda: len(children(proc.pid)) == 3 and children(proc.pid), timeout=30)
         wait_until(lambda: len(list((root / "underprocess").glob("*/.lock"))) == 3, timeout=30)
@@ -129,7 +130,7 @@ def test_sd_notify_ready_status_reload_and_stop(tmp_path: Path, notify: NotifySo
     config = write_config(tmp_path / "a.toml", '[[processors]]\ntype = "uppercase"\n')
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
     log = tmp_path / "a.log"
-    proc = start("run", "--watch", str(root), "--workers", "2", "--config", str(config), log=log, env=env)
+    proc = start_workers(tmp_path, root, 2, config, env)
     try:
         wait_until(lambda: notify.has("READY=1"), timeout=30)
         ready = next(m for _, m in notify.drain() if "READY=1" in m.split("\n"))
@@ -158,17 +159,7 @@ def test_pings_stop_while_one_worker_hangs(tmp_path: Path, notify: NotifySocket)
     root = tmp_path / "root"
     config = write_config(tmp_path / "h.toml", '[[processors]]\ntype = "hang"\nmarker = "HANG"\n')
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
-    proc = start(
-        "run",
-        "--watch",
-        str(root),
-        "--workers",
-        "2",
-        "--config",
-        str(config),
-        log=tmp_path / "a.log",
-        env=env,
-    )
+    proc = start_workers(tmp_path, root, 2, config, env)
     workers: list[int] = []
     try:
         wait_until(lambda: notify.has("READY=1"), timeout=30)
@@ -227,17 +218,7 @@ def test_each_worker_serves_prometheus_on_its_own_port(tmp_path: Path) -> None:
     root = tmp_path / "root"
     port = free_port_pair()
     env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
-    proc = start(
-        "run",
-        "--watch",
-        str(root),
-        "--workers",
-        "2",
-        "--config",
-        "/dev/null",
-        log=tmp_path / "a.log",
-        env=env,
-    )
+    proc = start_workers(tmp_path, root, 2, env=env)
     try:
         for i in range(10):
             drop(root, f"f{i}.txt", "x\n")
