@@ -233,7 +233,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _supervise(args, config)
     telemetry = Telemetry(config.telemetry, instance_id, worker=worker or 0)
     logmod.configure(config.agent.log_level, stream=log_stream, extra=telemetry.log_processors())
-    telemetry.announce()
+    if not worker:  # said once, not by every worker
+        telemetry.announce()
     if args.command == "process":
         try:
             show = bool(args.output) and console.interactive(sys.stdout, quiet=args.quiet)

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+from foldermon.telemetry import ENABLE_HINT
 from notifysock import NotifySocket
 
 
@@ -75,8 +76,9 @@ def test_workers_drain_a_backlog_each_file_once(tmp_path: Path) -> None:
     by = processed_by(tmp_path / "run.log")
     assert sorted(by) == names
     assert all(len(instances) == 1 for instances in by.values())
-    starts = [r for r in log_records(tmp_path / "run.log") if r.get("event") == "worker started"]
-    assert len({r["pid"] for r in starts}) == 3
+    records = log_records(tmp_path / "run.log")
+    assert len({r["pid"] for r in records if r.get("event") == "worker started"}) == 3
+    assert [r.get("event") for r in records].count(ENABLE_HINT) == 1  # said once, not per worker
     assert len({i for instances in by.values() for i in instances}) >= 2
 
 
