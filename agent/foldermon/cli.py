@@ -243,13 +243,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             telemetry.shutdown()
     show = args.once and worker is None and console.interactive(sys.stdout, quiet=args.quiet)
     with console.FilesProgress() if show else contextlib.nullcontext() as progress:
+        notifier = Notifier.from_environ()
         agent = Agent(
             lambda: load_config(args, registry),
             registry,
             telemetry,
             instance_id=instance_id,
             once=args.once,
-            progress=ProgressReporter(Notifier.from_environ()) if os.environ.get(PROGRESS_ENV) else progress,
+            notifier=notifier,
+            progress=ProgressReporter(notifier) if os.environ.get(PROGRESS_ENV) else progress,
             # The folder gauges are the same for every worker: one of them reports them.
             queue_gauges=not worker,
         )

@@ -18,7 +18,6 @@ use every core where one Python process would use one. This process does no queu
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import secrets
@@ -36,7 +35,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from foldermon import log as logmod
-from foldermon.queue.layout import Layout, input_names
+from foldermon.queue.layout import Layout, claimed_names, input_names
 from foldermon.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -337,10 +336,8 @@ class Supervisor:
     def _count_total(self, progress: Progress) -> None:
         """Every input seen waiting or claimed so far: grows as files keep arriving."""
         for layout in self.layouts:
-            self._seen.update((layout.root, name) for name in input_names(layout.unprocessed))
-            for instance in input_names(layout.underprocess):
-                with contextlib.suppress(OSError):  # not a folder, or gone with a recovery
-                    self._seen.update((layout.root, n) for n in input_names(layout.underprocess / instance))
+            for name in (*input_names(layout.unprocessed), *claimed_names(layout)):
+                self._seen.add((layout.root, name))
         total = max(len(self._seen), self._done)
         if total > self._counted_total:
             progress.add_total(total - self._counted_total)

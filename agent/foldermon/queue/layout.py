@@ -83,14 +83,19 @@ def input_names(folder: Path) -> list[str]:
         return []
 
 
-def claimed_count(layout: Layout) -> int:
-    """Inputs claimed by any instance: the sum over ``underprocess/<instance>/`` folders."""
-    total = 0
+def claimed_names(layout: Layout) -> list[str]:
+    """Inputs claimed by any instance: the names in every ``underprocess/<instance>/`` folder."""
+    names: list[str] = []
     for entry in input_names(layout.underprocess):
         folder = layout.underprocess / entry
         if folder.is_dir() and not folder.is_symlink():
-            total += len(input_names(folder))
-    return total
+            names += input_names(folder)
+    return names
+
+
+def claimed_count(layout: Layout) -> int:
+    """How many inputs are claimed by any instance."""
+    return len(claimed_names(layout))
 
 
 def oldest_age(folder: Path, names: list[str], now: float) -> float | None:
