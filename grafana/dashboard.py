@@ -232,8 +232,9 @@ def overview_stats(grid: Layout) -> None:
         (
             "Files in failed/",
             (
-                "Inputs that exhausted their attempts. Each has <name>.error.json beside it with the "
-                "error and the trace id; fix the cause, then move the file back to unprocessed/."
+                "Inputs that exhausted their attempts. `foldermon-agent failed` lists each with its "
+                "error and trace id (from failed/.<name>.error.json); fix the cause, then "
+                "`foldermon-agent retry NAME`."
             ),
             f'sum(foldermon_queue_depth{{{SEL}, foldermon_queue_state="failed"}})',
             "none",

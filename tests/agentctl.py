@@ -92,10 +92,8 @@ def inputs(folder: Path) -> list[str]:
 
 
 def census(root: Path) -> dict[str, list[str]]:
-    """Inputs per state; error records in failed/ are not inputs."""
-    found = {state: inputs(root / state) for state in STATES}
-    found["failed"] = [n for n in found["failed"] if not n.endswith(".error.json")]
-    return found
+    """Inputs per state (error records in failed/ are dotfiles, never inputs)."""
+    return {state: inputs(root / state) for state in STATES}
 
 
 def wait_until(

@@ -7,17 +7,22 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from foldermon import log as logmod
 from foldermon.config import Config
-from foldermon.errors import InputRejectedError, ProcessorError
+from foldermon.deadline import Alarm, DrainExpired, FileTimeLimit
+from foldermon.errors import InputRejectedError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
+from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.layout import make_dir
-from foldermon.queue.lifecycle import Claim, OutputTarget, Queue, fail_record
+from foldermon.queue.lifecycle import Claim, Queue
+from foldermon.queue.output import OutputTarget
+from foldermon.queue.records import fail_record
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
@@ -37,6 +42,7 @@ class Outcome:
     released: bool = False
     lines_in: int = 0
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
+    finish_only: bool = False  # the output is published: the retry only finishes the input
 
 
 def describe(exc: BaseException) -> str:
@@ -62,11 +68,12 @@ class _Run:
 
 @dataclass(frozen=True, slots=True)
 class Produced:
-    """An attempt whose output is renamed into place, not yet durable; its input is still claimed."""
+    """An attempt whose output is published, not yet durable; its input is still claimed."""
 
     attempt: Attempt
     run: _Run
     result: StreamResult
+    output: Path
 
     def complete(self, commit_error: OSError | None) -> Outcome:
         """After the fsync of the output folder (or its failure): finish the input, end the span."""
@@ -84,6 +91,7 @@ class Attempt:
         *,
         instance_id: str,
         keep_going: Callable[[], bool],
+        alarm: Alarm,
         wall_clock: Callable[[], float] = time.time,
         exact_lines: bool = False,
     ) -> None:
@@ -92,15 +100,16 @@ class Attempt:
         self.telemetry = telemetry
         self.instance_id = instance_id
         self.keep_going = keep_going
+        self.alarm = alarm
         self._wall = wall_clock
         self.exact_lines = exact_lines
 
     def run(self, queue: Queue, claim: Claim, log: logmod.Logger) -> Outcome | Produced:
         """Run the pipeline into the output; a success comes back as Produced, to be completed.
 
-        The output is renamed into place but its folder is not yet fsynced: the caller fsyncs
-        it once for a batch of files, then completes each (finish), so a backlog of small files
-        pays one output-folder fsync per batch instead of one per file.
+        The output is published but its folder is not yet fsynced: the caller fsyncs it once
+        for a batch of files, then completes each (finish), so a backlog of small files pays
+        one output-folder fsync per batch instead of one per file.
         """
         tel = self.telemetry
         root = str(queue.layout.root)
@@ -120,42 +129,76 @@ class Attempt:
         run = _Run(queue, claim, queue.output_target(claim), pipeline, span, started, start_ns, log)
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             try:
-                produced = self._produce(claim, run.target, pipeline, span)
-                os.rename(run.target.tmp, run.target.final)
-            except InterruptedError:
+                with self.alarm.interruptible(self.config.pipeline.max_file_seconds):
+                    produced = self._produce(claim, run.target, pipeline, span)
+                output = run.target.publish()
+            except (InterruptedError, DrainExpired):
                 run.target.tmp.unlink(missing_ok=True)
                 queue.release(claim)
                 log.info("file released for another run", reason="shutdown deadline")
                 outcome = Outcome("retry", released=True)
+            except FileTimeLimit:
+                stage = pipeline.active_stage()
+                exc = ProcessingTimeLimitError(
+                    self.config.pipeline.max_file_seconds,
+                    stage.id if stage else None,
+                    stage.type if stage else None,
+                )
+                outcome = self._error(run, exc)
             except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
                 outcome = self._error(run, exc)
             else:
-                return Produced(self, run, produced)
+                return Produced(self, run, produced, output)
         return self._end(run, outcome)
+
+    def finish_again(self, queue: Queue, claim: Claim, target: OutputTarget, log: logmod.Logger) -> Outcome:
+        """Finish an input whose output is already published, after its finish failed."""
+        try:
+            fsync_dir(target.folder)
+            processed_as = queue.finish(claim, target, sync=False)
+        except OSError as exc:
+            return self._finish_failed(exc, log)
+        log.info("file processed", processed_as=processed_as)
+        root = str(queue.layout.root)
+        self.telemetry.instruments.files.add(
+            1, {"foldermon.outcome": "processed", "foldermon.watch.root": root}
+        )
+        return Outcome("processed")
 
     def complete(self, produced: Produced, commit_error: OSError | None) -> Outcome:
         """Finish a produced input once its output folder is fsynced; a failed fsync fails the attempt."""
         run, result = produced.run, produced.result
         with trace.use_span(run.span, record_exception=False, set_status_on_exception=False):
+            run.span.set_attribute("foldermon.lines.in", result.lines_in)
+            run.span.set_attribute("foldermon.lines.out", result.lines_out)
             try:
                 if commit_error is not None:
-                    raise commit_error  # noqa: TRY301 - fails the attempt like a failed finish
+                    raise commit_error  # handled like a failed finish
                 # The service group-commits finishes (Queue.sync) to save two fsyncs per file.
                 processed_as = run.queue.finish(run.claim, run.target, sync=False)
-            except Exception as exc:  # noqa: BLE001 - retried or quarantined like any failed attempt
-                outcome = self._error(run, exc)
+            except OSError as exc:
+                outcome = self._finish_failed(exc, run.log)
             else:
-                run.span.set_attribute("foldermon.lines.in", result.lines_in)
-                run.span.set_attribute("foldermon.lines.out", result.lines_out)
                 run.log.info(
                     "file processed",
                     processed_as=processed_as,
-                    output=str(run.target.final),
+                    output=str(produced.output),
                     lines_in=result.lines_in,
                     lines_out=result.lines_out,
                 )
                 outcome = Outcome("processed", lines_in=result.lines_in)
         return self._end(run, outcome)
+
+    def _finish_failed(self, exc: OSError, log: logmod.Logger) -> Outcome:
+        """The output is published, so the input must end in processed/: retry the finish alone,
+        without counting an attempt, however long it takes (and never quarantine it)."""
+        delay = self.config.retry.backoff
+        log.warning(
+            "output published but the input could not be finished; will retry",
+            error=describe(exc),
+            retry_in=delay,
+        )
+        return Outcome("retry", retry_in=delay, counted=False, finish_only=True)
 
     def _error(self, run: _Run, exc: Exception) -> Outcome:
         run.target.tmp.unlink(missing_ok=True)
@@ -207,7 +250,8 @@ class Attempt:
             return Outcome("retry", retry_in=delay, counted=not environment, exact=exact)
         record = fail_record(
             exc,
-            claim,
+            claim.attempt,
+            claim.first_attempt,
             now=self._wall(),
             instance=self.instance_id,
             processor_id=getattr(exc, "processor_id", None),

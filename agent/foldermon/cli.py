@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from foldermon import __version__, console
+from foldermon import __version__, console, early
 from foldermon import config as cfg
 from foldermon import log as logmod
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
@@ -184,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         args = _legacy(args, parser)
+    if args.command != "run":
+        early.restore()  # only the agent defers early signals
     for key in ("config", "output_dir", "trace", "log_level", "quiet"):
         if not hasattr(args, key):
             setattr(args, key, None)

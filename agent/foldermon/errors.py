@@ -46,3 +46,13 @@ class ProcessorError(FoldermonError):
         self.line = line
         at = f" at line {line}" if line is not None else ""
         super().__init__(f"processor {processor_id!r} ({processor_type}) failed{at}")
+
+
+class ProcessingTimeLimitError(FoldermonError):
+    """A file took longer than ``[pipeline] max_file_seconds``; ``processor_id`` names the one running."""
+
+    def __init__(self, limit: float, processor_id: str | None, processor_type: str | None) -> None:
+        self.processor_id = processor_id
+        self.processor_type = processor_type
+        running = f" while processor {processor_id!r} ({processor_type}) was running" if processor_id else ""
+        super().__init__(f"processing took longer than max_file_seconds ({limit:g} s){running}")

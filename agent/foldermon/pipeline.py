@@ -64,7 +64,7 @@ class Pipeline:
     exception.
     """
 
-    __slots__ = ("_clock", "_counters", "_fed", "stages")
+    __slots__ = ("_active", "_clock", "_counters", "_fed", "stages")
 
     def __init__(self, stages: Sequence[Stage], clock: Callable[[], float] = time.perf_counter) -> None:
         """Run ``stages`` in order; ``clock`` times each processor call."""
@@ -72,6 +72,7 @@ class Pipeline:
         self._counters = tuple(_Counters() for _ in self.stages)
         self._clock = clock
         self._fed = 0
+        self._active = -1
 
     @property
     def lines_fed(self) -> int:
@@ -128,6 +129,10 @@ class Pipeline:
             out.extend(self._run(self._flush(index), index + 1, None))
         return out
 
+    def active_stage(self) -> Stage | None:
+        """The stage whose processor is running now (for a pipeline interrupted mid-call)."""
+        return self.stages[self._active] if self._active >= 0 else None
+
     def stats(self) -> list[StageStats]:
         """Return each stage's counters so far, in stage order."""
         return [
@@ -145,6 +150,7 @@ class Pipeline:
     def _step(self, index: int, lines: list[str], number: int | None) -> list[str]:
         stage, counters = self.stages[index], self._counters[index]
         counters.lines_in += len(lines)
+        self._active = index
         start = self._clock()
         try:
             out = stage.processor.process(lines)
@@ -153,11 +159,13 @@ class Pipeline:
             raise ProcessorError(stage.id, stage.type, number) from exc
         finally:
             counters.seconds += self._clock() - start
+        self._active = -1
         counters.lines_out += len(out)
         return out
 
     def _flush(self, index: int) -> list[str]:
         stage, counters = self.stages[index], self._counters[index]
+        self._active = index
         start = self._clock()
         try:
             out = stage.processor.finish()
@@ -166,6 +174,7 @@ class Pipeline:
             raise ProcessorError(stage.id, stage.type, None) from exc
         finally:
             counters.seconds += self._clock() - start
+        self._active = -1
         counters.lines_out += len(out)
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import time
@@ -12,16 +13,18 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
+from foldermon import early
 from foldermon import log as logmod
 from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
+from foldermon.deadline import Alarm
 from foldermon.errors import ConfigError, LifecycleError
 from foldermon.processors import Registry
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import (
-    ERROR_SUFFIX,
     Layout,
+    check_one_filesystem,
     check_writable,
     claimed_count,
     input_names,
@@ -29,12 +32,17 @@ from foldermon.queue.layout import (
 )
 from foldermon.queue.lifecycle import (
     Claim,
+    ClaimFolderGoneError,
+    ClaimResult,
     Directory,
     Exhausted,
+    Held,
     Queue,
     Rejected,
-    fail_record,
+    Unclaimable,
 )
+from foldermon.queue.output import OutputTarget
+from foldermon.queue.records import fail_record, migrate_legacy_records
 from foldermon.sdnotify import Notifier
 from foldermon.telemetry import QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
@@ -50,6 +58,9 @@ _CLAIM_BATCH = 16
 # ... and at most this much input: large files are claimed few at a time, so that the workers
 # of `run --workers` (or other instances) share a backlog of them evenly to the end.
 _CLAIM_BYTES = 1 << 20
+# After the drain deadline, what cannot be interrupted (a hung system call) ends the process
+# this much later: time for the release, the group commit and the telemetry flush.
+_EXIT_GRACE = 15.0
 
 
 @dataclass(slots=True)
@@ -57,7 +68,10 @@ class Root:
     layout: Layout
     queue: Queue
     reported_dirs: set[str] = field(default_factory=set)
-    failed: int = 0  # counted once at start, then kept incrementally (failed/ can grow large)
+    # Names that could not be claimed, with the errno reported (each is reported once).
+    unclaimable: dict[str, int | None] = field(default_factory=dict)
+    # Names arrived while a same-named file is held here (waiting for a retry): claimed after it.
+    blocked: set[str] = field(default_factory=set)
 
 
 class Progress(Protocol):
@@ -83,6 +97,7 @@ class Retry:
     claim: Claim
     counted: bool
     exact: bool = False  # run line by line, to name the line a processor fails on
+    finish: OutputTarget | None = None  # the output is published: only the finish is retried
 
 
 class Agent:
@@ -110,6 +125,7 @@ class Agent:
         self.telemetry = telemetry
         self._clock = clock
         self._wall = wall_clock
+        self.alarm = Alarm(clock)
         self.log = logmod.get(instance=self.instance_id)
         self.roots: list[Root] = []
         # Names to claim, in arrival order, without duplicates. An OrderedDict because names are
@@ -143,27 +159,40 @@ class Agent:
                     self.log.info("watching", root=str(mode.root), mode=mode.mode, reason=mode.reason)
             self._loop()
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                self.alarm.close()
+                faulthandler.cancel_dump_traceback_later()
         return 0
 
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:
             layout = Layout.for_root(root_dir, self.config.output.dir)
+            instance: Instance | None = None
             try:
                 layout.create()
                 check_writable(layout)
                 instance = Instance(layout, self.instance_id)
-            except OSError as exc:
-                raise LifecycleError(f"cannot use watch root {layout.root}: {exc.strerror or exc}") from exc
-            queue = Queue(
-                layout,
-                instance,
-                output_name=self.config.output.name,
-                max_attempts=self.config.retry.max_attempts,
-                wall_clock=self._wall,
-            )
-            failed = sum(1 for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
-            self.roots.append(Root(layout, queue, failed=failed))
+                check_one_filesystem(layout)
+                migrated = migrate_legacy_records(layout)
+                queue = Queue(
+                    layout,
+                    instance,
+                    output_name=self.config.output.name,
+                    max_attempts=self.config.retry.max_attempts,
+                    wall_clock=self._wall,
+                )
+            except (OSError, LifecycleError) as exc:
+                if instance is not None:
+                    instance.close()
+                reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+                raise LifecycleError(f"cannot use watch root {layout.root}: {reason}") from exc
+            if migrated:
+                self.log.info(
+                    "error records of an earlier version renamed", root=str(layout.root), records=migrated
+                )
+            self.roots.append(Root(layout, queue))
             self._recover(self.roots[-1], sweep_temps=True)
         self._zero_counters()
 
@@ -171,13 +200,18 @@ class Agent:
         """Return dead instances' claims: at start, and every rescan so survivors take over a dead host's."""
         layout = root.layout
         report = root.queue.recover(sweep_temps=sweep_temps)
-        if report.returned or report.temps_removed or report.dead_instances:
+        if report.returned or report.finished or report.temps_removed or report.dead_instances:
             self.log.info(
                 "recovered",
                 root=str(layout.root),
                 returned=len(report.returned),
+                finished=report.finished,
                 temps_removed=report.temps_removed,
                 dead_instances=report.dead_instances,
+            )
+        for error in report.errors:
+            self.log.error(
+                "recovery could not finish a published input; will retry", root=str(layout.root), error=error
             )
         self.telemetry.instruments.recovered.add(
             len(report.returned), {"foldermon.watch.root": str(layout.root)}
@@ -202,7 +236,16 @@ class Agent:
     def _shutdown(self) -> None:
         self._group_commit()
         for retry in self._retries:
-            retry.root.queue.release(retry.claim)
+            if retry.finish is None:
+                retry.root.queue.release(retry.claim)
+            else:
+                # Its output is published: released, it would be processed again. Left claimed,
+                # the recovery after this instance finishes it.
+                self.log.warning(
+                    "left claimed for recovery: output published, finish pending",
+                    root=str(retry.root.layout.root),
+                    file=retry.claim.name,
+                )
         self._retries.clear()
         if self._watcher is not None:
             self._watcher.close()
@@ -212,13 +255,24 @@ class Agent:
         self.telemetry.shutdown(timeout=5.0)
 
     def _install_signals(self) -> None:
+        self.alarm.install()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        for signum in early.take():
+            if signum == signal.SIGHUP:
+                self._reload = True
+            else:
+                self._on_stop(signum, None)
 
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
         if self._stop_at is None:
-            self._stop_at = self._clock() + self.config.agent.drain_timeout
+            drain = self.config.agent.drain_timeout
+            self._stop_at = self._clock() + drain
+            # A processor stuck inside one call is interrupted at the deadline; anything that
+            # cannot be interrupted (a hung system call) ends the process shortly after it.
+            self.alarm.drain_by(self._stop_at)
+            faulthandler.dump_traceback_later(drain + _EXIT_GRACE, exit=True)
             self.notifier.stopping("stopping: finishing or releasing the current file")
             self.log.info("stopping", signal=signal.Signals(signum).name)
 
@@ -256,6 +310,7 @@ class Agent:
             first = self._next_listing == 0.0
             self._next_listing = self._clock() + self.config.watch.rescan_interval
             if not first:
+                self._check_layouts()
                 self._recover_all()
             self._list_roots(take_files=self._watcher is None)
         if self._watcher is None:
@@ -270,6 +325,28 @@ class Agent:
         for event in self._watcher.poll(timeout):
             if event.name[:1] != ".":
                 self._pending[(by_root[event.root], event.name)] = None
+
+    def _check_layouts(self) -> None:
+        for root in self.roots:
+            if not root.queue.instance.is_current():
+                self._reopen(root)
+
+    def _reopen(self, root: Root) -> bool:
+        """Make a root's folders and claim folder again after they were removed or replaced."""
+        log = self.log.bind(root=str(root.layout.root))
+        try:
+            root.queue.reopen()
+        except (OSError, LifecycleError) as exc:
+            log.error("watch root unusable; will try again", error=str(exc))
+            return False
+        log.warning("claim folder was gone (root removed or replaced); made the root's folders again")
+        root.unclaimable.clear()
+        root.blocked.clear()
+        # Claims held in the old folder are beyond reach now: their paths lead into the new tree.
+        self._retries = [r for r in self._retries if r.root is not root]
+        if self._watcher is not None:
+            self._watcher.rescan(root.layout.root)
+        return True
 
     def _recover_all(self) -> None:
         for root in self.roots:
@@ -307,6 +384,12 @@ class Agent:
             return False
         retry = self._retries.pop(0)
         log = self.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
+        if retry.finish is not None:
+            finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
+            self._settle(retry.root, retry.claim, finished, retry.finish)
+            if not self._pending:
+                self._group_commit()
+            return True
         if not os.path.lexists(retry.claim.path):
             # Moved on by the failed attempt itself (say, into processed/ before a failed fsync).
             log.warning("claimed file is gone; retry dropped")
@@ -323,7 +406,7 @@ class Agent:
         if isinstance(outcome, Produced):
             self._commit(retry.root, [outcome])
         else:
-            self._settle(retry.root, claim, outcome)
+            self._settle(retry.root, claim, outcome, None)
         if not self._pending:
             self._group_commit()
         return True
@@ -357,6 +440,12 @@ class Agent:
             new = self._load_config()
         except ConfigError as exc:
             self.log.error("reload rejected; the running configuration stays", problems=exc.problems)
+            self.notifier.ready("reload rejected; running with the previous configuration")
+            return
+        except Exception as exc:  # noqa: BLE001 - a reload must never stop the agent
+            self.log.error(
+                "reload rejected; the running configuration stays", problems=[f"{type(exc).__name__}: {exc}"]
+            )
             self.notifier.ready("reload rejected; running with the previous configuration")
             return
         if (new.watch.dirs, new.output.dir, new.agent.workers) != (
@@ -393,16 +482,40 @@ class Agent:
             del self._pending[key]
         return root, [name for _, name in keys]
 
-    def _handle(self, root: Root, names: list[str]) -> None:
+    def _claim(self, root: Root, names: list[str]) -> list[ClaimResult]:
+        index = self.roots.index(root)
         try:
-            results = root.queue.claim_batch(names)
+            return root.queue.claim_batch(names)
+        except ClaimFolderGoneError:
+            if self._reopen(root):
+                for name in names:  # offered again; those that went with the old folder are gone
+                    self._pending[(index, name)] = None
+            return []
         except OSError as exc:
             for name in names:  # every name of the batch was given back (or never moved)
                 self.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
-            return
+            return []
+
+    def _unclaimable(self, root: Root, result: Unclaimable) -> None:
+        if root.unclaimable.get(result.name, -1) != result.error.errno:
+            root.unclaimable[result.name] = result.error.errno
+            self.log.error(
+                "cannot claim file; left in place and tried again at each scan",
+                root=str(root.layout.root),
+                file=result.name,
+                error=result.error.strerror or str(result.error),
+            )
+
+    def _handle(self, root: Root, names: list[str]) -> None:
+        results = self._claim(root, names)
         group: list[Produced] = []
         for result in results:
-            if isinstance(result, Claim):
+            if isinstance(result, Held):
+                root.blocked.add(result.name)
+            elif isinstance(result, Unclaimable):
+                self._unclaimable(root, result)
+            elif isinstance(result, Claim):
+                root.unclaimable.pop(result.name, None)
                 if self.stopping:
                     root.queue.release(result)
                     continue
@@ -413,11 +526,10 @@ class Agent:
                         self._commit(root, group)
                         group = []
                 else:
-                    self._settle(root, result, outcome)
+                    self._settle(root, result, outcome, None)
             elif isinstance(result, Directory):
                 self._report_dir(root, result.name)
             elif isinstance(result, Rejected):
-                root.failed += 1
                 self.done["failed"] += 1
                 self.progress.file_done("failed", 0)
                 self.log.error(
@@ -434,7 +546,9 @@ class Agent:
             f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
             "quarantined so it cannot crash-loop the agent"
         )
-        record = fail_record(RuntimeError(message), result, now=self._wall(), instance=self.instance_id)
+        record = fail_record(
+            RuntimeError(message), result.attempts, None, now=self._wall(), instance=self.instance_id
+        )
         record["error_type"] = "AttemptsExhausted"
         log = self.log.bind(root=str(root.layout.root), file=result.name)
         try:
@@ -443,7 +557,6 @@ class Agent:
             # Still claimed by this instance; the next start's recovery offers it again.
             log.error("quarantine failed", error=str(exc))
             return
-        root.failed += 1
         self.done["failed"] += 1
         self.progress.file_done("failed", 0)
         self._drop_marker(root, result.name)
@@ -457,16 +570,19 @@ class Agent:
             log.warning(
                 "could not record the active file; a crash now would not count its attempt", error=str(exc)
             )
-        attempt = Attempt(
+        return self._new_attempt(exact=exact).run(root.queue, claim, log)
+
+    def _new_attempt(self, *, exact: bool = False) -> Attempt:
+        return Attempt(
             self.config,
             self.registry,
             self.telemetry,
             instance_id=self.instance_id,
             keep_going=self._keep_going,
+            alarm=self.alarm,
             wall_clock=self._wall,
             exact_lines=exact,
         )
-        return attempt.run(root.queue, claim, log)
 
     def _commit(self, root: Root, group: list[Produced]) -> None:
         """fsync the output folder once for a group of produced files, then finish each of them.
@@ -483,20 +599,23 @@ class Agent:
             error = exc
         for produced in group:
             outcome = produced.complete(error)
-            self._finished_unsynced += outcome.outcome == "processed"
-            self._settle(root, produced.run.claim, outcome)
+            self._settle(root, produced.run.claim, outcome, produced.run.target)
 
-    def _settle(self, root: Root, claim: Claim, result: Outcome) -> None:
+    def _settle(self, root: Root, claim: Claim, result: Outcome, target: OutputTarget | None) -> None:
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
-            retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact)
+            finish = target if result.finish_only else None
+            retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact, finish)
             self._retries.append(retry)
             self._retries.sort(key=lambda r: r.due)
-        elif not result.released:
+            return
+        if not result.released:
             self._drop_marker(root, claim.name)
             self.done[result.outcome] += 1
-            if result.outcome == "failed":
-                root.failed += 1
+            self._finished_unsynced += result.outcome == "processed"
+        if claim.name in root.blocked:  # a same-named file waited for this one to leave
+            root.blocked.discard(claim.name)
+            self._pending[(self.roots.index(root), claim.name)] = None
 
     def _queue_samples(self) -> list[QueueSample]:
         """Queue depths for the gauges; called from the metrics thread."""
@@ -508,7 +627,7 @@ class Agent:
             depths = {
                 "unprocessed": len(waiting),
                 "underprocess": claimed_count(layout),
-                "failed": root.failed,
+                "failed": len(input_names(layout.failed)),
             }
             samples.append(QueueSample(str(layout.root), depths, age))
         return samples

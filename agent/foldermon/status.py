@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, claimed_count, input_names, oldest_age
+from foldermon.queue.layout import Layout, claimed_count, input_names, oldest_age
+from foldermon.queue.records import read_record
 from foldermon.queue.requeue import failed_inputs
 
 
-def _record(failed: Path, name: str) -> dict[str, Any]:
-    try:
-        record = json.loads((failed / (name + ERROR_SUFFIX)).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    # Edited by hand, a record may be any JSON: one bad record must not break status.
-    return record if isinstance(record, dict) else {}
-
-
 def _failed_reason(failed: Path, name: str) -> str:
-    record = _record(failed, name)
+    record = read_record(failed, name)
     if not record:
         return "no error record"
     return f"{record.get('error_type', 'Error')}: {record.get('message', '')}"
@@ -31,7 +22,7 @@ def failed_files(layout: Layout) -> list[dict[str, Any]]:
     """Each quarantined input with its reason, attempts, trace id and time, for ``failed``."""
     files = []
     for name in failed_inputs(layout):
-        record = _record(layout.failed, name)
+        record = read_record(layout.failed, name)
         files.append(
             {
                 "name": name,

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from foldermon import early
 from foldermon import log as logmod
 from foldermon.queue.layout import Layout, claimed_names, input_names
 from foldermon.sdnotify import Notifier
@@ -49,6 +50,8 @@ PROGRESS_ENV = "FOLDERMON_WORKER_PROGRESS"
 PROGRESS_FIELD = "X_FOLDERMON_FILE"
 # Like systemd's RestartSec: a worker that dies at once every time does not spin.
 RESTART_DELAY = 1.0
+# Workers end themselves at most 15 s after their drain; this much later they are killed.
+KILL_GRACE = 25.0
 _TICK = 0.2
 _PR_SET_PDEATHSIG = 1
 _UCRED = struct.Struct("iII")  # the sender's pid, uid and gid
@@ -131,6 +134,7 @@ class Supervisor:
         self.code = 0
         self._stopping = False
         self._stop_signal: int | None = None
+        self._kill_at: float | None = None
         self._reload = False
         self._announced = False
         self._status_at = 0.0
@@ -153,6 +157,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        for signum in early.take():
+            if signum == signal.SIGHUP:
+                self._reload = True
+            else:
+                self._stop_signal = signum
         try:
             for worker in self.workers:
                 self._start(worker)
@@ -168,6 +177,7 @@ class Supervisor:
                     self._forward_reload()
                 self._restart_due()
                 self._health()
+                self._kill_overdue()
         finally:
             self._kill_leftovers()
             for worker in self.workers:
@@ -279,11 +289,22 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = True
+        self._kill_at = self._clock() + self.drain_timeout + KILL_GRACE
         self.notifier.stopping("stopping: the workers finish or release their current files")
         self._signal_all(signal.SIGTERM)
 
     def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
         self._reload = True
+
+    def _kill_overdue(self) -> None:
+        """A worker still running well past its drain (it bounds itself; this is the backstop)."""
+        if self._kill_at is None or self._clock() < self._kill_at:
+            return
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                self.log.error("worker did not stop in time; killed", worker=worker.index)
+                worker.proc.kill()
+        self._kill_at = None
 
     def _forward_reload(self) -> None:
         self._reload = False
@@ -303,7 +324,7 @@ class Supervisor:
         alive = [w.proc for w in self.workers if w.proc is not None]
         for proc in alive:
             proc.send_signal(signal.SIGTERM)
-        deadline = self._clock() + self.drain_timeout + 5
+        deadline = self._clock() + self.drain_timeout + KILL_GRACE
         for proc in alive:
             try:
                 proc.wait(max(0.1, deadline - self._clock()))

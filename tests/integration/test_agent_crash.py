@@ -70,7 +70,7 @@ def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_
         "processed": ["fine.txt"],
         "failed": ["poison.txt"],
     }
-    record = json.loads((root / "failed" / "poison.txt.error.json").read_text())
+    record = json.loads((root / "failed" / ".poison.txt.error.json").read_text())
     assert record["error_type"] == "AttemptsExhausted"
     assert record["attempts"] == 2
 
@@ -88,7 +88,7 @@ def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path)
     assert result.returncode == 0
     assert census(root)["failed"] == ["bad.txt"]
     assert census(root)["processed"] == ["good.txt"]
-    record = json.loads((root / "failed" / "bad.txt.error.json").read_text())
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
     assert record["attempts"] == 3
     assert record["line"] == 2  # every retry after the batched first attempt runs line by line
     assert record["processor_id"] == "picky"
@@ -104,7 +104,7 @@ def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None
     config = write_config(tmp_path / "l.toml", "[pipeline]\nmax_line_bytes = 1000\n")
     drop(root, "long.txt", "x" * 5000 + "\nshort\n")
     assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
-    record = json.loads((root / "failed" / "long.txt.error.json").read_text())
+    record = json.loads((root / "failed" / ".long.txt.error.json").read_text())
     assert record["error_type"] == "LineTooLongError"
     assert record["attempts"] == 1
 
@@ -116,25 +116,28 @@ def _dead_instance(root: Path, name: str = "deadhost-1-abcdef") -> Path:
     return folder
 
 
-def test_recovery_returns_dead_claims_and_replaces_interrupted_output(tmp_path: Path) -> None:
-    """A crash between commit and finish: the input is reclaimed and its output replaced, not duplicated."""
+def test_recovery_returns_dead_claims_and_never_replaces_an_output(tmp_path: Path) -> None:
+    """A dead instance's claim comes back and is processed; an output already under its name that
+    nothing proves to be its own (no published temp output of that instance) is kept, and the
+    new output takes the next name."""
     root = tmp_path / "root"
     for d in ("unprocessed", "processed", "failed", "output"):
         (root / d).mkdir(parents=True)
     folder = _dead_instance(root)
     (folder / "data.txt").write_text("hello\n")
-    (root / "output" / "data_processed.txt").write_text("stale content from the interrupted attempt\n")
+    (root / "output" / "data_processed.txt").write_text("an older output\n")
     (root / "output" / ".foldermon-deadhost-1-abcdef-data_processed.txt.tmp").write_text("half")
     result = run_cli("run", "--watch", str(root), "--once")
     assert result.returncode == 0
     assert census(root) == {
         "unprocessed": [],
         "underprocess": [],
-        "processed": ["data.txt"],
+        "processed": ["data.1.txt"],
         "failed": [],
     }
-    assert os.listdir(root / "output") == ["data_processed.txt"]
-    assert (root / "output" / "data_processed.txt").read_text() == "hello\n"
+    assert sorted(os.listdir(root / "output")) == ["data_processed.1.txt", "data_processed.txt"]
+    assert (root / "output" / "data_processed.txt").read_text() == "an older output\n"
+    assert (root / "output" / "data_processed.1.txt").read_text() == "hello\n"
     assert not folder.exists()
 
 
@@ -172,7 +175,7 @@ def test_symlink_is_quarantined_and_its_target_never_touched(tmp_path: Path) -> 
         before.st_mtime_ns,
         "do not read\n",
     )
-    assert "symbolic link" in json.loads((root / "failed" / "link.txt.error.json").read_text())["message"]
+    assert "symbolic link" in json.loads((root / "failed" / ".link.txt.error.json").read_text())["message"]
 
 
 def test_fifo_is_quarantined_without_blocking(tmp_path: Path) -> None:

@@ -96,10 +96,10 @@ def test_a_killed_worker_is_started_again_and_a_poison_file_quarantined(tmp_path
         drop(root, "poison.txt", "fine\nPOISON\n")
         for i in range(20):
             drop(root, f"ok{i:02}.txt", f"line {i}\n")
-        wait_until((root / "failed" / "poison.txt.error.json").exists, timeout=60)
+        wait_until((root / "failed" / ".poison.txt.error.json").exists, timeout=60)
         wait_until(lambda: len(census(root)["processed"]) == 20, timeout=30)
         assert proc.poll() is None
-        record = json.loads((root / "failed" / "poison.txt.error.json").read_text())
+        record = json.loads((root / "failed" / ".poison.txt.error.json").read_text())
         assert record["attempts"] == 3
         killed = [r for r in log_records(log) if r.get("event") == "worker killed; starting it again"]
         assert len(killed) == 3

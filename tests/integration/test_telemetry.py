@@ -179,7 +179,7 @@ def test_failed_file_span_has_error_status_and_its_trace_id_is_in_the_record(
     assert span["status_code"] == 2
     assert span["attributes"]["foldermon.outcome"] == "failed"
     assert any(e["name"] == "exception" for e in span["events"])
-    record = json.loads((root / "failed" / "bad.txt.error.json").read_text())
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
     assert record["trace_id"] == span["trace_id"]
 
 

@@ -17,8 +17,16 @@ import inotify_simple
 import pytest
 
 from foldermon.queue import Claim, Instance, Layout, Queue, new_instance_id
-from foldermon.queue.layout import ERROR_SUFFIX, LOCK_NAME
-from foldermon.queue.lifecycle import Directory, Exhausted, Rejected, counter_name
+from foldermon.queue.counter import counter_name
+from foldermon.queue.layout import LOCK_NAME, record_name
+from foldermon.queue.lifecycle import (
+    ClaimFolderGoneError,
+    Directory,
+    Exhausted,
+    Held,
+    Rejected,
+    Unclaimable,
+)
 
 # Instance ids have the shape new_instance_id() gives (host-pid-random): temp outputs are
 # matched to their owner by it.
@@ -266,7 +274,7 @@ def test_claim_rejects_a_symlink_into_failed_with_a_record(layout: Layout, queue
     result = queue.claim("link.txt")
     assert isinstance(result, Rejected)
     assert (layout.failed / "link.txt").is_symlink()
-    assert read_json(layout.failed / ("link.txt" + ERROR_SUFFIX))["error_type"] == "InputRejected"
+    assert read_json(layout.failed / record_name("link.txt"))["error_type"] == "InputRejected"
     assert target.read_bytes() == b"secret"
 
 
@@ -287,7 +295,7 @@ def test_claim_rejects_a_fifo_without_opening_it(layout: Layout, queue: Queue) -
     assert isinstance(result, Rejected)
     assert "FIFO" in result.reason
     assert stat.S_ISFIFO(os.lstat(layout.failed / "pipe").st_mode)
-    assert (layout.failed / ("pipe" + ERROR_SUFFIX)).exists()
+    assert (layout.failed / record_name("pipe")).exists()
 
 
 def test_claim_rejects_a_name_too_long_for_its_output_under_a_shorter_name(
@@ -299,23 +307,62 @@ def test_claim_rejects_a_name_too_long_for_its_output_under_a_shorter_name(
     result = queue.claim(name)
     assert isinstance(result, Rejected)
     assert "name too long (240 bytes)" in result.reason
-    assert "at most 236 bytes" in result.reason  # 236 + len(".error.json") + room for ".N" = 255
-    (stored,) = [n for n in os.listdir(layout.failed) if not n.endswith(ERROR_SUFFIX)]
+    assert "at most 235 bytes" in result.reason  # "." + 235 + len(".error.json") + room for ".N" = 255
+    (stored,) = [n for n in os.listdir(layout.failed) if not n.startswith(".")]
     assert len(stored.encode()) < 200
     assert (layout.failed / stored).read_bytes() == b"kept\n"
-    record = read_json(layout.failed / (stored + ERROR_SUFFIX))
+    record = read_json(layout.failed / record_name(stored))
     assert (record["file"], record["failed_name"], record["error_type"]) == (name, stored, "InputRejected")
 
 
-def test_a_long_name_that_fits_gets_a_temp_output_named_by_a_digest(layout: Layout, queue: Queue) -> None:
-    """230 bytes fits every derived name, but not the temp output's usual one: that one is a digest."""
+def test_a_long_name_that_fits_gets_a_short_temp_output(layout: Layout, queue: Queue) -> None:
+    """230 bytes fits every derived name; the temp output is named by the input's identity, short."""
     name = "n" * 226 + ".txt"
     drop(layout, name)
     target = queue.output_target(claimed(queue, name))
-    assert target.final.name == "n" * 226 + "_processed.txt"
+    assert target.name == "n" * 226 + "_processed.txt"
     assert target.tmp.name.startswith(f".foldermon-{ME}-")
     assert len(target.tmp.name.encode()) < 100
     target.tmp.write_bytes(b"fits\n")  # a real create: the name is accepted by the filesystem
+    assert target.publish().name == target.name
+
+
+def test_claim_of_a_name_already_held_waits(layout: Layout, queue: Queue) -> None:
+    """A new file under the name of one this instance holds (waiting for a retry) is not claimed yet."""
+    drop(layout, "data.txt", b"first")
+    first = claimed(queue, "data.txt")
+    drop(layout, "data.txt", b"second")
+    assert queue.claim("data.txt") == Held("data.txt")
+    assert (layout.unprocessed / "data.txt").read_bytes() == b"second"
+    assert first.path.read_bytes() == b"first"
+    queue.release(first)
+    assert (layout.unprocessed / "data.1.txt").read_bytes() == b"first"
+
+
+def test_a_name_that_cannot_be_claimed_never_holds_back_the_others(layout: Layout, queue: Queue) -> None:
+    """Each name of a batch has its own outcome: one refused rename leaves the rest claimed."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        drop(layout, name)
+    (queue.instance.dir / "b.txt").mkdir()  # renaming a file onto a folder fails (EISDIR)
+    results = queue.claim_batch(["a.txt", "b.txt", "c.txt"])
+    assert [type(r).__name__ for r in results] == ["Unclaimable", "Claim", "Claim"]
+    assert isinstance(results[0], Unclaimable)
+    assert results[0].name == "b.txt"
+    assert (layout.unprocessed / "b.txt").is_file()
+
+
+def test_claim_says_when_its_claim_folder_is_gone_and_reopen_makes_it_again(
+    layout: Layout, queue: Queue
+) -> None:
+    """A root removed and made again: the claim is not mistaken for a lost race."""
+    shutil.rmtree(layout.root)
+    layout.unprocessed.mkdir(parents=True)
+    drop(layout, "data.txt")
+    with pytest.raises(ClaimFolderGoneError):
+        queue.claim("data.txt")
+    queue.reopen()
+    assert queue.instance.is_current()
+    assert isinstance(queue.claim("data.txt"), Claim)
 
 
 def test_claim_leaves_a_directory_in_place(layout: Layout, queue: Queue) -> None:
@@ -338,7 +385,9 @@ def test_claim_after_max_attempts_crashes_returns_exhausted(
         die(instance)
     queue = make_queue(layout, open_instance("host-9-dddddd"))
     queue.recover()
-    assert queue.claim("poison.txt") == Exhausted("poison.txt", 3)
+    result = queue.claim("poison.txt")
+    assert isinstance(result, Exhausted)
+    assert (result.name, result.attempts) == ("poison.txt", 3)
 
 
 def test_exhausted_input_can_be_failed(layout: Layout, open_instance: OpenInstance) -> None:
@@ -415,7 +464,7 @@ def test_output_target_uses_the_template_name(layout: Layout, queue: Queue) -> N
     """With processed/ free of the name, the output is {stem}_processed{suffix} with n 0."""
     drop(layout, "data.txt")
     target = queue.output_target(claimed(queue, "data.txt"))
-    assert (target.final, target.n) == (layout.output_dir / "data_processed.txt", 0)
+    assert (target.folder / target.name, target.n) == (layout.output_dir / "data_processed.txt", 0)
 
 
 def test_output_target_temp_is_a_dotfile_beside_the_output(layout: Layout, queue: Queue) -> None:
@@ -433,7 +482,9 @@ def test_output_target_picks_suffix_n_when_processed_holds_the_name(layout: Layo
     (layout.processed / "data.1.txt").write_bytes(b"older")
     drop(layout, "data.txt")
     target = queue.output_target(claimed(queue, "data.txt"))
-    assert (target.final, target.n) == (layout.output_dir / "data_processed.2.txt", 2)
+    assert target.n == 2
+    target.tmp.write_bytes(b"out")
+    assert target.publish() == layout.output_dir / "data_processed.2.txt"
 
 
 @pytest.mark.parametrize(
@@ -466,45 +517,66 @@ def test_finish_moves_the_input_to_processed_and_drops_its_counter(layout: Layou
 
 
 def test_finish_suffixes_a_name_taken_in_processed_meanwhile(layout: Layout, queue: Queue) -> None:
-    """When processed/ gains the name after output_target, input and output both get suffix 1."""
+    """When processed/ gains the name after the output is published, the input gets suffix 1."""
     drop(layout, "data.txt", b"mine")
     claim = claimed(queue, "data.txt")
     target = queue.output_target(claim)
-    target.final.write_bytes(b"my output")
+    target.tmp.write_bytes(b"my output")
+    output = target.publish()
     (layout.processed / "data.txt").write_bytes(b"theirs")
     assert queue.finish(claim, target) == "data.1.txt"
     assert (layout.processed / "data.txt").read_bytes() == b"theirs"
     assert (layout.processed / "data.1.txt").read_bytes() == b"mine"
-    assert (layout.output_dir / "data_processed.1.txt").read_bytes() == b"my output"
+    assert output.read_bytes() == b"my output"
 
 
-def test_finish_skips_every_name_taken_in_processed_meanwhile(layout: Layout, queue: Queue) -> None:
-    """When names 0 and 1 are both taken after output_target, finish() uses 2 and clobbers nothing."""
-    drop(layout, "data.txt", b"mine")
+def test_finish_removes_the_temp_name_once_durable(layout: Layout, queue: Queue) -> None:
+    """After finish() the output keeps only its final name; with sync=False only after sync()."""
+    drop(layout, "data.txt")
     claim = claimed(queue, "data.txt")
     target = queue.output_target(claim)
-    target.final.write_bytes(b"my output")
-    (layout.processed / "data.txt").write_bytes(b"first")
-    (layout.processed / "data.1.txt").write_bytes(b"second")
-    (layout.output_dir / "data_processed.1.txt").write_bytes(b"second output")
-    assert queue.finish(claim, target) == "data.2.txt"
-    assert (layout.processed / "data.2.txt").read_bytes() == b"mine"
-    assert (layout.output_dir / "data_processed.2.txt").read_bytes() == b"my output"
-    assert (layout.output_dir / "data_processed.1.txt").read_bytes() == b"second output"
+    target.tmp.write_bytes(b"out")
+    output = target.publish()
+    queue.finish(claim, target, sync=False)
+    assert target.committed()
+    queue.sync()
+    assert not target.tmp.exists()
+    assert output.stat().st_nlink == 1
+
+
+def test_publish_never_replaces_an_output(layout: Layout, queue: Queue) -> None:
+    """A name taken meanwhile (another instance, another root, the template) keeps its content."""
+    drop(layout, "data.txt")
+    target = queue.output_target(claimed(queue, "data.txt"))
+    (layout.output_dir / "data_processed.txt").write_bytes(b"someone else's")
+    (layout.output_dir / "data_processed.1.txt").write_bytes(b"another")
+    target.tmp.write_bytes(b"mine")
+    assert target.publish() == layout.output_dir / "data_processed.2.txt"
+    assert (layout.output_dir / "data_processed.txt").read_bytes() == b"someone else's"
+    assert (layout.output_dir / "data_processed.1.txt").read_bytes() == b"another"
+    assert target.committed()
+
+
+def test_output_target_skips_names_taken_by_outputs(layout: Layout, queue: Queue) -> None:
+    """An output already there under n 0 (processed/ pruned, say) makes the input and output use n 1."""
+    (layout.output_dir / "data_processed.txt").write_bytes(b"older output")
+    drop(layout, "data.txt")
+    assert queue.output_target(claimed(queue, "data.txt")).n == 1
 
 
 # -- fail ------------------------------------------------------------------------------------
 
 
 def test_fail_moves_the_input_to_failed_with_its_record(layout: Layout, queue: Queue) -> None:
-    """fail() puts the input in failed/ beside <name>.error.json holding the record."""
+    """fail() puts the input in failed/ beside its dotfile record."""
     drop(layout, "data.txt")
     claim = claimed(queue, "data.txt")
     assert queue.fail(claim, {"error_type": "ValueError", "message": "bad"}) == "data.txt"
-    record = read_json(layout.failed / ("data.txt" + ERROR_SUFFIX))
+    record = read_json(layout.failed / record_name("data.txt"))
     assert (layout.failed / "data.txt").exists()
     assert record["error_type"] == "ValueError"
     assert (record["file"], record["failed_name"], record["failed_at"]) == ("data.txt", "data.txt", CLOCK)
+    assert record["failed_at_iso"] == "2023-11-14T22:13:20.000+00:00"
 
 
 def test_fail_drops_the_counter(layout: Layout, queue: Queue) -> None:
@@ -519,30 +591,52 @@ def test_fail_writes_the_record_before_moving_the_input(layout: Layout, queue: Q
     drop(layout, "data.txt")
     claim = claimed(queue, "data.txt")
     with inotify_simple.INotify() as watcher:
-        watcher.add_watch(layout.failed, inotify_simple.flags.MOVED_TO)
+        mask = inotify_simple.flags.MOVED_TO | inotify_simple.flags.CREATE
+        watcher.add_watch(layout.failed, mask)
         queue.fail(claim, {"error_type": "ValueError"})
         arrivals = [event.name for event in watcher.read(timeout=0)]
-    assert arrivals == ["data.txt" + ERROR_SUFFIX, "data.txt"]
+    assert arrivals == [record_name("data.txt"), "data.txt"]
 
 
 def test_fail_suffixes_a_name_taken_in_failed(layout: Layout, queue: Queue) -> None:
     """A clash in failed/ gives the input and its record suffix 1; the earlier pair is untouched."""
     (layout.failed / "data.txt").write_bytes(b"earlier")
-    (layout.failed / ("data.txt" + ERROR_SUFFIX)).write_bytes(b"{}")
+    (layout.failed / record_name("data.txt")).write_bytes(b"{}")
     drop(layout, "data.txt", b"mine")
     assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.1.txt"
     assert (layout.failed / "data.txt").read_bytes() == b"earlier"
-    assert (layout.failed / ("data.txt" + ERROR_SUFFIX)).read_bytes() == b"{}"
+    assert (layout.failed / record_name("data.txt")).read_bytes() == b"{}"
     assert (layout.failed / "data.1.txt").read_bytes() == b"mine"
-    assert read_json(layout.failed / ("data.1.txt" + ERROR_SUFFIX))["failed_name"] == "data.1.txt"
+    assert read_json(layout.failed / record_name("data.1.txt"))["failed_name"] == "data.1.txt"
 
 
-def test_fail_replaces_a_record_left_without_its_input(layout: Layout, queue: Queue) -> None:
-    """A record with no input beside it is from an interrupted fail of this input and is replaced."""
-    (layout.failed / ("data.txt" + ERROR_SUFFIX)).write_bytes(b"{}")
+def test_a_record_never_replaces_an_input_named_like_a_record(layout: Layout, queue: Queue) -> None:
+    """An input called x.error.json and the record of an input x live side by side."""
+    drop(layout, "x.error.json", b"an input")
+    assert queue.fail(claimed(queue, "x.error.json"), {"error_type": "ValueError"}) == "x.error.json"
+    drop(layout, "x", b"another input")
+    assert queue.fail(claimed(queue, "x"), {"error_type": "KeyError"}) == "x"
+    assert (layout.failed / "x.error.json").read_bytes() == b"an input"
+    assert (layout.failed / "x").read_bytes() == b"another input"
+    assert read_json(layout.failed / record_name("x"))["error_type"] == "KeyError"
+    assert read_json(layout.failed / record_name("x.error.json"))["error_type"] == "ValueError"
+
+
+def test_fail_keeps_a_record_left_by_another_input(layout: Layout, queue: Queue) -> None:
+    """A record without its input that belongs to another input is kept; this one takes suffix 1."""
+    (layout.failed / record_name("data.txt")).write_bytes(b'{"identity": "someone else"}')
     drop(layout, "data.txt")
-    assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.txt"
-    assert read_json(layout.failed / ("data.txt" + ERROR_SUFFIX))["error_type"] == "ValueError"
+    assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.1.txt"
+    assert read_json(layout.failed / record_name("data.txt")) == {"identity": "someone else"}
+
+
+def test_fail_takes_over_its_own_record_left_by_an_interrupted_fail(layout: Layout, queue: Queue) -> None:
+    """A record of this same input (same identity) without the input is replaced."""
+    drop(layout, "data.txt")
+    claim = claimed(queue, "data.txt")
+    (layout.failed / record_name("data.txt")).write_text(json.dumps({"identity": claim.identity}))
+    assert queue.fail(claim, {"error_type": "ValueError"}) == "data.txt"
+    assert read_json(layout.failed / record_name("data.txt"))["error_type"] == "ValueError"
 
 
 # -- recover ---------------------------------------------------------------------------------
@@ -594,9 +688,64 @@ def test_recover_removes_temp_outputs_of_a_dead_instance(layout: Layout, queue: 
 
 
 def test_recover_removes_temp_outputs_whose_owner_folder_is_gone(layout: Layout, queue: Queue) -> None:
-    """A temp output of an instance with no claim folder left is removed."""
-    (layout.output_dir / f".foldermon-{OTHER}-a_processed.txt.tmp").write_bytes(b"partial")
+    """A temp output of this root whose instance has no claim folder left is removed."""
+    (layout.output_dir / f".foldermon-{OTHER}-{queue.root_tag}-{'0' * 32}.tmp").write_bytes(b"partial")
     assert queue.recover().temps_removed == 1
+
+
+def test_recover_leaves_temp_outputs_of_another_root_sharing_the_output_folder(
+    tmp_path: Path, layout: Layout, queue: Queue
+) -> None:
+    """An instance of another root writing to the same output folder has no claim folder here:
+    its temp outputs are judged by its own root, never removed from this one."""
+    other = Layout.for_root(tmp_path / "other", layout.output_dir)
+    other.create()
+    other_instance = Instance(other, OTHER)
+    try:
+        other_queue = make_queue(other, other_instance)
+        drop(other, "a.txt")
+        target = other_queue.output_target(claimed(other_queue, "a.txt"))
+        target.tmp.write_bytes(b"in progress")
+        assert queue.recover(sweep_temps=True).temps_removed == 0
+        assert target.tmp.read_bytes() == b"in progress"
+    finally:
+        other_instance.close()
+
+
+def test_recover_finishes_an_input_whose_output_was_published(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """An instance that died between publishing an output and finishing its input: the input goes
+    to processed/ and the output is neither made again nor replaced."""
+    drop(layout, "data.txt", b"line\n")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    claim = claimed(dying, "data.txt")
+    target = dying.output_target(claim)
+    target.tmp.write_bytes(b"output\n")
+    output = target.publish()
+    die(first)
+    queue = make_queue(layout, open_instance(ME))
+    report = queue.recover()
+    assert (report.finished, report.returned) == (["data.txt"], [])
+    assert (layout.processed / "data.txt").read_bytes() == b"line\n"
+    assert sorted(os.listdir(layout.output_dir)) == [output.name]
+    assert output.read_bytes() == b"output\n"
+
+
+def test_recover_returns_an_input_whose_output_was_not_published(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """A finished temp output without its final name is removed and the input processed again."""
+    drop(layout, "data.txt")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    target = dying.output_target(claimed(dying, "data.txt"))
+    target.tmp.write_bytes(b"complete but not published\n")
+    die(first)
+    report = make_queue(layout, open_instance(ME)).recover()
+    assert (report.finished, report.returned, report.temps_removed) == ([], ["data.txt"], 1)
+    assert os.listdir(layout.output_dir) == []
 
 
 def test_recover_removes_a_staging_folder_without_a_lock(layout: Layout, queue: Queue) -> None:

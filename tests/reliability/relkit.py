@@ -187,7 +187,10 @@ def leftovers(root: Path, output: Path | None = None) -> list[str]:
     """Bookkeeping left behind: dotfiles in the queue and output folders, claim folders."""
     found = [f"underprocess/{n}" for n in os.listdir(root / "underprocess")]
     for state in ("unprocessed", "processed", "failed"):
-        found += [f"{state}/{n}" for n in os.listdir(root / state) if n.startswith(".")]
+        names = os.listdir(root / state)
+        # An error record beside its input in failed/ is not a leftover; one without its input is.
+        records = {f".{n}.error.json" for n in names} if state == "failed" else set()
+        found += [f"{state}/{n}" for n in names if n.startswith(".") and n not in records]
     out = output or root / "output"
     found += [f"output/{n}" for n in os.listdir(out) if n.startswith(".")]
     return found

@@ -16,8 +16,9 @@ from agentctl import census, drop, write_config
 
 pytestmark = pytest.mark.real
 
-SYSCALLS = "openat,write,fsync,fdatasync,rename,renameat,renameat2,link,unlink,close,mkdir"
+SYSCALLS = "openat,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,close,mkdir"
 RENAMES = frozenset({"rename", "renameat", "renameat2"})
+LINKS = frozenset({"link", "linkat"})
 FSYNCS = frozenset({"fsync", "fdatasync"})
 WRITE_FLAGS = re.compile(r"\bO_(WRONLY|RDWR)\b")
 GOOD = {f"good{i}.txt": f"good {i}\nsecond line\n".encode() for i in range(4)}
@@ -63,6 +64,8 @@ class Order:
             self.created[call.strings[0]] = os.path.dirname(call.strings[0])
         elif call.name in RENAMES and _under(call.strings[1], *self.scope):
             self._renamed(call, call.strings[0], call.strings[1])
+        elif call.name in LINKS and _under(call.strings[1], *self.scope):
+            self._linked(call, call.strings[0], call.strings[1])
         elif call.name == "unlink":
             self.dirty.discard(call.strings[0])
             self.moved.pop(call.strings[0], None)
@@ -75,17 +78,24 @@ class Order:
             if parent == path:
                 del self.created[folder]
 
+    def _linked(self, call: Call, src: str, dst: str) -> None:
+        """A second name for a file (how final names are taken without replacing): written data first."""
+        if src in self.dirty:
+            self.problems.append(f"#{call.index} {src} linked before it was fsynced")
+        self.moved[dst] = {os.path.dirname(dst)}
+
     def _renamed(self, call: Call, src: str, dst: str) -> None:
         if src in self.dirty:
             self.problems.append(f"#{call.index} {src} renamed before it was fsynced")
             self.dirty.discard(src)
         elif os.path.basename(src).endswith(".tmp"):
             self.renamed_written += 1
-        if self.moved.get(src):
+        parent = os.path.dirname(dst)
+        # Within one folder a later fsync of it covers both names.
+        if self.moved.get(src, set()) - {parent}:
             self.problems.append(
                 f"#{call.index} {src} moved again before {sorted(self.moved[src])} were fsynced"
             )
-        parent = os.path.dirname(dst)
         if parent in self.created:
             self.problems.append(
                 f"#{call.index} {src} moved into {parent}, whose creation is not durable yet"
@@ -138,8 +148,10 @@ def test_order_run_moved_every_kind_of_file(order_run: tuple[Path, list[Call], s
         "failed": ["bad.txt"],
     }
     renamed = [c.strings[0] for c in calls if c.name in RENAMES and c.ok]
-    for kind in (".foldermon-", ".attempts.", ".error.json.", "/unprocessed/", "/deadhost-7-abcdef/"):
+    for kind in (".foldermon-", ".attempts.", "/unprocessed/", "/deadhost-7-abcdef/"):
         assert any(kind in path for path in renamed), f"no rename of a {kind!r} path traced"
+    linked = [c.strings[1] for c in calls if c.name in LINKS and c.ok]
+    assert str(root / "failed" / ".bad.txt.error.json") in linked, "no error record taken by link"
 
 
 def test_every_written_file_is_fsynced_before_its_rename(order_run: tuple[Path, list[Call], str]) -> None:
@@ -208,7 +220,6 @@ class Fault:
     # and the file reported: that fsync failing is logged and retried with the next group.
     group_commit: bool = False
     orphan: bool = False  # the victim starts in a dead instance's claim folder, active (so it gets a counter)
-    reported: bool = True  # False: the attempt's last step failed after the input moved on
 
 
 def _matches(pattern: str, text: str | None, root: Path) -> bool:
@@ -227,18 +238,26 @@ def _dst_is(pattern: str) -> Callable[[Call, Path], bool]:
     return lambda c, root: c.name in RENAMES and _matches(pattern, c.strings[1], root)
 
 
+def _link_is(pattern: str) -> Callable[[Call, Path], bool]:
+    return lambda c, root: c.name in LINKS and _matches(pattern, c.strings[1], root)
+
+
 CLAIM_DIR = r"{root}/underprocess/[^/.][^/]*"
-OUTPUT_TMP = r"{root}/output/\.foldermon-.*-victim_processed\.txt\.tmp"
+# The victim is processed first: the first temp output written is its.
+OUTPUT_TMP = r"{root}/output/\.foldermon-[^/]*-[0-9a-f]{{32}}\.tmp"
+OUTPUT_PUB = r"{root}/output/\.foldermon-[^/]*-[0-9a-f]{{32}}\.pub\.tmp"
 FAULTS = {
     "fsync-EIO-output-temp": Fault("fsync", "EIO", _fd_is(OUTPUT_TMP)),
-    "fsync-EIO-output-folder": Fault("fsync", "EIO", _fd_is(r"{root}/output"), after=_src_is(OUTPUT_TMP)),
+    "fsync-EIO-output-folder": Fault("fsync", "EIO", _fd_is(r"{root}/output"), after=_src_is(OUTPUT_PUB)),
     "fsync-EIO-claim-folder": Fault("fsync", "EIO", _fd_is(CLAIM_DIR), after=_src_is(r"{root}/unprocessed/victim\.txt")),
     "fsync-EIO-processed-folder": Fault("fsync", "EIO", _fd_is(r"{root}/processed"), after=_dst_is(r"{root}/processed/victim\.txt"), group_commit=True),
     "fsync-EIO-attempt-counter": Fault("fsync", "EIO", _fd_is(CLAIM_DIR + r"/\.\.victim\.txt\.attempts\..*\.tmp"), failing=True),
-    "fsync-EIO-error-record": Fault("fsync", "EIO", _fd_is(r"{root}/failed/\.victim\.txt\.error\.json\..*\.tmp"), failing=True, attempts=1),
-    "rename-ENOSPC-output-commit": Fault("rename", "ENOSPC", _src_is(OUTPUT_TMP)),
-    "fsync-EIO-claim-folder-at-finish": Fault("fsync", "EIO", _fd_is(CLAIM_DIR), after=_dst_is(r"{root}/processed/victim\.txt"), orphan=True, reported=False),
-    "renameat2-ENOSPC-claim": Fault("renameat2", "ENOSPC", _src_is(r"{root}/unprocessed/victim\.txt")),
+    "fsync-EIO-error-record": Fault("fsync", "EIO", _fd_is(CLAIM_DIR + r"/\.\d+-[0-9a-f]{{8}}\.new"), failing=True, attempts=1),
+    "linkat-EIO-output-publish": Fault("linkat", "EIO", _link_is(OUTPUT_PUB)),
+    "renameat2-ENOSPC-output-commit": Fault("renameat2", "ENOSPC", _src_is(OUTPUT_PUB)),
+    "fsync-EIO-claim-folder-at-finish": Fault("fsync", "EIO", _fd_is(CLAIM_DIR), after=_dst_is(r"{root}/processed/victim\.txt"), orphan=True, group_commit=True),
+    "rename-ENOSPC-claim": Fault("rename", "ENOSPC", _src_is(r"{root}/unprocessed/victim\.txt")),
+    "linkat-EIO-error-record": Fault("linkat", "EIO", _link_is(r"{root}/failed/\.victim\.txt\.error\.json"), failing=True, attempts=1),
     "renameat2-ENOSPC-finish": Fault("renameat2", "ENOSPC", _dst_is(r"{root}/processed/victim\.txt")),
     "renameat2-ENOSPC-quarantine": Fault("renameat2", "ENOSPC", _dst_is(r"{root}/failed/victim\.txt"), failing=True, attempts=1),
 }  # fmt: skip
@@ -325,10 +344,8 @@ def test_injected_fault_is_never_reported_as_success_and_loses_nothing(
     done = _victim_events(result.stdout)
     final = "file failed" if fault.failing else "file processed"
     # The faulted attempt said so, and success (or the quarantine) is reported only after it, once.
-    assert done.count(final) == (1 if fault.reported else 0), done
-    if not fault.reported:
-        assert "attempt failed; will retry" in done, done
-    elif fault.group_commit:
+    assert done.count(final) == 1, done
+    if fault.group_commit:
         assert "fsync of finished files failed; will retry" in result.stdout
     else:
         before = set(done[: done.index(final)])
@@ -337,6 +354,8 @@ def test_injected_fault_is_never_reported_as_success_and_loses_nothing(
             "claim failed",
             "quarantine failed; will retry",
             "could not count the attempt; will retry",
+            "cannot claim file; left in place and tried again at each scan",
+            "output published but the input could not be finished; will retry",
         }, done
     found = census(root)
     state = "failed" if fault.failing else "processed"

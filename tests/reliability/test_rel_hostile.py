@@ -107,7 +107,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 def _record(root: Path, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((root / "failed" / f"{name}.error.json").read_text())
+    data: dict[str, Any] = json.loads((root / "failed" / f".{name}.error.json").read_text())
     return data
 
 

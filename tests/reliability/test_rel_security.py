@@ -60,12 +60,12 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         drop(root, "bad.txt", b"BAD\n")
         os.symlink(outside / "secret", root / "unprocessed" / "link.txt")
         os.symlink("../../outside/secret", root / "unprocessed" / "relative-link.txt")
-        # Planted where the agent keeps bookkeeping or writes results: each must be replaced, not followed.
+        # Planted where the agent keeps bookkeeping or writes results: none may be followed.
         os.symlink(outside / "counter-target", root / "unprocessed" / ".victim.txt.attempts")
         out.mkdir()
         os.symlink(outside / "output-target", out / "victim_processed.txt")
         (root / "failed").mkdir()
-        os.symlink(outside / "record-target", root / "failed" / "bad.txt.error.json")
+        os.symlink(outside / "record-target", root / "failed" / ".bad.txt.error.json")
         config = write_config(
             tmp / "c.toml",
             '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\n',
@@ -97,8 +97,9 @@ def test_traced_run_succeeded(traced: dict[str, Any]) -> None:
     result = traced["result"]
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     found = census(traced["root"])
-    assert found["processed"] == ["good.txt", "victim.txt"]
-    assert found["failed"] == ["bad.txt", "link.txt", "relative-link.txt"]
+    # The victim's output name is taken by a planted link: input and output take suffix 1.
+    assert found["processed"] == ["good.txt", "victim.1.txt"]
+    assert found["failed"] == ["bad.1.txt", "link.txt", "relative-link.txt"]
 
 
 def test_nothing_outside_the_roots_and_the_interpreter_is_touched(traced: dict[str, Any]) -> None:
@@ -138,13 +139,15 @@ def test_files_outside_the_roots_are_never_read_or_changed(traced: dict[str, Any
     assert not any(_within(p, traced["outside"]) for c in traced["calls"] for p in _paths(c))
 
 
-def test_planted_links_are_replaced_not_followed(traced: dict[str, Any]) -> None:
-    """An output name and an error record name planted as links are replaced by real files."""
+def test_planted_links_are_neither_followed_nor_replaced(traced: dict[str, Any]) -> None:
+    """An output name and an error record name planted as links stay as they are; the agent
+    takes the next free names instead (it never replaces a name)."""
     out, root = traced["out"], traced["root"]
-    assert not os.path.islink(out / "victim_processed.txt")
-    assert (out / "victim_processed.txt").read_bytes() == b"victim\n"
-    assert not os.path.islink(root / "failed" / "bad.txt.error.json")
-    assert json.loads((root / "failed" / "bad.txt.error.json").read_text())["file"] == "bad.txt"
+    assert os.readlink(out / "victim_processed.txt") == str(traced["outside"] / "output-target")
+    assert (out / "victim_processed.1.txt").read_bytes() == b"victim\n"
+    assert os.readlink(root / "failed" / ".bad.txt.error.json") == str(traced["outside"] / "record-target")
+    record = json.loads((root / "failed" / ".bad.1.txt.error.json").read_text())
+    assert (record["file"], record["failed_name"]) == ("bad.txt", "bad.1.txt")
 
 
 def test_dot_names_stay_untouched(traced: dict[str, Any]) -> None:
@@ -169,7 +172,7 @@ def test_outputs_and_error_records_are_created_0640_under_the_umask(
     proc = popen(argv, log=tmp_path / "agent.log")
     assert proc.wait(60) == 0
     assert stat.S_IMODE(os.stat(root / "output" / "good_processed.txt").st_mode) == expected
-    assert stat.S_IMODE(os.stat(root / "failed" / "bad.txt.error.json").st_mode) == expected
+    assert stat.S_IMODE(os.stat(root / "failed" / ".bad.txt.error.json").st_mode) == expected
 
 
 def _sockets(pid: int) -> set[str]:

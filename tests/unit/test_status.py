@@ -30,7 +30,7 @@ def touch(folder: Path, *names: str) -> None:
 def record(layout: Layout, name: str, error_type: str, message: str) -> None:
     """Write the error record of failed input ``name``."""
     body = {"error_type": error_type, "message": message}
-    (layout.failed / f"{name}.error.json").write_text(json.dumps(body))
+    (layout.failed / f".{name}.error.json").write_text(json.dumps(body))
 
 
 def test_root_status_counts_inputs_per_state(layout: Layout) -> None:
@@ -62,7 +62,7 @@ def test_root_status_skips_bookkeeping_dotfiles(layout: Layout) -> None:
 
 
 def test_root_status_does_not_count_error_records_as_failed_inputs(layout: Layout) -> None:
-    """A failed input and its .error.json count as one failed file."""
+    """A failed input and its error record count as one failed file."""
     touch(layout.failed, "bad.txt")
     record(layout, "bad.txt", "ValueError", "broken")
     status = root_status(layout.root, now=0.0)
@@ -91,7 +91,7 @@ def test_root_status_reports_a_missing_error_record(layout: Layout) -> None:
 def test_root_status_treats_an_unreadable_record_as_missing(layout: Layout) -> None:
     """A record that is not valid JSON gives "no error record" instead of an error."""
     touch(layout.failed, "bad.txt")
-    (layout.failed / "bad.txt.error.json").write_bytes(b"{not json")
+    (layout.failed / ".bad.txt.error.json").write_bytes(b"{not json")
     reasons = [f["reason"] for f in root_status(layout.root, now=0.0)["failed_files"]]
     assert reasons == ["no error record"]
 
@@ -100,7 +100,7 @@ def test_root_status_treats_an_unreadable_record_as_missing(layout: Layout) -> N
 def test_root_status_treats_a_record_that_is_not_an_object_as_missing(layout: Layout, content: bytes) -> None:
     """A record holding valid JSON other than an object gives "no error record" instead of a crash."""
     touch(layout.failed, "bad.txt")
-    (layout.failed / "bad.txt.error.json").write_bytes(content)
+    (layout.failed / ".bad.txt.error.json").write_bytes(content)
     reasons = [f["reason"] for f in root_status(layout.root, now=0.0)["failed_files"]]
     assert reasons == ["no error record"]
 

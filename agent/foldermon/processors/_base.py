@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,6 +179,9 @@ def index_option(key: str, value: object) -> int:
     return value
 
 
+MAX_FORMAT_WIDTH = 1000
+
+
 def format_option(key: str, value: object, *samples: Mapping[str, object]) -> str:
     """Return ``value`` if it is a ``str.format`` template over the samples' fields.
 
@@ -191,9 +195,16 @@ def format_option(key: str, value: object, *samples: Mapping[str, object]) -> st
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise OptionError(key, f"invalid format string: {exc}") from exc
-    for _, field, _, _ in parsed:
+    for _, field, spec, _ in parsed:
         if field is None:
             continue
+        # A width taken from a line ({count:{line}}) or a huge one would build huge strings per line.
+        if spec and (
+            "{" in spec or any(len(n) > 4 or int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec))
+        ):
+            raise OptionError(
+                key, f"format spec {spec!r} too wide or nested (widths up to {MAX_FORMAT_WIDTH})"
+            )
         if field not in samples[0]:
             if field == "" or field.isdigit():
                 raise OptionError(key, f"positional field {{{field}}} not allowed; fields: {allowed}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import secrets
+import stat
 from pathlib import Path
 
 _RENAME_NOREPLACE = 1
@@ -60,18 +62,71 @@ def durable_rename_unique(src: Path, folder: Path, name: str) -> str:
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
-    """Atomic rename that fails with FileExistsError when ``dst`` exists."""
+    """Atomic rename that fails with FileExistsError when ``dst`` exists.
+
+    Where the filesystem lacks RENAME_NOREPLACE the move is ``link`` then ``unlink``; a crash
+    between the two leaves one file under both names. Moving such a file again finds ``dst``
+    to be the same file and only drops the old name, so the leftover is never taken for a
+    second input.
+    """
     if _renameat2 is not None:
         rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
         if rc == 0:
             return
         err = ctypes.get_errno()
+        if err == errno.EEXIST and _same_file(src, dst):
+            os.unlink(src)
+            return
         # EINVAL/ENOSYS: the filesystem (NFS, some FUSE) or kernel lacks RENAME_NOREPLACE.
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, os.strerror(err), str(src), None, str(dst))
     # Fallback: link() refuses an existing name atomically; then drop the old name.
-    os.link(src, dst, follow_symlinks=False)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        if not _same_file(src, dst):
+            raise
     os.unlink(src)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two names are links of one inode (a half-done link-then-unlink move)."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) and not stat.S_ISDIR(sa.st_mode)
+
+
+def link_noreplace(src: Path, dst: Path) -> None:
+    """Give ``src`` the second name ``dst``; FileExistsError when ``dst`` is taken. Works on every
+    filesystem with hard links, network ones included, where RENAME_NOREPLACE is often missing."""
+    os.link(src, dst, follow_symlinks=False)
+
+
+def write_new(path: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o640) -> None:
+    """Write ``data`` durably under ``path``, which must not exist (FileExistsError otherwise).
+
+    The temp file is written in ``tmp_dir`` (same filesystem), fsynced, then linked in.
+    """
+    tmp = tmp_dir / f".{os.getpid()}-{secrets.token_hex(4)}.new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        try:
+            _write_all(fd, data)
+            fsync_fd(fd)
+        finally:
+            os.close(fd)
+        link_noreplace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_durable(path: Path, data: bytes, *, mode: int = 0o640) -> None:
@@ -80,9 +135,7 @@ def write_durable(path: Path, data: bytes, *, mode: int = 0o640) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
             fsync_fd(fd)
         finally:
             os.close(fd)

@@ -80,6 +80,21 @@ class Instance:
         os.pwrite(self._lock_fd, data, self._header_len)
         os.ftruncate(self._lock_fd, self._header_len + len(data))
 
+    def is_current(self) -> bool:
+        """Whether the claim folder this instance locked is still the one at its path.
+
+        False once the root was removed (and maybe made again) or a root symlink was switched
+        to another tree: claims there would fail, or land where no one serves them.
+        """
+        if self._lock_fd is None:
+            return False
+        try:
+            st = os.stat(self.dir / LOCK_NAME)
+        except OSError:
+            return False
+        held = os.fstat(self._lock_fd)
+        return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
     def _build(self, layout: Layout, staging: Path) -> int:
         # Built under a dot name and renamed in, so every visible instance folder has its lock.
         staging.mkdir(mode=0o750)
@@ -98,6 +113,11 @@ class Instance:
     def close(self) -> None:
         """Remove the claim folder if nothing is left in it, then drop the lock."""
         if self._lock_fd is None:
+            return
+        if not self.is_current():
+            # The folder at our path is not ours (the root was replaced): leave it alone.
+            os.close(self._lock_fd)
+            self._lock_fd = None
             return
         leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
         # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from foldermon.errors import LifecycleError
-from foldermon.queue.fsio import fsync_dir
+from foldermon.queue.fsio import fsync_dir, write_new
 
 UNPROCESSED = "unprocessed"
 UNDERPROCESS = "underprocess"
@@ -16,6 +19,14 @@ FAILED = "failed"
 STATES = (UNPROCESSED, UNDERPROCESS, PROCESSED, FAILED)
 LOCK_NAME = ".lock"
 ERROR_SUFFIX = ".error.json"
+# A random id kept in the root itself, so every host and instance serving it names it alike.
+ROOT_ID_NAME = ".foldermon-root-id"
+_MKDIR_TRIES = 5
+
+
+def record_name(name: str) -> str:
+    """The error record of ``failed/<name>``: a dotfile, so it can never share a name with an input."""
+    return f".{name}{ERROR_SUFFIX}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +72,41 @@ def make_dir(path: Path) -> None:
     if path.is_dir():
         return
     make_dir(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        if path.is_dir():
-            return  # another instance made it (and syncs its parent)
-        raise
+    for tries_left in reversed(range(_MKDIR_TRIES)):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if path.is_dir():
+                return  # another instance made it (and syncs its parent)
+            # Network filesystems (GlusterFS) can answer EEXIST to racing mkdirs of a name
+            # that none of them made yet: look again.
+            if not tries_left or os.path.lexists(path):
+                raise
+            time.sleep(0.01)
+        else:
+            break
     fsync_dir(path.parent)
+
+
+def root_id(root: Path) -> str:
+    """The root's id, made once by whichever instance comes first (link: exactly one wins)."""
+    path = root / ROOT_ID_NAME
+    try:
+        return _read_id(path)
+    except FileNotFoundError:
+        pass
+    with contextlib.suppress(FileExistsError):
+        write_new(path, uuid.uuid4().hex.encode() + b"\n", root)
+    return _read_id(path)
+
+
+def _read_id(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(64).decode("ascii", "replace").strip()
+    if not text or not text.isalnum():
+        raise LifecycleError(f"{path} does not hold a root id; remove it and the agent makes a new one")
+    return text
 
 
 def is_input_name(name: str) -> bool:
@@ -107,6 +146,40 @@ def oldest_age(folder: Path, names: list[str], now: float) -> float | None:
         except FileNotFoundError:
             continue
     return round(max(0.0, now - min(times)), 3) if times else None
+
+
+def check_one_filesystem(layout: Layout) -> None:
+    """Refuse a root whose queue folders are on different filesystems or mounts.
+
+    Every lifecycle move must be one atomic rename; across mounts (bind mounts of one
+    filesystem included) it fails with EXDEV, which would surface only after an output is
+    published.
+    """
+    folders = (layout.unprocessed, layout.underprocess, layout.processed, layout.failed)
+    seen = {folder: (mount_id(folder), os.stat(folder).st_dev) for folder in folders}
+    first = seen[layout.unprocessed]
+    for folder, where in seen.items():
+        if where != first:
+            raise LifecycleError(
+                f"{layout.unprocessed} and {folder} are on different filesystems or mounts: every "
+                "move between queue folders must be a rename within one mount; put the whole root "
+                f"{layout.root} on one mount"
+            )
+
+
+def mount_id(path: Path) -> int | None:
+    """The id of the mount ``path`` is on (bind mounts of one filesystem differ); None without /proc."""
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 def check_writable(layout: Layout) -> None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from foldermon.errors import FoldermonError
 from foldermon.queue.fsio import durable_rename_unique
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names, record_name
 
 HISTORY = ".history"
 
 
 def failed_inputs(layout: Layout) -> list[str]:
-    """Names of the inputs in ``failed/`` (error records are not inputs)."""
-    return sorted(n for n in input_names(layout.failed) if not n.endswith(ERROR_SUFFIX))
+    """Names of the inputs in ``failed/`` (their error records are dotfiles, never listed)."""
+    return sorted(input_names(layout.failed))
 
 
 def requeue(
@@ -43,8 +44,8 @@ def requeue(
 
 
 def _keep_record(layout: Layout, name: str, stamp: str) -> None:
-    record = layout.failed / (name + ERROR_SUFFIX)
-    if not record.exists():
+    record = layout.failed / record_name(name)
+    if not os.path.lexists(record):
         return
     history: Path = layout.failed / HISTORY
     history.mkdir(exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
-from foldermon.config import TelemetryConfig
+from foldermon.config import MAX_SECONDS, TelemetryConfig, telemetry_value_problem
 from foldermon.errors import ConfigError
 
 SIGNALS = ("traces", "metrics", "logs")
@@ -79,7 +80,7 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
     if protocol not in PROTOCOLS:
         problems.append(f"OTLP protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     port_text = env.get("OTEL_EXPORTER_PROMETHEUS_PORT") or str(config.prometheus_port or 9464)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
         problems.append(f"prometheus port {port_text!r} is not a TCP port number")
         port_text = "9464"
     interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
@@ -93,8 +94,21 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
     try:
         rate = float(arg_text)
     except ValueError:
-        problems.append(f"traces sampler argument {arg_text!r} is not a number")
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:
+        problems.append(f"traces sampler argument {arg_text[:80]!r} is not a number from 0 to 1")
         rate = 1.0
+    host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or config.prometheus_host or "127.0.0.1"
+    for key, value in (
+        ("endpoint", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")),
+        ("headers", env.get("OTEL_EXPORTER_OTLP_HEADERS", "")),
+        ("prometheus_host", host),
+    ):
+        problem = telemetry_value_problem(key, value)
+        if problem:
+            problems.append(f"{key}: {problem}")
+    if interval is not None and not (interval.isdigit() and 0 < int(interval) <= MAX_SECONDS * 1000):
+        problems.append(f"OTEL_METRIC_EXPORT_INTERVAL {interval[:80]!r} is not a number of milliseconds")
     if problems:
         raise ConfigError(problems, "telemetry settings")
     return ExportSettings(
@@ -102,7 +116,7 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
         protocol=protocol,
         endpoint="" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else config.endpoint,
         headers="" if env.get("OTEL_EXPORTER_OTLP_HEADERS") else config.headers,
-        prometheus_host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or config.prometheus_host or "127.0.0.1",
+        prometheus_host=host,
         prometheus_port=int(port_text),
         metric_interval_ms=None if interval else (config.metric_export_interval * 1000 or None),
         sampler=_SAMPLERS[sampler_name](rate),

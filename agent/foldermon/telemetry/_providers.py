@@ -151,7 +151,17 @@ class Telemetry:
 
         reader = PrometheusMetricReader()
         host, port = self.settings.prometheus_host, self.settings.prometheus_port
-        self._prometheus_server = start_http_server(port, addr=host, registry=REGISTRY)
+        try:
+            self._prometheus_server = start_http_server(port, addr=host, registry=REGISTRY)
+        except (OSError, OverflowError) as exc:
+            # Telemetry never stops processing: the agent runs on without the endpoint.
+            self.log.error(
+                "prometheus endpoint could not listen; metrics are not served",
+                host=host,
+                port=port,
+                error=str(exc),
+            )
+            return reader
         self.log.info("prometheus endpoint", url=f"http://{host}:{port}/metrics")
         return reader
 

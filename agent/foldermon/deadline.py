@@ -1,0 +1,87 @@
+"""Deadlines that interrupt a pipeline stuck inside one call (a backtracking regex, say).
+
+Checking a deadline between read batches is not enough: one line can keep a processor busy
+forever. A SIGALRM timer is armed for the nearest deadline; its handler raises in the main
+thread, and C code such as the regex engine checks for signals while it runs, so the
+processor is interrupted mid-call. Outside ``interruptible()`` the alarm only re-arms.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Interrupted(BaseException):
+    """Raised inside the pipeline by a deadline; a BaseException so plugin code cannot swallow it."""
+
+
+class DrainExpired(Interrupted):
+    """The drain after SIGTERM ran out: the file is released, its attempt not counted."""
+
+
+class FileTimeLimit(Interrupted):
+    """The file took longer than ``[pipeline] max_file_seconds``: the attempt fails."""
+
+
+class Alarm:
+    """The drain deadline and the per-file time limit, served by one SIGALRM timer."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._drain_at: float | None = None
+        self._file_at: float | None = None
+        self._inside = False
+        self._armed = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def close(self) -> None:
+        """Disarm the timer and give SIGALRM back its default action."""
+        self._drain_at = self._file_at = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._armed = False
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    def drain_by(self, at: float) -> None:
+        """From now on a pipeline still running at ``at`` is interrupted with DrainExpired."""
+        self._drain_at = at
+        self._arm()
+
+    @contextmanager
+    def interruptible(self, limit: float) -> Iterator[None]:
+        """Run the body under the drain deadline and, when ``limit`` > 0, a limit of that many seconds."""
+        if self._drain_at is not None and self._clock() >= self._drain_at:
+            raise DrainExpired
+        self._file_at = self._clock() + limit if limit > 0 else None
+        self._inside = True
+        self._arm()
+        try:
+            yield
+        finally:
+            self._inside = False
+            self._file_at = None
+            self._arm()
+
+    def _arm(self) -> None:
+        due = [t for t in (self._drain_at, self._file_at) if t is not None]
+        if not due and not self._armed:
+            return  # the common case: no deadline, no system call
+        self._armed = bool(due)
+        delay = max(0.001, min(due) - self._clock()) if due else 0.0
+        signal.setitimer(signal.ITIMER_REAL, delay)
+
+    def _on_alarm(self, _signum: int, _frame: FrameType | None) -> None:
+        now = self._clock()
+        if self._inside and self._drain_at is not None and now >= self._drain_at:
+            raise DrainExpired
+        if self._inside and self._file_at is not None and now >= self._file_at:
+            self._file_at = None
+            raise FileTimeLimit
+        if self._drain_at is not None and now >= self._drain_at:
+            self._drain_at = None  # outside the pipeline the drain is checked by the loop
+        self._arm()

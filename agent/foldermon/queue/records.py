@@ -1,0 +1,138 @@
+"""Error records: ``failed/.<name>.error.json`` beside each quarantined input.
+
+Records are dotfiles, so no input (an input may be called ``x.error.json``) ever shares a
+name with one, and each is taken with a no-replace link like every other final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from foldermon.queue.fsio import fsync_dir, rename_noreplace, unique_name, write_new
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names, record_name
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 in UTC, for people reading a record."""
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def fail_record(
+    exc: BaseException, attempts: int, first: float | None, *, now: float, **extra: Any
+) -> dict[str, Any]:
+    """The content of an input's error record."""
+    record: dict[str, Any] = {
+        "error_type": type(exc).__name__,
+        "message": str(exc),
+        "attempts": attempts,
+        "first_attempt": first,
+        "last_attempt": now,
+    }
+    record.update({k: v for k, v in extra.items() if v is not None})
+    if isinstance(exc, OSError) and exc.errno is not None:
+        record["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return record
+
+
+def read_record(failed: Path, name: str) -> dict[str, Any]:
+    """The record of ``failed/<name>``; {} when it has none or it is not a JSON object."""
+    return _read(failed / record_name(name))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            record = json.loads(f.read(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    # Edited by hand, a record may be any JSON: one bad record must not break status.
+    return record if isinstance(record, dict) else {}
+
+
+def quarantine(
+    layout: Layout,
+    src: Path,
+    *,
+    name: str,
+    stored: str,
+    record: Mapping[str, Any],
+    tmp_dir: Path,
+    now: float,
+) -> str | None:
+    """Move ``src`` into ``failed/`` with its record, both under free names; None if ``src`` is gone.
+
+    The record's name is taken first: it reserves the input's name there against another
+    instance failing a same-named input at the same moment. A record of this same input
+    (same ``identity``) left by an interrupted quarantine is taken over.
+    """
+    failed = layout.failed
+    n = 0
+    while True:
+        dst = unique_name(stored, n)
+        n += 1
+        if os.path.lexists(failed / dst):
+            continue
+        full = {"file": name, "failed_name": dst, "failed_at": now, "failed_at_iso": iso(now), **record}
+        for key in ("first_attempt", "last_attempt"):
+            if isinstance(full.get(key), float):
+                full[f"{key}_iso"] = iso(full[key])
+        data = json.dumps(full, indent=2).encode() + b"\n"
+        rec = failed / record_name(dst)
+        if not _take_record(rec, data, tmp_dir, record.get("identity")):
+            continue
+        try:
+            rename_noreplace(src, failed / dst)
+        except FileExistsError:
+            rec.unlink(missing_ok=True)  # an input arrived there without a record: not ours to name
+            continue
+        except FileNotFoundError:
+            rec.unlink(missing_ok=True)
+            return None
+        fsync_dir(failed)
+        fsync_dir(src.parent)
+        return dst
+
+
+def _take_record(rec: Path, data: bytes, tmp_dir: Path, identity: object) -> bool:
+    """Write a record under a free name, or over one an interrupted quarantine of this input left."""
+    try:
+        write_new(rec, data, tmp_dir)
+    except FileExistsError:
+        if identity is None or _read(rec).get("identity") != identity:
+            return False
+        rec.unlink(missing_ok=True)
+        try:
+            write_new(rec, data, tmp_dir)
+        except FileExistsError:
+            return False
+    return True
+
+
+def migrate_legacy_records(layout: Layout) -> int:
+    """Records of earlier versions (``failed/<name>.error.json``) become dotfiles; returns how many.
+
+    Only a JSON record naming an input that is there beside it (``failed_name``) is moved, so an
+    input that merely ends in ``.error.json`` stays an input.
+    """
+    moved = 0
+    names = set(input_names(layout.failed))
+    for entry in names:
+        stem = entry[: -len(ERROR_SUFFIX)]
+        if not entry.endswith(ERROR_SUFFIX) or stem not in names:
+            continue
+        data = _read(layout.failed / entry)
+        if data.get("failed_name") == stem and "error_type" in data:
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                rename_noreplace(layout.failed / entry, layout.failed / record_name(stem))
+                moved += 1
+    return moved
