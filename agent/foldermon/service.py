@@ -60,7 +60,7 @@ _CLAIM_BATCH = 16
 _CLAIM_BYTES = 1 << 20
 # After the drain deadline, what cannot be interrupted (a hung system call) ends the process
 # this much later: time for the release, the group commit and the telemetry flush.
-_EXIT_GRACE = 15.0
+_EXIT_GRACE = 10.0
 
 
 @dataclass(slots=True)

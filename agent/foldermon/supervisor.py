@@ -50,7 +50,7 @@ PROGRESS_ENV = "FOLDERMON_WORKER_PROGRESS"
 PROGRESS_FIELD = "X_FOLDERMON_FILE"
 # Like systemd's RestartSec: a worker that dies at once every time does not spin.
 RESTART_DELAY = 1.0
-# Workers end themselves at most 15 s after their drain; this much later they are killed.
+# Workers end themselves at most 10 s after their drain; this much later they are killed.
 KILL_GRACE = 25.0
 _TICK = 0.2
 _PR_SET_PDEATHSIG = 1

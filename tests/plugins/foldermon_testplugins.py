@@ -66,3 +66,22 @@ class Hang:
 
     def finish(self) -> list[str]:
         return []
+
+
+class Stubborn:
+    """Never returns when a line contains ``marker``, swallowing even the agent's interrupts."""
+
+    def __init__(self, *, marker: str = "STUCK") -> None:
+        self.marker = marker
+
+    def process(self, lines: list[str]) -> list[str]:
+        if any(self.marker in line for line in lines):
+            while True:
+                try:
+                    time.sleep(3600)
+                except BaseException:  # noqa: BLE001, S112 - the point: a plugin that ignores everything
+                    continue
+        return lines
+
+    def finish(self) -> list[str]:
+        return []
