@@ -2,6 +2,7 @@
 
 python benchmarks/run.py            # full run: prints the table, writes benchmarks/RESULTS.md and PNG plots
 python benchmarks/run.py --smoke    # tiny sizes; checks outputs, not timings (CI)
+python benchmarks/run.py --only p2 p6 --against REV   # P2 and P6 of this tree against git revision REV
 """
 
 from __future__ import annotations
@@ -86,9 +87,13 @@ class Results:
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
-def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+# With --against REV: the agent source of that revision, run beside this tree's in P2 and P6.
+AGAINST: dict[str, Path] = {}
+
+
+def agent_env(extra: dict[str, str] | None = None, source: Path = REPO / "agent") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["PYTHONPATH"] = str(REPO / "agent")
+    env["PYTHONPATH"] = str(source)
     env["FOLDERMON_CONFIG"] = os.devnull
     env.update(extra or {})
     return env
@@ -190,12 +195,12 @@ def many_small_files(work: Path, s: Sizes, out: Results) -> None:
         root = fresh("p2-base")
         return timed([sys.executable, str(BENCH / "baseline.py"), "once", str(root)])
 
-    def agent(env: dict[str, str] | None = None, workers: int = 1) -> float:
+    def agent(env: dict[str, str] | None = None, workers: int = 1, source: Path = REPO / "agent") -> float:
         root = fresh("p2-agent")
         cmd = agent_cmd(
             "run", "--watch", str(root), "--once", "--config", str(cfg), "--workers", str(workers)
         )
-        t = timed(cmd, agent_env(env))
+        t = timed(cmd, agent_env(env, source))
         if len(os.listdir(root / "processed")) != s.p2_files:
             raise SystemExit("P2: not every file was processed")
         sample = (root / "output" / "f000000_processed.txt").read_text()
@@ -210,7 +215,15 @@ def many_small_files(work: Path, s: Sizes, out: Results) -> None:
             "otlp": lambda: agent(rx.endpoint_env("grpc")),
             "workers": lambda: agent(workers=2),
         }
+        for rev, source in AGAINST.items():
+            runs[rev] = lambda source=source: agent(source=source)
         best_of = best_interleaved(runs, s.repeat)
+    for rev in AGAINST:
+        t_rev = best_of[rev]
+        out.rows.append(
+            Row("P2-rev", f"P2 ratio of this tree vs {rev}'s", f"{rev}: {t_rev / best_of['base']:.2f}x loop",
+                f"{best_of['agent'] / best_of['base']:.2f}x loop", best_of["agent"] / t_rev, "<= 1.05", best_of["agent"] <= 1.05 * t_rev)
+        )  # fmt: skip
     t_base, t_agent, t_otlp, t_workers = (best_of[k] for k in ("base", "agent", "otlp", "workers"))
     out.rows += [
         Row("P2", f"{s.p2_files:,} files of 10 lines, `run --once`, uppercase", f"durable loop {t_base:.2f}s",
@@ -360,12 +373,36 @@ def _rss_kb(pid: int) -> int:
 
 
 def backlog(work: Path, s: Sizes, out: Results) -> None:
+    ratio, first, last, rss = _backlog_run(work, s, REPO / "agent")
+    third = max(1, len(rss) // 3)
+    growth = max(rss[-third:]) / max(rss[:third]) if rss else 1.0
+    out.rows += [
+        Row("P6a", f"backlog of {s.p6_files:,} small files: time per file, last 10% vs first 10%",
+            f"first 10%: {first * 1000:.2f} ms/file", f"last 10%: {last * 1000:.2f} ms/file", ratio, "<= 1.2",
+            ratio <= 1.2),
+        Row("P6b", "same run: peak RSS, last third vs first third", f"{max(rss[:third]) / 1024:.0f} MiB" if rss else "-",
+            f"{max(rss[-third:]) / 1024:.0f} MiB" if rss else "-", growth, "<= 1.2 (flat)", growth <= 1.2),
+    ]  # fmt: skip
+    for rev, source in AGAINST.items():
+        rev_ratio, rev_first, _, _ = _backlog_run(work, s, source)
+        out.rows += [
+            Row("P6-rev", f"P6 first 10% ms/file, this tree vs {rev}", f"{rev}: {rev_first * 1000:.2f} ms/file",
+                f"{first * 1000:.2f} ms/file", first / rev_first, "<= 1.05", first <= 1.05 * rev_first),
+            Row("P6a-rev", f"P6a ratio, this tree vs {rev}", f"{rev}: {rev_ratio:.2f}", f"{ratio:.2f}",
+                ratio / rev_ratio, "<= 1.05", ratio <= 1.05 * rev_ratio),
+        ]  # fmt: skip
+
+
+def _backlog_run(work: Path, s: Sizes, source: Path) -> tuple[float, float, float, list[int]]:
+    """One drain of the backlog: (time per file last/first 10%, first, last, RSS samples in KiB)."""
     root = work / "p6"
+    shutil.rmtree(root, ignore_errors=True)
     fill_root(root, s.p6_files, 3)
     log = work / "p6.log"
     samples: list[int] = []
     with log.open("w") as f:
-        proc = subprocess.Popen(agent_cmd("run", "--watch", str(root), "--once"), env=agent_env(), stdout=f)
+        cmd = agent_cmd("run", "--watch", str(root), "--once")
+        proc = subprocess.Popen(cmd, env=agent_env(None, source), stdout=f)
         while proc.poll() is None:
             samples.append(_rss_kb(proc.pid))
             time.sleep(0.2)
@@ -380,17 +417,7 @@ def backlog(work: Path, s: Sizes, out: Results) -> None:
     secs = [time.mktime(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + t[20:26]) for t in stamps]
     k = max(2, s.p6_files // 10)
     first, last = per_file(secs[:k]), per_file(secs[-k:])
-    ratio = last / first
-    rss = [x for x in samples if x]
-    third = max(1, len(rss) // 3)
-    growth = max(rss[-third:]) / max(rss[:third]) if rss else 1.0
-    out.rows += [
-        Row("P6a", f"backlog of {s.p6_files:,} small files: time per file, last 10% vs first 10%",
-            f"first 10%: {first * 1000:.2f} ms/file", f"last 10%: {last * 1000:.2f} ms/file", ratio, "<= 1.2",
-            ratio <= 1.2),
-        Row("P6b", "same run: peak RSS, last third vs first third", f"{max(rss[:third]) / 1024:.0f} MiB" if rss else "-",
-            f"{max(rss[-third:]) / 1024:.0f} MiB" if rss else "-", growth, "<= 1.2 (flat)", growth <= 1.2),
-    ]  # fmt: skip
+    return last / first, first, last, [x for x in samples if x]
 
 
 # -- P8: workers ------------------------------------------------------------------------------
@@ -474,6 +501,17 @@ SCENARIOS = {
 }
 
 
+def _export(rev: str, dest: Path) -> Path:
+    """The agent/ folder of a git revision, compiled like this tree's."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "agent"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    compileall.compile_dir(dest / "agent", quiet=1)
+    return dest / "agent"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -481,6 +519,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; check outputs, not timings")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--p6-files", type=int, help="backlog size for P6 (default 100,000)")
+    parser.add_argument(
+        "--against", metavar="REV", help="also run P2 and P6 with the agent of git revision REV"
+    )
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
     if args.p6_files:
@@ -490,6 +531,8 @@ def main() -> int:
     compileall.compile_dir(REPO / "agent", quiet=1)
     work = Path(tempfile.mkdtemp(prefix="foldermon-bench-"))
     results = Results()
+    if args.against:
+        AGAINST[args.against] = _export(args.against, work / "against")
     try:
         for name in args.only or SCENARIOS:
             SCENARIOS[name](work, sizes, results)
@@ -497,7 +540,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     text = table(results.rows)
     print(text)
-    if not args.smoke and not args.only:  # RESULTS.md always holds a full run
+    if not args.smoke and not args.only and not args.against:  # RESULTS.md always holds a full run
         header = f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores with `python benchmarks/run.py`.\n\n"
         (BENCH / "RESULTS.md").write_text(header + text + "\n" + "\n".join(plots(results)) + "\n")
     return 0

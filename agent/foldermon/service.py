@@ -72,6 +72,7 @@ class Root:
     unclaimable: dict[str, int | None] = field(default_factory=dict)
     # Names arrived while a same-named file is held here (waiting for a retry): claimed after it.
     blocked: set[str] = field(default_factory=set)
+    unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
 
 
 class Progress(Protocol):
@@ -328,7 +329,7 @@ class Agent:
 
     def _check_layouts(self) -> None:
         for root in self.roots:
-            if not root.queue.instance.is_current():
+            if root.unusable is not None or not root.queue.instance.is_current():
                 self._reopen(root)
 
     def _reopen(self, root: Root) -> bool:
@@ -337,8 +338,11 @@ class Agent:
         try:
             root.queue.reopen()
         except (OSError, LifecycleError) as exc:
-            log.error("watch root unusable; will try again", error=str(exc))
+            if root.unusable != str(exc):
+                log.error("watch root unusable; will try again at each rescan", error=str(exc))
+            root.unusable = str(exc)
             return False
+        root.unusable = None
         log.warning("claim folder was gone (root removed or replaced); made the root's folders again")
         root.unclaimable.clear()
         root.blocked.clear()
@@ -427,6 +431,7 @@ class Agent:
             f"processed {self.done['processed']}, failed {self.done['failed']}, "
             f"queued {waiting} across {len(self.roots)} root(s)"
         )
+        text += "".join(f"; cannot serve {r.layout.root}: {r.unusable}" for r in self.roots if r.unusable)
         if not self._ready:
             self._ready = True
             self.notifier.ready(text)
@@ -637,7 +642,13 @@ class Agent:
             return [
                 WatchModeSample(str(r.layout.root), "once", "run --once lists the folder") for r in self.roots
             ]
-        return [WatchModeSample(str(m.root), m.mode, m.reason) for m in self._watcher.modes]
+        unusable = {r.layout.root: r.unusable for r in self.roots if r.unusable}
+        return [
+            WatchModeSample(str(m.root), "unavailable", unusable[m.root])
+            if m.root in unusable
+            else WatchModeSample(str(m.root), m.mode, m.reason)
+            for m in self._watcher.modes
+        ]
 
     def _group_commit(self) -> None:
         """fsync processed/ and the claim folders once for all the finishes since the last commit."""

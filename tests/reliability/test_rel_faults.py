@@ -39,6 +39,7 @@ from relkit import (
 )
 
 from agentctl import PLUGINS, REPO, census, drop, run_cli, wait_until, write_config
+from notifysock import NotifySocket
 
 pytestmark = pytest.mark.real
 
@@ -477,3 +478,33 @@ def test_sigterm_in_the_first_instants_of_a_start_exits_zero(tmp_path: Path) -> 
         )
         claims = root / "underprocess"
         assert not claims.exists() or os.listdir(claims) == [], os.listdir(claims)
+
+
+def test_root_that_cannot_be_made_again_is_reported_and_served_once_it_can(tmp_path: Path) -> None:
+    """A root replaced by a plain file: the agent says it cannot serve it (log, STATUS, the watch
+    mode gauge), keeps running, and serves the root again once the file is gone."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    port = free_ports()
+    config = write_config(tmp_path / "c.toml", "[watch]\nrescan_interval = 0.5\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+           "NOTIFY_SOCKET": str(notify.path)}  # fmt: skip
+    log = tmp_path / "agent.log"
+    proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log, env=env)
+    wait_for_event(log, "watching")
+    shutil.rmtree(root)
+    root.write_text("not a folder\n")
+    wait_for_event(log, "watch root unusable; will try again at each rescan", timeout=15)
+    unavailable = re.compile(r'foldermon_watch_mode\{[^}]*foldermon_watch_mode="unavailable"[^}]*\} 1')
+    wait_until(lambda: unavailable.search(scrape(port) or ""), timeout=15, what="the unavailable watch mode")
+    status = f"cannot serve {root}"
+    wait_until(lambda: any(status in m for _, m in notify.drain()), timeout=5, what="STATUS naming the root")
+    notify.close()
+    assert proc.poll() is None
+    root.unlink()
+    (root / "unprocessed").mkdir(parents=True)
+    drop(root, "back.txt", b"served again\n")
+    wait_until(lambda: census(root)["processed"] == ["back.txt"], timeout=15, what="the root served again")
+    assert terminate_all([proc]) == [0]
+    assert len(events([log], "watch root unusable; will try again at each rescan")) == 1
