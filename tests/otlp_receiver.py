@@ -53,6 +53,7 @@ class SpanRecord(TypedDict):
     events: list[EventRecord]
     status_code: int
     status_message: str
+    links: list[tuple[str, str]]  # (trace id, span id) of each linked span
     resource: dict[str, Any]
     scope: str
     protocol: Protocol
@@ -135,6 +136,7 @@ def _spans(request: trace_pb.ExportTraceServiceRequest, protocol: Protocol) -> l
                     ],
                     status_code=span.status.code,
                     status_message=span.status.message,
+                    links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                     resource=resource,
                     scope=scope_spans.scope.name,
                     protocol=protocol,
@@ -228,7 +230,8 @@ def _logs(request: logs_pb.ExportLogsServiceRequest, protocol: Protocol) -> list
 class _Store:
     """What has arrived so far; the condition wakes waiters whenever a request is stored."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay  # seconds each trace export takes, like a busy or distant collector
         self.changed = threading.Condition()
         self.generation = 0
         self.spans: list[SpanRecord] = []
@@ -237,6 +240,7 @@ class _Store:
         self.requests: Counter[tuple[Signal, Protocol]] = Counter()
 
     def add_traces(self, request: trace_pb.ExportTraceServiceRequest, protocol: Protocol) -> None:
+        time.sleep(self.delay)
         records = _spans(request, protocol)
         with self.changed:
             self.spans.extend(records)
@@ -376,11 +380,12 @@ def _matches(point: MetricPoint, name: str, attrs: dict[str, object]) -> bool:
 class OtlpReceiver:
     """A collector stand-in listening on gRPC and HTTP/protobuf; use as a context manager.
 
-    ``stop()`` makes it vanish mid-test; ``start()`` brings it back on the same ports.
+    ``stop()`` makes it vanish mid-test; ``start()`` brings it back on the same ports. With
+    ``delay`` every trace export takes that many seconds, as with a busy or distant collector.
     """
 
-    def __init__(self) -> None:
-        self._store = _Store()
+    def __init__(self, delay: float = 0.0) -> None:
+        self._store = _Store(delay)
         self._grpc_port = 0
         self._http_port = 0
         self._grpc_server: Any = None

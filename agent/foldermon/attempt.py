@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags
 
 from foldermon import log as logmod
 from foldermon.config import Config
@@ -18,6 +18,7 @@ from foldermon.deadline import Alarm, DrainExpired, FileTimeLimit
 from foldermon.errors import InputRejectedError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
+from foldermon.queue.counter import TraceRef
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.layout import make_dir
 from foldermon.queue.lifecycle import Claim, Queue
@@ -43,6 +44,24 @@ class Outcome:
     lines_in: int = 0
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
     finish_only: bool = False  # the output is published: the retry only finishes the input
+    error_type: str | None = None  # of a failed outcome
+    trace: TraceRef | None = None  # where this attempt is traced
+
+
+def _trace_ref(attempt: int, span: Span) -> TraceRef:
+    ctx = span.get_span_context()
+    return TraceRef(
+        attempt, format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), ctx.trace_flags.sampled
+    )
+
+
+def _links(claim: Claim) -> list[Link]:
+    """Links from an attempt's span to the spans of the file's earlier attempts that were kept."""
+    return [
+        Link(SpanContext(int(t.trace_id, 16), int(t.span_id, 16), is_remote=True, trace_flags=TraceFlags(1)))
+        for t in claim.traces
+        if t.sampled
+    ]
 
 
 def describe(exc: BaseException) -> str:
@@ -112,20 +131,25 @@ class Attempt:
         one output-folder fsync per batch instead of one per file.
         """
         tel = self.telemetry
-        root = str(queue.layout.root)
         attributes: dict[str, str | int] = {
-            "file.path": str(claim.path),
+            # The path the producer used; where it sits while claimed is the claim path.
+            "file.path": str(queue.layout.unprocessed / claim.name),
+            "foldermon.claim.path": str(claim.path),
             "file.name": claim.name,
             "file.size": claim.size,
-            "foldermon.watch.root": root,
+            **queue.attributes,
             "foldermon.attempt": claim.attempt,
         }
         if claim.attempt == 1:
             latency = max(0.0, self._wall() - claim.arrived)
-            tel.instruments.pickup_latency.record(latency, {"foldermon.watch.root": root})
+            tel.instruments.pickup_latency.record(latency, queue.attributes)
         started, start_ns = time.monotonic(), time.time_ns()
         pipeline = build_pipeline(self.config.processors, self.registry)
-        span = tel.tracer.start_span("foldermon.process_file", attributes=attributes)
+        if self.exact_lines:
+            attributes["foldermon.lines.exact"] = True
+        span = tel.tracer.start_span(
+            "foldermon.process_file", attributes=attributes, links=_links(claim), start_time=start_ns
+        )
         run = _Run(queue, claim, queue.output_target(claim), pipeline, span, started, start_ns, log)
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             try:
@@ -159,10 +183,7 @@ class Attempt:
         except OSError as exc:
             return self._finish_failed(exc, log)
         log.info("file processed", processed_as=processed_as)
-        root = str(queue.layout.root)
-        self.telemetry.instruments.files.add(
-            1, {"foldermon.outcome": "processed", "foldermon.watch.root": root}
-        )
+        self.telemetry.instruments.files.add(1, {"foldermon.outcome": "processed", **queue.attributes})
         return Outcome("processed")
 
     def complete(self, produced: Produced, commit_error: OSError | None) -> Outcome:
@@ -203,6 +224,7 @@ class Attempt:
     def _error(self, run: _Run, exc: Exception) -> Outcome:
         run.target.tmp.unlink(missing_ok=True)
         run.span.record_exception(exc)
+        run.span.set_attribute("error.type", type(exc).__qualname__)
         run.span.set_status(Status(StatusCode.ERROR, describe(exc)))
         return self._failed(run.queue, run.claim, exc, run.span, run.log)
 
@@ -210,16 +232,35 @@ class Attempt:
         processor_spans(self.telemetry.tracer, run.span, run.pipeline, run.start_ns)
         run.span.set_attribute("foldermon.outcome", outcome.outcome)
         run.span.end()
-        root = str(run.queue.layout.root)
-        self._record(run.pipeline, outcome.outcome, time.monotonic() - run.started, root)
+        outcome = replace(outcome, trace=_trace_ref(run.claim.attempt, run.span))
+        self._record(run.pipeline, outcome, time.monotonic() - run.started, run.queue.attributes)
         return outcome
 
     def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
-        on_batch: Callable[[list[str]], list[str]] | None = LineTracer.for_config(
-            pipeline, self.telemetry.tracer, span, self.config.telemetry
+        tracer = LineTracer.for_config(
+            pipeline,
+            self.telemetry.tracer,
+            span,
+            self.config.telemetry,
+            size=claim.size,
+            exact=self.exact_lines,
         )
-        if on_batch is None and self.exact_lines:
+        on_batch: Callable[[list[str]], list[str]] | None = tracer
+        if tracer is None and self.exact_lines:
             on_batch = pipeline.feed_exact
+        try:
+            return self._stream(claim, target, pipeline, on_batch)
+        finally:
+            if tracer is not None:
+                span.set_attributes(tracer.summary())
+
+    def _stream(
+        self,
+        claim: Claim,
+        target: OutputTarget,
+        pipeline: Pipeline,
+        on_batch: Callable[[list[str]], list[str]] | None,
+    ) -> StreamResult:
         with open_input(claim.path) as src:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
@@ -241,11 +282,18 @@ class Attempt:
                 os.close(fd)
 
     def _failed(self, queue: Queue, claim: Claim, exc: Exception, span: Span, log: logmod.Logger) -> Outcome:
+        if isinstance(exc, ProcessorError) and exc.line is None and not self.exact_lines:
+            # Batches do not say which line failed: the same attempt runs again at once, line by
+            # line, so its record and its trace name the line.
+            log.info(
+                "processor failed; running the file again line by line to find the line", error=describe(exc)
+            )
+            return Outcome("retry", retry_in=0.0, counted=False, exact=True)
         environment = isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
         if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
             delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
             log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
-            # After a processor error every retry runs line by line, so the last one names the line.
+            # After a processor error every retry runs line by line, so each names the line.
             exact = isinstance(exc, ProcessorError)
             return Outcome("retry", retry_in=delay, counted=not environment, exact=exact)
         record = fail_record(
@@ -258,8 +306,12 @@ class Attempt:
             processor_type=getattr(exc, "processor_type", None),
             line=getattr(exc, "line", None),
             cause=describe(exc.__cause__) if exc.__cause__ else None,
-            trace_id=format(span.get_span_context().trace_id, "032x"),
         )
+        this = _trace_ref(claim.attempt, span)
+        # A trace the sampler dropped leads nowhere: the record says so instead of naming it.
+        record["trace_id"] = this.trace_id if this.sampled else None
+        record["trace_sampled"] = this.sampled
+        record["attempt_traces"] = [asdict(t) for t in (*claim.traces, this)]
         try:
             failed_as = queue.fail(claim, record)
         except OSError as quarantine_exc:
@@ -268,9 +320,9 @@ class Attempt:
             log.warning("quarantine failed; will retry", error=describe(quarantine_exc), retry_in=delay)
             return Outcome("retry", retry_in=delay, counted=False)
         log.error("file failed", failed_as=failed_as, error=describe(exc))
-        return Outcome("failed")
+        return Outcome("failed", error_type=type(exc).__qualname__)
 
-    def _record(self, pipeline: Pipeline, outcome: str, seconds: float, root: str) -> None:
+    def _record(self, pipeline: Pipeline, outcome: Outcome, seconds: float, root: Mapping[str, str]) -> None:
         """Metrics once per file attempt: the hot loop only counted locally."""
         ins = self.telemetry.instruments
         for stage, stats in zip(pipeline.stages, pipeline.stats(), strict=True):
@@ -280,5 +332,8 @@ class Attempt:
             ins.processor_duration.record(stats.seconds, attrs)
             if stats.errors:
                 ins.processor_errors.add(stats.errors, attrs)
-        ins.files.add(1, {"foldermon.outcome": outcome, "foldermon.watch.root": root})
-        ins.file_duration.record(seconds, {"foldermon.outcome": outcome, "foldermon.watch.root": root})
+        attrs = {**root, "foldermon.outcome": outcome.outcome}
+        ins.file_duration.record(seconds, attrs)
+        if outcome.error_type:
+            attrs["error.type"] = outcome.error_type
+        ins.files.add(1, attrs)

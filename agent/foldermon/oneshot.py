@@ -35,14 +35,15 @@ def process_file(
     pipeline = build_pipeline(config.processors, registry)
     start_ns = time.time_ns()
     attributes = {"file.path": str(src.absolute()), "file.name": src.name}
-    with telemetry.tracer.start_as_current_span("foldermon.process_file", attributes=attributes) as span:
-        feed: Feed = (
-            LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry) or pipeline.feed
-        )
+    with telemetry.tracer.start_as_current_span(
+        "foldermon.process_file", attributes=attributes, start_time=start_ns
+    ) as span:
         try:
             with open_input(src) as fin:
                 size = os.fstat(fin.fileno()).st_size
                 span.set_attribute("file.size", size)
+                tracer = LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry, size=size)
+                feed: Feed = tracer or pipeline.feed
                 with _progress(fin, size, src.name, enabled=progress) as keep_going:
                     run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
                     result = (

@@ -44,7 +44,7 @@ from foldermon.queue.lifecycle import (
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record, migrate_legacy_records
 from foldermon.sdnotify import Notifier
-from foldermon.telemetry import QueueSample, Telemetry, WatchModeSample
+from foldermon.telemetry import SPAN_DROP_REASONS, QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
 
 # Finishes are fsynced together for at most this many files, and whenever the queue is empty.
@@ -99,6 +99,11 @@ class Retry:
     counted: bool
     exact: bool = False  # run line by line, to name the line a processor fails on
     finish: OutputTarget | None = None  # the output is published: only the finish is retried
+
+
+def _unless_unusable(root: Root, mode: str, reason: str) -> tuple[str, str]:
+    """A root that cannot be served now shows as mode "unavailable" with why."""
+    return ("unavailable", root.unusable) if root.unusable else (mode, reason)
 
 
 class Agent:
@@ -214,25 +219,24 @@ class Agent:
             self.log.error(
                 "recovery could not finish a published input; will retry", root=str(layout.root), error=error
             )
-        self.telemetry.instruments.recovered.add(
-            len(report.returned), {"foldermon.watch.root": str(layout.root)}
-        )
+        self.telemetry.instruments.recovered.add(len(report.returned), root.queue.attributes)
 
     def _zero_counters(self) -> None:
         """Start every counter series at 0, so the first failure after a start shows as an increase."""
         ins = self.telemetry.instruments
         for root in self.roots:
             for outcome in ("processed", "retry", "failed"):
-                ins.files.add(
-                    0, {"foldermon.outcome": outcome, "foldermon.watch.root": str(root.layout.root)}
-                )
+                ins.files.add(0, {"foldermon.outcome": outcome, **root.queue.attributes})
         for spec in self.config.processors:
             attrs = {"foldermon.processor.id": spec.id, "foldermon.processor.type": spec.type}
             for counter in (ins.lines_in, ins.lines_out, ins.processor_errors):
                 counter.add(0, attrs)
         for signal_name, kind in self.telemetry.settings.exporters.items():
             if kind == "otlp":
-                ins.export_failures.add(0, {"signal": signal_name})
+                ins.export_failures.add(0, {"foldermon.telemetry.signal": signal_name})
+        if self.telemetry.settings.exporters["traces"] != "none":
+            for reason in SPAN_DROP_REASONS:
+                ins.spans_dropped.add(0, {"foldermon.telemetry.reason": reason})
 
     def _shutdown(self) -> None:
         self._group_commit()
@@ -610,6 +614,8 @@ class Agent:
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             finish = target if result.finish_only else None
+            if result.trace is not None:  # the next attempt links to this one's trace
+                claim = replace(claim, traces=(*claim.traces, result.trace))
             retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact, finish)
             self._retries.append(retry)
             self._retries.sort(key=lambda r: r.due)
@@ -634,20 +640,20 @@ class Agent:
                 "underprocess": claimed_count(layout),
                 "failed": len(input_names(layout.failed)),
             }
-            samples.append(QueueSample(str(layout.root), depths, age))
+            samples.append(QueueSample(str(layout.root), root.queue.root_id, depths, age))
         return samples
 
     def _mode_samples(self) -> list[WatchModeSample]:
+        roots = {r.layout.root: r for r in self.roots}
         if self._watcher is None:
-            return [
-                WatchModeSample(str(r.layout.root), "once", "run --once lists the folder") for r in self.roots
-            ]
-        unusable = {r.layout.root: r.unusable for r in self.roots if r.unusable}
+            modes = [(r.layout.root, "once", "run --once lists the folder") for r in self.roots]
+        else:
+            modes = [(m.root, m.mode, m.reason) for m in self._watcher.modes]
         return [
-            WatchModeSample(str(m.root), "unavailable", unusable[m.root])
-            if m.root in unusable
-            else WatchModeSample(str(m.root), m.mode, m.reason)
-            for m in self._watcher.modes
+            WatchModeSample(
+                str(path), roots[path].queue.root_id, *_unless_unusable(roots[path], mode, reason)
+            )
+            for path, mode, reason in modes
         ]
 
     def _group_commit(self) -> None:

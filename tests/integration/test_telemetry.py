@@ -168,19 +168,23 @@ def test_line_spans_are_capped_per_file(tmp_path: Path, receiver: OtlpReceiver) 
 def test_failed_file_span_has_error_status_and_its_trace_id_is_in_the_record(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
-    """A failing file: span status ERROR with the exception, outcome failed, trace id in error.json."""
+    """A failing file: span status ERROR with the exception and error.type, outcome failed, trace id
+    in its record; the batch-mode failure is run again line by line at once, so the record names the line."""
     root = tmp_path / "root"
-    drop(root, "bad.txt", "BAD\n")
+    drop(root, "bad.txt", "ok\nok\nBAD\nok\n")
     config = '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\nid = "picky"\n'
     _run_once(tmp_path, receiver.endpoint_env("grpc"), config=config)
     span = receiver.wait_for(
-        lambda rx: next((s for s in rx.spans() if s["name"] == "foldermon.process_file"), None)
+        lambda rx: next((s for s in rx.spans() if s["attributes"].get("foldermon.outcome") == "failed"), None)
     )
     assert span["status_code"] == 2
-    assert span["attributes"]["foldermon.outcome"] == "failed"
+    assert span["attributes"]["error.type"] == "ProcessorError"
     assert any(e["name"] == "exception" for e in span["events"])
     record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
     assert record["trace_id"] == span["trace_id"]
+    assert record["line"] == 3
+    runs = [s for s in receiver.spans() if s["name"] == "foldermon.process_file"]
+    assert [s["attributes"]["foldermon.outcome"] for s in runs] == ["retry", "failed"]
 
 
 def test_log_records_inside_a_span_carry_its_trace_id(tmp_path: Path, receiver: OtlpReceiver) -> None:

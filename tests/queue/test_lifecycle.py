@@ -230,7 +230,7 @@ def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: 
     ino = (dead / "data.txt").stat().st_ino
     assert sorted(queue.recover().returned) == ["data.txt", "waiting.txt"]
     counter = read_json(layout.unprocessed / counter_name("data.txt"))
-    assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK}
+    assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK, "traces": []}
     # Claimed in the same batch but never started: no attempt against it.
     assert not (layout.unprocessed / counter_name("waiting.txt")).exists()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ConfigError
 from foldermon.telemetry import ExportGuard, build_resource, resolve
+from foldermon.telemetry._exporters import RetriesSampled
 
 
 def test_nothing_configured_exports_nothing() -> None:
@@ -62,12 +64,41 @@ def test_unknown_values_are_config_errors_listing_every_problem() -> None:
 def test_sampler_comes_from_config_with_its_argument() -> None:
     """traces_sampler and traces_sampler_arg build the sampler; the variable wins."""
     sampler = resolve(TelemetryConfig(traces_sampler="traceidratio", traces_sampler_arg=0.25), {}).sampler
-    assert isinstance(sampler, TraceIdRatioBased)
-    assert sampler.rate == 0.25
-    assert (
-        resolve(TelemetryConfig(traces_sampler="traceidratio"), {"OTEL_TRACES_SAMPLER": "always_off"}).sampler
-        is ALWAYS_OFF
+    assert isinstance(sampler, RetriesSampled)
+    assert isinstance(sampler.inner, TraceIdRatioBased)
+    assert sampler.inner.rate == 0.25
+    env = {"OTEL_TRACES_SAMPLER": "always_off"}
+    off = resolve(TelemetryConfig(traces_sampler="traceidratio"), env).sampler
+    assert isinstance(off, RetriesSampled)
+    assert off.inner is ALWAYS_OFF
+
+
+@pytest.mark.parametrize(
+    ("attributes", "sampled"),
+    [
+        ({"foldermon.attempt": 1}, False),
+        ({"foldermon.attempt": 2}, True),
+        ({"foldermon.attempt": 1, "foldermon.lines.exact": True}, True),
+        ({}, False),
+    ],
+)
+def test_retries_and_line_by_line_runs_are_traced_whatever_the_sampler(
+    attributes: dict[str, object], sampled: bool
+) -> None:
+    """Under always_off a first attempt is dropped, but a retry or a run that finds a failing line is kept."""
+    sampler = resolve(TelemetryConfig(traces_sampler="always_off"), {}).sampler
+    result = sampler.should_sample(None, 12345, "foldermon.process_file", attributes=attributes)
+    assert result.decision.is_sampled() is sampled
+
+
+def test_spans_inside_a_kept_trace_are_kept() -> None:
+    """Children follow a sampled parent even when the configured sampler would drop their trace."""
+    sampler = resolve(TelemetryConfig(traces_sampler="traceidratio", traces_sampler_arg=0.0), {}).sampler
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(12345, 678, is_remote=False, trace_flags=trace.TraceFlags(1))
     )
+    context = trace.set_span_in_context(parent)
+    assert sampler.should_sample(context, 12345, "foldermon.line").decision.is_sampled()
 
 
 def test_resource_has_contract_attributes_and_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:

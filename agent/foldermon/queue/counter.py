@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from foldermon.queue.fsio import write_durable
@@ -15,26 +16,55 @@ def counter_name(name: str) -> str:
     return f".{name}.attempts"
 
 
-def read_counter(path: Path, ino: int) -> tuple[int, float]:
-    """(attempts made, time of the first) from a counter; (0, 0.0) when absent or another file's."""
+@dataclass(frozen=True, slots=True)
+class TraceRef:
+    """Where an earlier attempt of a file is traced (ids in hex), and whether its trace was kept."""
+
+    attempt: int
+    trace_id: str
+    span_id: str
+    sampled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """The attempts a file has used, when the first began, and the traces of the recent ones."""
+
+    attempts: int = 0
+    first: float = 0.0
+    traces: tuple[TraceRef, ...] = ()
+
+
+# The traces of this many attempts are kept (a counter of a file that failed often stays small).
+MAX_TRACES = 10
+
+
+def read_counter(path: Path, ino: int) -> Count:
+    """The count in a counter file; an empty Count when absent, unreadable or another file's."""
     # Never followed: a counter comes along from unprocessed/, where a producer may plant a
     # link (to a file outside the root, or a FIFO that would block the open).
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         with os.fdopen(os.open(path, flags), "rb") as counter:
             is_file = stat.S_ISREG(os.fstat(counter.fileno()).st_mode)
-            data = json.loads(counter.read(4096)) if is_file else None
-    except (OSError, ValueError):
-        return 0, 0.0
+            data = json.loads(counter.read(1 << 16)) if is_file else None
+    except (OSError, ValueError, RecursionError):
+        return Count()
     # A counter left by another file of the same name (deleted by hand) does not count.
     if not isinstance(data, dict) or data.get("ino") != ino:
-        return 0, 0.0
+        return Count()
     try:
-        return int(data.get("attempts", 0)), float(data.get("first_attempt", 0.0))
+        traces = tuple(TraceRef(**t) for t in data.get("traces", ()))
+        return Count(int(data.get("attempts", 0)), float(data.get("first_attempt", 0.0)), traces)
     except (TypeError, ValueError):
-        return 0, 0.0
+        return Count()
 
 
-def write_counter(folder: Path, name: str, ino: int, attempts: int, first: float) -> None:
-    record = {"ino": ino, "attempts": attempts, "first_attempt": first}
+def write_counter(folder: Path, name: str, ino: int, count: Count) -> None:
+    record = {
+        "ino": ino,
+        "attempts": count.attempts,
+        "first_attempt": count.first,
+        "traces": [asdict(t) for t in count.traces[-MAX_TRACES:]],
+    }
     write_durable(folder / counter_name(name), json.dumps(record).encode())

@@ -14,12 +14,12 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from foldermon.errors import LifecycleError
-from foldermon.queue.counter import counter_name, read_counter, write_counter
+from foldermon.queue.counter import Count, TraceRef, counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, root_id
@@ -52,6 +52,7 @@ class Claim:
     size: int
     arrived: float
     identity: str
+    traces: tuple[TraceRef, ...] = ()  # of the earlier attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,11 @@ class Queue:
     def root_tag(self) -> str:
         return self.root_id[:8]
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The root as telemetry names it: its path here, and its id, the same on every host."""
+        return {"foldermon.watch.root": str(self.layout.root), "foldermon.watch.root.id": self.root_id}
+
     def reopen(self) -> None:
         """Make the root's folders and this instance's claim folder again, after they were removed.
 
@@ -191,16 +197,25 @@ class Queue:
         results: list[ClaimResult] = []
         for name, st in moved:
             ident = identity(self.root_id, name, st)
-            attempts, first = read_counter(self.instance.dir / counter_name(name), st.st_ino)
-            if attempts >= self.max_attempts:
-                results.append(Exhausted(name, attempts, ident))
+            count = read_counter(self.instance.dir / counter_name(name), st.st_ino)
+            if count.attempts >= self.max_attempts:
+                results.append(Exhausted(name, count.attempts, ident))
                 continue
             # The counter holds the attempts already made; this one is counted on disk only if
             # it fails (``again``) or its instance dies during it (recovery), so the happy path
             # writes nothing.
             path = self.instance.dir / name
             results.append(
-                Claim(name, path, attempts + 1, first or self._now(), st.st_size, st.st_ctime, ident)
+                Claim(
+                    name,
+                    path,
+                    count.attempts + 1,
+                    count.first or self._now(),
+                    st.st_size,
+                    st.st_ctime,
+                    ident,
+                    count.traces,
+                )
             )
         return results
 
@@ -260,18 +275,11 @@ class Queue:
         )
 
     def again(self, claim: Claim) -> Claim:
-        """Record the failed attempt on disk, then start the next one (a retry after backoff)."""
+        """Record the failed attempt (and where its attempts are traced) on disk, then start the next."""
         st = os.lstat(claim.path)
-        write_counter(self.instance.dir, claim.name, st.st_ino, claim.attempt, claim.first_attempt)
-        return Claim(
-            claim.name,
-            claim.path,
-            claim.attempt + 1,
-            claim.first_attempt,
-            st.st_size,
-            claim.arrived,
-            claim.identity,
-        )
+        count = Count(claim.attempt, claim.first_attempt, claim.traces)
+        write_counter(self.instance.dir, claim.name, st.st_ino, count)
+        return replace(claim, attempt=claim.attempt + 1, size=st.st_size)
 
     def _take_counter(self, name: str) -> None:
         src = self.layout.unprocessed / counter_name(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,8 +100,10 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, ac
 
 def _count_interrupted(queue: Queue, folder: Path, name: str, ino: int) -> None:
     """The claim its instance was working on when it died counts as one attempt (it may be the cause)."""
-    attempts, first = read_counter(folder / counter_name(name), ino)
-    write_counter(folder, name, ino, attempts + 1, first or queue._now())
+    count = read_counter(folder / counter_name(name), ino)
+    write_counter(
+        folder, name, ino, replace(count, attempts=count.attempts + 1, first=count.first or queue._now())
+    )
 
 
 def _remove_temps(output_dir: Path, instance_id: str, prefix: str, keep: set[str]) -> int:

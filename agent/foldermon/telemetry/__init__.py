@@ -3,11 +3,13 @@
 from foldermon.telemetry._exporters import ENABLE_HINT, ExportGuard, ExportSettings, resolve
 from foldermon.telemetry._instruments import SECONDS_BUCKETS, Instruments, QueueSample, WatchModeSample
 from foldermon.telemetry._providers import Telemetry, build_resource
+from foldermon.telemetry._spanqueue import SPAN_DROP_REASONS
 from foldermon.telemetry._spans import LineTracer, processor_spans
 
 __all__ = [
     "ENABLE_HINT",
     "SECONDS_BUCKETS",
+    "SPAN_DROP_REASONS",
     "ExportGuard",
     "ExportSettings",
     "Instruments",

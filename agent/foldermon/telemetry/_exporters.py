@@ -6,18 +6,25 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
     DEFAULT_OFF,
     DEFAULT_ON,
+    Decision,
     ParentBasedTraceIdRatio,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from foldermon.config import MAX_SECONDS, TelemetryConfig, telemetry_value_problem
 from foldermon.errors import ConfigError
@@ -119,9 +126,45 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
         prometheus_host=host,
         prometheus_port=int(port_text),
         metric_interval_ms=None if interval else (config.metric_export_interval * 1000 or None),
-        sampler=_SAMPLERS[sampler_name](rate),
+        sampler=RetriesSampled(_SAMPLERS[sampler_name](rate)),
         resource_attributes=pairs(config.resource_attributes) or {},
     )
+
+
+class RetriesSampled(Sampler):
+    """The configured sampler, except that the retries of a file, and its line-by-line run that
+    finds a failing line, are always traced, with everything inside them: a failure's record
+    then names a trace that exists."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+
+    def should_sample(  # noqa: PLR0917 - the SDK's Sampler interface
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        attrs = attributes or {}
+        forced = (parent.is_valid and parent.trace_flags.sampled) or (
+            not parent.is_valid
+            and (_int(attrs.get("foldermon.attempt")) > 1 or bool(attrs.get("foldermon.lines.exact")))
+        )
+        if forced:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"RetriesSampled{{{self.inner.get_description()}}}"
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def pairs(text: str) -> dict[str, str] | None:
@@ -141,7 +184,8 @@ def quiet_sdk_loggers() -> None:
 
 
 class ExportGuard:
-    """Counts export failures per signal and reports them at most once a minute."""
+    """Counts losses per key (a signal, or why spans were dropped) and reports each key at most
+    once a minute, with the total so far."""
 
     def __init__(
         self,
@@ -156,16 +200,16 @@ class ExportGuard:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self.failures: dict[str, int] = dict.fromkeys(SIGNALS, 0)
-        self.on_failure: Callable[[str], None] = lambda _signal: None
+        self.on_failure: Callable[[str, int], None] = lambda _key, _amount: None
 
-    def failed(self, signal: str, detail: str) -> None:
+    def failed(self, key: str, detail: str, amount: int = 1) -> None:
         with self._lock:
-            self.failures[signal] += 1
+            self.failures[key] = self.failures.get(key, 0) + amount
             now = self._clock()
-            due = now - self._last.get(signal, -self._every) >= self._every
+            due = now - self._last.get(key, -self._every) >= self._every
             if due:
-                self._last[signal] = now
-            count = self.failures[signal]
-        self.on_failure(signal)
+                self._last[key] = now
+            count = self.failures[key]
+        self.on_failure(key, amount)
         if due:
-            self._report(signal, count, detail)
+            self._report(key, count, detail)

@@ -20,6 +20,7 @@ class QueueSample:
     """One root's queue as seen by the gauge callback."""
 
     root: str
+    root_id: str
     depths: dict[str, int]  # state -> files
     oldest_age: float | None
 
@@ -27,6 +28,7 @@ class QueueSample:
 @dataclass(frozen=True, slots=True)
 class WatchModeSample:
     root: str
+    root_id: str
     mode: str
     reason: str
 
@@ -73,6 +75,11 @@ class Instruments:
             unit="{error}",
             description="Failed telemetry exports by signal",
         )
+        self.spans_dropped = meter.create_counter(
+            "foldermon.telemetry.spans.dropped",
+            unit="{span}",
+            description="Spans that were never exported, by reason (a full queue, a failed export, shutdown)",
+        )
         self.queue_source: Callable[[], Iterable[QueueSample]] = list
         self.mode_source: Callable[[], Iterable[WatchModeSample]] = list
         self._cached: list[QueueSample] = []
@@ -107,19 +114,21 @@ class Instruments:
     def _depths(self, _options: CallbackOptions) -> Iterable[Observation]:
         for sample in self._samples():
             for state, count in sample.depths.items():
-                yield Observation(
-                    count, {"foldermon.queue.state": state, "foldermon.watch.root": sample.root}
-                )
+                yield Observation(count, {"foldermon.queue.state": state, **_root(sample)})
 
     def _oldest(self, _options: CallbackOptions) -> Iterable[Observation]:
         for sample in self._samples():
-            yield Observation(sample.oldest_age or 0.0, {"foldermon.watch.root": sample.root})
+            yield Observation(sample.oldest_age or 0.0, _root(sample))
 
     def _modes(self, _options: CallbackOptions) -> Iterable[Observation]:
         for m in self.mode_source():
             attrs = {
-                "foldermon.watch.root": m.root,
+                **_root(m),
                 "foldermon.watch.mode": m.mode,
                 "foldermon.watch.reason": m.reason,
             }
             yield Observation(1, attrs)
+
+
+def _root(sample: QueueSample | WatchModeSample) -> dict[str, str]:
+    return {"foldermon.watch.root": sample.root, "foldermon.watch.root.id": sample.root_id}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -42,7 +43,10 @@ class OtlpLogBridge:
         level = str(event.get("level", "info"))
         skip = ("event", "level", "timestamp", "trace_id", "span_id")
         attributes = {k: _attribute(v) for k, v in event.items() if k not in skip}
+        now = time.time_ns()  # the record is written as it happens
         self._logger.emit(
+            timestamp=now,
+            observed_timestamp=now,
             severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
             severity_text=level.upper(),
             body=str(event.get("event", "")),

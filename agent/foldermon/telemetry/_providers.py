@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Tracer
 
 from foldermon import __version__
@@ -27,6 +27,7 @@ from foldermon.telemetry._exporters import (
 )
 from foldermon.telemetry._instruments import Instruments
 from foldermon.telemetry._logs import OtlpLogBridge, add_trace_ids
+from foldermon.telemetry._spanqueue import AccountedSpanProcessor, line_queue_size
 
 SCOPE = "foldermon"
 
@@ -63,6 +64,8 @@ class Telemetry:
         self.log = log or logmod.get()
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
+        self.span_drops = ExportGuard(self._report_drops)
+        self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
         resource = build_resource(instance_id, self.settings.resource_attributes)
         self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
         self._add_span_exporter()
@@ -70,7 +73,12 @@ class Telemetry:
         self.logger_provider = self._logger_provider(resource)
         self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
         self.instruments = Instruments(self.meter_provider.get_meter(SCOPE, __version__))
-        self.guard.on_failure = lambda signal: self.instruments.export_failures.add(1, {"signal": signal})
+        self.guard.on_failure = lambda signal, _n: self.instruments.export_failures.add(
+            1, {"foldermon.telemetry.signal": signal}
+        )
+        self.span_drops.on_failure = lambda reason, count: self.instruments.spans_dropped.add(
+            count, {"foldermon.telemetry.reason": reason}
+        )
 
     def log_processors(self) -> list[Callable[..., Any]]:
         """structlog processors to install: trace ids, plus the OTLP bridge when logs are exported."""
@@ -96,13 +104,22 @@ class Telemetry:
 
     def _add_span_exporter(self) -> None:
         kind = self.settings.exporters["traces"]
+        exporter: SpanExporter
         if kind == "console":
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            exporter = ConsoleSpanExporter()
         elif kind == "otlp":
             from foldermon.telemetry._otlp import GuardedSpanExporter, otlp_span_exporter
 
             exporter = GuardedSpanExporter(otlp_span_exporter(self.settings), self.guard)
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        else:
+            return
+        processor = AccountedSpanProcessor(
+            exporter, line_queue=self._line_queue, on_dropped=self._spans_dropped
+        )
+        self.tracer_provider.add_span_processor(processor)
+
+    def _spans_dropped(self, count: int, reason: str) -> None:
+        self.span_drops.failed(reason, f"{count} span(s)", amount=count)
 
     def _meter_provider(self, resource: Resource) -> MeterProvider:
         kind = self.settings.exporters["metrics"]
@@ -164,6 +181,11 @@ class Telemetry:
             return reader
         self.log.info("prometheus endpoint", url=f"http://{host}:{port}/metrics")
         return reader
+
+    def _report_drops(self, reason: str, count: int, detail: str) -> None:
+        self.log.warning(
+            "spans dropped before export; processing continues", reason=reason, spans=count, detail=detail
+        )
 
     def _report_failure(self, signal: str, count: int, detail: str) -> None:
         self.log.warning(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -15,37 +14,46 @@ from foldermon.errors import ProcessorError
 from foldermon.pipeline import Pipeline
 
 # Lines are examined one by one (to see what each processor did) for at most this many
-# times the span cap per file; after that the file runs in fast batches.
+# times the span cap per file, spread over the whole file; the rest runs in fast batches.
 EXAMINE_FACTOR = 10
 
 
 def processor_spans(tracer: Tracer, parent: Span, pipeline: Pipeline, start_ns: int) -> None:
-    """One child span per processor, covering the file, with the lines it saw and emitted."""
+    """One child span per processor, laid end to end from the file span's start, each as long as
+    the time its processor really ran (summed over the file), so Jaeger shows which one is slow."""
     context = trace.set_span_in_context(parent)
-    end_ns = time.time_ns()
-    for stage, stats in zip(pipeline.stages, pipeline.stats(), strict=True):
+    stats = pipeline.stats()
+    total = sum(s.seconds for s in stats) or 1.0
+    at = start_ns
+    for stage, stat in zip(pipeline.stages, stats, strict=True):
+        end = at + int(stat.seconds * 1e9)
         span = tracer.start_span(
             "foldermon.processor",
             context=context,
-            start_time=start_ns,
+            start_time=at,
             attributes={
                 "foldermon.processor.id": stage.id,
                 "foldermon.processor.type": stage.type,
-                "foldermon.lines.in": stats.lines_in,
-                "foldermon.lines.out": stats.lines_out,
-                "foldermon.processor.seconds": stats.seconds,
+                "foldermon.lines.in": stat.lines_in,
+                "foldermon.lines.out": stat.lines_out,
+                "foldermon.processor.seconds": stat.seconds,
+                "foldermon.processor.share": round(stat.seconds / total, 4),
             },
         )
-        if stats.errors:
-            span.set_status(Status(StatusCode.ERROR, f"{stats.errors} error(s)"))
-        span.end(end_time=end_ns)
+        if stat.errors:
+            span.set_status(Status(StatusCode.ERROR, f"{stat.errors} error(s)"))
+        span.end(end_time=end)
+        at = end
 
 
 class LineTracer:
     """Feeds batches through the pipeline, tracing a bounded sample of lines one by one.
 
-    A line gets a ``foldermon.line`` span when it was dropped or failed, or by the sample
-    ratio, until ``cap`` spans exist for the file; a failing line always gets one.
+    The examined lines are spread over the whole file: the rate is the budget left over the
+    lines the file's size says are left. An examined line gets a ``foldermon.line`` span when
+    it was dropped, or by the sample ratio, until ``cap`` spans exist for the file. A line a
+    processor fails on always gets an ERROR span: with ``exact`` (a retry that must name the
+    line) the unexamined lines run one by one too.
     """
 
     def __init__(
@@ -56,7 +64,9 @@ class LineTracer:
         *,
         ratio: float,
         cap: int,
-        rng: Callable[[], float] = random.random,
+        size: int = 0,
+        exact: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._tracer = tracer
@@ -64,48 +74,102 @@ class LineTracer:
         self._ratio = ratio
         self._cap = cap
         self._budget = cap * EXAMINE_FACTOR
-        self._rng = rng
+        self._size = size
+        self._feed = pipeline.feed_exact if exact else pipeline.feed
+        self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
+        self._chars = 0
+        self._batch_left = 0
+        self._examine_later = 0  # lines the later batches are expected to examine
         self.spans = 0
+        self.examined = 0
 
     @classmethod
     def for_config(
-        cls, pipeline: Pipeline, tracer: Tracer, parent: Span, config: TelemetryConfig
+        cls,
+        pipeline: Pipeline,
+        tracer: Tracer,
+        parent: Span,
+        config: TelemetryConfig,
+        *,
+        size: int = 0,
+        exact: bool = False,
     ) -> LineTracer | None:
         """The line tracer ``[telemetry]`` asks for (``trace_lines`` / ``--trace``), or None."""
         if not config.trace_lines or config.max_line_spans_per_file <= 0:
             return None
         return cls(
-            pipeline, tracer, parent, ratio=config.line_sample_ratio, cap=config.max_line_spans_per_file
+            pipeline,
+            tracer,
+            parent,
+            ratio=config.line_sample_ratio,
+            cap=config.max_line_spans_per_file,
+            size=size,
+            exact=exact,
         )
 
+    def summary(self) -> dict[str, int | bool]:
+        """What the file span says about its line spans: how many, of how many lines examined,
+        and whether lines went unexamined (the cap or the budget cut the trace short)."""
+        return {
+            "foldermon.lines.traced": self.spans,
+            "foldermon.lines.examined": self.examined,
+            "foldermon.trace.truncated": self.examined < self._pipeline.lines_fed,
+        }
+
     def __call__(self, lines: list[str]) -> list[str]:
-        if self._budget <= 0 or self.spans >= self._cap:
-            return self._pipeline.feed(lines)
+        picked = self._pick(lines)
         out: list[str] = []
-        for i, line in enumerate(lines):
-            if self._budget <= 0 or self.spans >= self._cap:
-                out.extend(self._pipeline.feed(lines[i:]))
-                break
-            self._budget -= 1
-            out.extend(self._one(line))
+        start = 0
+        for index in picked:
+            if start < index:
+                out.extend(self._run(lines[start:index]))
+            out.extend(self._one(lines[index]))
+            start = index + 1
+        if start < len(lines):
+            out.extend(self._run(lines[start:]))
         return out
+
+    def _pick(self, lines: list[str]) -> list[int]:
+        """Indices of the lines of this batch to examine, spread at the rate the budget allows."""
+        seen = self._chars
+        self._chars += sum(map(len, lines)) + len(lines)
+        if self._budget <= 0 or self.spans >= self._cap:
+            return []
+        per_line = self._chars / max(1, self._pipeline.lines_fed + len(lines))
+        left = max(len(lines), (self._size - seen) / per_line) if self._size else len(lines)
+        count = min(len(lines), self._budget, max(1, round(len(lines) * self._budget / left)))
+        self._budget -= count
+        self._batch_left = count
+        self._examine_later = max(0, min(self._budget, int(left) - len(lines)))
+        self.examined += count
+        return sorted(self._rng.sample(range(len(lines)), count))
+
+    def _keep(self, dropped: bool) -> bool:
+        """Whether an examined line gets a span: dropped ones, others by ratio, and the spans
+        spread over the examined lines still to come so the cap is not spent early in the file."""
+        self._batch_left -= 1
+        if self.spans >= self._cap or not (dropped or self._rng.random() < self._ratio):
+            return False
+        # Examined lines still to come that would pass the filter above, this one included.
+        to_come = (self._examine_later + self._batch_left + 1) * max(self._ratio, 1e-3)
+        return self._rng.random() * to_come < self._cap - self.spans
+
+    def _run(self, lines: list[str]) -> list[str]:
+        try:
+            return self._feed(lines)
+        except ProcessorError as exc:
+            if exc.line is not None:
+                self._failed(exc, time.time_ns())
+            raise
 
     def _one(self, line: str) -> list[str]:
         start = time.time_ns()
         try:
             result, steps = self._pipeline.feed_traced(line)
         except ProcessorError as exc:
-            span = self._span(start, exc.line or self._pipeline.lines_fed)
-            span.add_event(
-                "foldermon.processor.step",
-                {"foldermon.processor.id": exc.processor_id, "foldermon.line.result": "failed"},
-            )
-            span.record_exception(exc.__cause__ or exc)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
-            span.end()
+            self._failed(exc, start)
             raise
-        dropped = not result
-        if dropped or self._rng() < self._ratio:
+        if self._keep(dropped=not result):
             span = self._span(start, self._pipeline.lines_fed)
             stages = self._pipeline.stages
             for index, outcome in steps:
@@ -119,6 +183,23 @@ class LineTracer:
                 )
             span.end()
         return result
+
+    def _failed(self, exc: ProcessorError, start_ns: int) -> None:
+        """The ERROR span of the line a processor failed on; made even past the cap."""
+        span = self._span(start_ns, exc.line or self._pipeline.lines_fed)
+        span.add_event(
+            "foldermon.processor.step",
+            {
+                "foldermon.processor.id": exc.processor_id,
+                "foldermon.processor.type": exc.processor_type,
+                "foldermon.line.result": "failed",
+            },
+        )
+        cause = exc.__cause__ or exc
+        span.record_exception(cause)
+        span.set_attribute("error.type", type(cause).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.end()
 
     def _span(self, start_ns: int, number: int) -> Span:
         self.spans += 1

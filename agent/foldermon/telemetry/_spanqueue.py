@@ -1,0 +1,115 @@
+"""Span export in two queues, so a file's own spans never wait behind line spans, and every span
+that is not exported is counted.
+
+A traced file makes up to ``max_line_spans_per_file`` line spans but only a handful of its own
+(``foldermon.process_file`` and one per processor). With one queue, a backlog of traced files
+fills it with line spans and the roots of later traces are lost. Here each kind has its own
+bounded queue (and batch processor); when the line queue is full line spans are dropped first,
+and every span that never reaches the collector (a full queue, a failed export, left at shutdown)
+is reported to ``on_dropped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+FILE = "file"
+LINE = "line"
+LINE_SPAN = "foldermon.line"
+# Spans of the file itself: one per file attempt plus one per processor, so plenty of files.
+FILE_QUEUE = 8192
+# Line spans: room for a few traced files at the per-file cap, within a bound on memory.
+LINE_QUEUE_MIN, LINE_QUEUE_MAX = 2048, 65536
+
+
+SPAN_DROP_REASONS = ("line_queue_full", "file_queue_full", "export_failed", "shutdown")
+
+
+def line_queue_size(max_line_spans_per_file: int) -> int:
+    return min(LINE_QUEUE_MAX, max(LINE_QUEUE_MIN, 4 * max_line_spans_per_file))
+
+
+class _Counted(SpanExporter):
+    """The shared exporter as one queue sees it: what leaves the queue is accounted for."""
+
+    def __init__(self, inner: SpanExporter, owner: AccountedSpanProcessor, kind: str) -> None:
+        self._inner = inner
+        self._owner = owner
+        self._kind = kind
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:  # noqa: BLE001 - telemetry never raises into the agent
+            result = SpanExportResult.FAILURE
+        self._owner.left_queue(self._kind, len(spans), exported=result is SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        pass  # the owner shuts the shared exporter down once, after both queues
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class AccountedSpanProcessor(SpanProcessor):
+    """Batches file spans and line spans separately towards one exporter; counts every loss."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        line_queue: int,
+        on_dropped: Callable[[int, str], None],
+        file_queue: int = FILE_QUEUE,
+    ) -> None:
+        self._exporter = exporter
+        self._on_dropped = on_dropped
+        self._lock = threading.Lock()
+        self._capacity = {FILE: file_queue, LINE: line_queue}
+        self._queued = {FILE: 0, LINE: 0}
+        # Each batch processor's own queue is as big as ours, so it never drops on its own.
+        self._batches = {
+            kind: BatchSpanProcessor(_Counted(exporter, self, kind), max_queue_size=size)
+            for kind, size in self._capacity.items()
+        }
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is None or not span.context.trace_flags.sampled:
+            return
+        kind = LINE if span.name == LINE_SPAN else FILE
+        with self._lock:
+            full = self._queued[kind] >= self._capacity[kind]
+            if not full:
+                self._queued[kind] += 1
+        if full:
+            self._on_dropped(1, f"{kind}_queue_full")
+            return
+        self._batches[kind].on_end(span)
+
+    def left_queue(self, kind: str, count: int, *, exported: bool) -> None:
+        with self._lock:
+            self._queued[kind] -= count
+        if not exported:
+            self._on_dropped(count, "export_failed")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(batch.force_flush(timeout_millis) for batch in self._batches.values())
+
+    def shutdown(self) -> None:
+        for batch in self._batches.values():
+            batch.shutdown()  # type: ignore[no-untyped-call]
+        self._exporter.shutdown()
+        with self._lock:
+            left = sum(self._queued.values())
+            self._queued = dict.fromkeys(self._queued, 0)
+        if left > 0:
+            self._on_dropped(left, "shutdown")

@@ -1,0 +1,198 @@
+"""Telemetry an operator can trust, against real OTLP receivers: no silent span loss, the failing
+line always found, honest processor timings, trace ids that lead somewhere, the contract's names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentctl import drop, run_cli, write_config
+from otlp_receiver import OtlpReceiver, SpanRecord
+
+FAST = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "200"}
+COUNTER = '[[processors]]\ntype = "line_counter"\nid = "count"\n'
+FAILING = '[[processors]]\ntype = "raise_on"\nid = "picky"\n'
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+def _run(
+    root: Path, tmp: Path, receiver: OtlpReceiver, config: str, *extra: str, env: dict[str, str] | None = None
+) -> None:
+    cfg = write_config(tmp / "c.toml", config)
+    full = {**FAST, **receiver.endpoint_env("grpc"), **(env or {})}
+    result = run_cli(
+        "run", "--watch", str(root), "--once", "--config", str(cfg), *extra, env=full, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _lines(n: int, bad_at: int | None = None) -> str:
+    return "".join("BAD line\n" if i == bad_at else f"line {i}\n" for i in range(1, n + 1))
+
+
+def _named(spans: list[SpanRecord], name: str) -> list[SpanRecord]:
+    return [s for s in spans if s["name"] == name]
+
+
+def _dropped(receiver: OtlpReceiver) -> dict[str, int]:
+    """The last value of foldermon.telemetry.spans.dropped per reason (cumulative counters)."""
+    last: dict[str, int] = {}
+    for point in receiver.metrics():
+        if point["name"] == "foldermon.telemetry.spans.dropped":
+            last[point["attributes"]["foldermon.telemetry.reason"]] = int(point.get("value", 0))
+    return last
+
+
+def test_a_slow_collector_under_a_traced_backlog_loses_no_file_span_and_counts_every_line_span(
+    tmp_path: Path,
+) -> None:
+    """Ten 100,000-line files with --trace and a collector taking 50 ms per export: every file and
+    processor span arrives; every line span that does not arrive is counted as dropped."""
+    root = tmp_path / "root"
+    for i in range(10):
+        drop(root, f"f{i}.txt", _lines(100_000))
+    with OtlpReceiver(delay=0.05) as receiver:
+        _run(root, tmp_path, receiver, COUNTER, "--trace")
+        spans = receiver.wait_for(
+            lambda rx: len(_named(rx.spans(), "foldermon.process_file")) == 10 and rx.spans()
+        )
+        files = _named(spans, "foldermon.process_file")
+        assert len(files) == 10
+        assert len(_named(spans, "foldermon.processor")) == 10
+        made = sum(f["attributes"]["foldermon.lines.traced"] for f in files)
+        arrived = len(_named(spans, "foldermon.line"))
+        dropped = sum(receiver.wait_for(lambda rx: _dropped(rx) or None).values())
+        assert arrived + dropped == made, (arrived, dropped, made)
+
+
+def test_trace_finds_the_failing_line_deep_in_a_file(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """A file failing at line 5,000 of 20,000 with --trace: the record names the line and its trace
+    has an ERROR line span for it."""
+    root = tmp_path / "root"
+    drop(root, "deep.txt", _lines(20_000, bad_at=5_000))
+    _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 1\n" + FAILING, "--trace")
+    record = json.loads((root / "failed" / ".deep.txt.error.json").read_text())
+    assert record["line"] == 5_000
+    spans = receiver.wait_for(
+        lambda rx: [s for s in _named(rx.spans(), "foldermon.line") if s["status_code"] == 2] or None
+    )
+    failing = [s for s in spans if s["trace_id"] == record["trace_id"]]
+    assert [s["attributes"]["foldermon.line.number"] for s in failing] == [5_000]
+    assert failing[0]["attributes"]["error.type"] == "ValueError"
+    step = failing[0]["events"][0]["attributes"]
+    assert (step["foldermon.processor.type"], step["foldermon.line.result"]) == ("raise_on", "failed")
+
+
+def test_the_file_span_says_how_much_of_the_file_was_traced_and_samples_span_the_file(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """100,000 lines with a cap of 100 line spans: the file span says lines were examined and traced
+    and that the trace is truncated; the sampled lines reach the end of the file."""
+    root = tmp_path / "root"
+    drop(root, "big.txt", _lines(100_000))
+    config = "[telemetry]\nmax_line_spans_per_file = 100\nline_sample_ratio = 1.0\n" + COUNTER
+    _run(root, tmp_path, receiver, config, "--trace")
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 100 and rx.spans())
+    (file_span,) = _named(spans, "foldermon.process_file")
+    attrs = file_span["attributes"]
+    assert attrs["foldermon.lines.traced"] == 100
+    assert 100 <= attrs["foldermon.lines.examined"] <= 1000
+    assert attrs["foldermon.trace.truncated"] is True
+    numbers = sorted(s["attributes"]["foldermon.line.number"] for s in _named(spans, "foldermon.line"))
+    assert numbers[-1] > 90_000, "line spans stop early in the file"
+    assert numbers[len(numbers) // 2] > 20_000, "line spans crowd the start of the file"
+
+
+def test_processor_spans_last_as_long_as_their_processor_ran(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """Processor spans lie end to end inside the file span, each as long as its processor's own time,
+    and their shares of the pipeline add up to one."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", _lines(50_000))
+    config = '[[processors]]\ntype = "sleepy"\nid = "slow"\nseconds = 0.05\n' + COUNTER
+    _run(root, tmp_path, receiver, config)
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.processor")) == 2 and rx.spans())
+    (file_span,) = _named(spans, "foldermon.process_file")
+    slow, count = sorted(_named(spans, "foldermon.processor"), key=lambda s: s["start_ns"])
+    assert slow["attributes"]["foldermon.processor.id"] == "slow"
+    assert file_span["start_ns"] == slow["start_ns"]
+    assert slow["end_ns"] == count["start_ns"]
+    assert count["end_ns"] <= file_span["end_ns"]
+    assert slow["end_ns"] - slow["start_ns"] >= 0.05e9  # it slept once per batch, at least once
+    assert count["end_ns"] - count["start_ns"] < slow["end_ns"] - slow["start_ns"]
+    shares = [s["attributes"]["foldermon.processor.share"] for s in (slow, count)]
+    assert abs(sum(shares) - 1.0) < 0.01
+    assert shares[0] > shares[1]
+
+
+def test_every_attempt_is_traced_and_linked_whatever_the_sampler(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """With the sampler at always_off, the retries of a failing file are traced anyway, each links to
+    the earlier kept attempts, and the record lists every attempt's trace (the first as not kept)."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "ok\nBAD\n")
+    config = "[retry]\nmax_attempts = 3\nbackoff = 0.01\n" + FAILING
+    _run(root, tmp_path, receiver, config, env={"OTEL_TRACES_SAMPLER": "always_off"})
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    traces = record["attempt_traces"]
+    # Attempt 1 ran in batches (not kept), then line by line at once (kept); then attempts 2 and 3.
+    assert [(t["attempt"], t["sampled"]) for t in traces] == [(1, False), (1, True), (2, True), (3, True)]
+    assert record["trace_id"] == traces[-1]["trace_id"]
+    assert record["trace_sampled"] is True
+    files = receiver.wait_for(
+        lambda rx: len(_named(rx.spans(), "foldermon.process_file")) == 3 and rx.spans()
+    )
+    by_trace = {s["trace_id"]: s for s in _named(files, "foldermon.process_file")}
+    assert set(by_trace) == {t["trace_id"] for t in traces[1:]}
+    last = by_trace[traces[-1]["trace_id"]]
+    assert last["links"] == [(t["trace_id"], t["span_id"]) for t in traces[1:-1]]
+
+
+def test_a_failure_whose_trace_was_not_kept_says_so(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """A file failing on its only attempt with tracing sampled out: no trace id that leads nowhere."""
+    root = tmp_path / "root"
+    drop(root, "long.txt", "x" * 200 + "\n")
+    config = "[retry]\nmax_attempts = 1\n[pipeline]\nmax_line_bytes = 100\n"
+    _run(root, tmp_path, receiver, config, env={"OTEL_TRACES_SAMPLER": "always_off"})
+    record = json.loads((root / "failed" / ".long.txt.error.json").read_text())
+    assert (record["trace_id"], record["trace_sampled"]) == (None, False)
+
+
+def test_failures_carry_error_type_and_paths_follow_the_conventions(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """error.type on the failed span and on the failed outcome of foldermon.files; file.path is where
+    the producer put the file, the claim path beside it; log records carry their time."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "BAD\n")
+    _run(
+        root, tmp_path, receiver, "[retry]\nmax_attempts = 1\n" + FAILING, env={"OTEL_LOGS_EXPORTER": "otlp"}
+    )
+    spans = receiver.wait_for(lambda rx: _named(rx.spans(), "foldermon.process_file") or None)
+    attrs = spans[0]["attributes"]
+    assert attrs["file.path"] == str(root.absolute() / "unprocessed" / "bad.txt")
+    assert "/underprocess/" in attrs["foldermon.claim.path"]
+    failed = receiver.wait_for(
+        lambda rx: (
+            [
+                p
+                for p in rx.metrics()
+                if p["name"] == "foldermon.files"
+                and p["attributes"].get("foldermon.outcome") == "failed"
+                and p.get("value")
+            ]
+            or None
+        )
+    )
+    assert failed[-1]["attributes"]["error.type"] == "ProcessorError"
+    assert failed[-1]["attributes"]["foldermon.watch.root.id"]
+    logs = receiver.wait_for(lambda rx: rx.logs() or None)
+    assert all(r["time_ns"] > 0 for r in logs)
