@@ -28,6 +28,13 @@ FINISHED = 'foldermon_outcome=~"processed|failed"'  # retries are attempts, not 
 GREEN, ORANGE, RED, BLUE, PURPLE = "green", "orange", "red", "blue", "purple"
 
 
+def once_per_root(state: str) -> str:
+    """Files in one queue state per root: every agent serving a root reports the same folder."""
+    return (
+        f'max by (foldermon_watch_root_id) (foldermon_queue_depth{{{SEL}, foldermon_queue_state="{state}"}})'
+    )
+
+
 def rate(series: str, selector: str = SEL) -> str:
     """Per-second rate over the window Grafana derives from the scrape interval."""
     return f"rate({series}{{{selector}}}[$__rate_interval])"
@@ -90,11 +97,12 @@ def link(title: str, url: str, tooltip: str = "") -> Json:
 
 
 def jaeger_search(tags: dict[str, str] | None = None) -> str:
-    """The Jaeger UI search for the agent's traces, optionally narrowed by span tags."""
-    query = {"service": SERVICE, "lookback": "1h", "limit": "50"}
+    """The Jaeger UI search for the agent's traces over the dashboard's time range (Jaeger takes
+    microseconds, Grafana gives milliseconds), optionally narrowed by span tags."""
+    query = {"service": SERVICE, "lookback": "custom", "limit": "50"}
     if tags:
         query["tags"] = json.dumps(tags, separators=(",", ":"))
-    return "${jaeger_url}/search?" + urllib.parse.urlencode(query)
+    return "${jaeger_url}/search?" + urllib.parse.urlencode(query) + "&start=${__from}000&end=${__to}000"
 
 
 def grafana_explore_traces() -> str:
@@ -103,10 +111,14 @@ def grafana_explore_traces() -> str:
         "traces": {
             "datasource": JAEGER["uid"],
             "queries": [{"refId": "A", "datasource": JAEGER, "queryType": "search", "service": SERVICE}],
-            "range": {"from": "now-1h", "to": "now"},
+            "range": {"from": "${__from}", "to": "${__to}"},
         }
     }
-    return "/explore?schemaVersion=1&panes=" + urllib.parse.quote(json.dumps(pane, separators=(",", ":")))
+    encoded = urllib.parse.quote(json.dumps(pane, separators=(",", ":")))
+    # Grafana fills in the time range when it opens the link: the macros must stay readable.
+    return "/explore?schemaVersion=1&panes=" + encoded.replace("%24%7B__from%7D", "${__from}").replace(
+        "%24%7B__to%7D", "${__to}"
+    )
 
 
 class Layout:
@@ -217,8 +229,8 @@ def overview_stats(grid: Layout) -> None:
         ),
         (
             "Waiting files",
-            "Files in unprocessed/ now, summed over the selected instances and roots.",
-            f'sum(foldermon_queue_depth{{{SEL}, foldermon_queue_state="unprocessed"}})',
+            "Files in unprocessed/ now, over the selected roots (a root several agents serve counts once).",
+            f"sum({once_per_root('unprocessed')})",
             "none",
             thresholds((100, ORANGE), (1000, RED)),
         ),
@@ -236,7 +248,7 @@ def overview_stats(grid: Layout) -> None:
                 "error and trace id (from failed/.<name>.error.json); fix the cause, then "
                 "`foldermon-agent retry NAME`."
             ),
-            f'sum(foldermon_queue_depth{{{SEL}, foldermon_queue_state="failed"}})',
+            f"sum({once_per_root('failed')})",
             "none",
             thresholds((1, RED)),
         ),
@@ -291,7 +303,8 @@ def overview_charts(grid: Layout) -> None:
         "Files per queue folder. A growing unprocessed/ with no processed files means the agent is stuck.",
         [
             target(
-                f"sum by (foldermon_queue_state) (foldermon_queue_depth{{{SEL}}})",
+                "sum by (foldermon_queue_state) (max by (foldermon_watch_root_id, foldermon_queue_state) "
+                f"(foldermon_queue_depth{{{SEL}}}))",
                 "{{foldermon_queue_state}}",
             )
         ],
@@ -300,11 +313,11 @@ def overview_charts(grid: Layout) -> None:
     )
     oldest = timeseries(
         "Oldest waiting file age",
-        "Per instance and watch root. Dashed lines at 5 and 15 min.",
+        "Per watch root, however many agents serve it. Dashed lines at 5 and 15 min.",
         [
             target(
-                f"max by (instance, foldermon_watch_root) (foldermon_queue_oldest_age_seconds{{{SEL}}})",
-                "{{instance}} {{foldermon_watch_root}}",
+                f"max by (foldermon_watch_root) (foldermon_queue_oldest_age_seconds{{{SEL}}})",
+                "{{foldermon_watch_root}}",
             )
         ],
         "s",
@@ -458,6 +471,19 @@ def processors(grid: Layout) -> None:
         8,
         8,
     )
+    spent = f"sum by (foldermon_processor_id) ({rate('foldermon_processor_duration_seconds_sum', PSEL)})"
+    grid.add(
+        timeseries(
+            "Share of pipeline time per processor",
+            "Each processor's part of the time all processors spent, so the slow step stands out "
+            "whatever the load. Each file's trace shows the same per file: its processor spans lie end "
+            "to end, each as long as its processor ran.",
+            [target(f"{spent} / scalar(sum({spent}))", "{{foldermon_processor_id}}")],
+            "percentunit",
+        ),
+        24,
+        8,
+    )
 
 
 def agent_health(grid: Layout) -> None:
@@ -485,8 +511,9 @@ def agent_health(grid: Layout) -> None:
             "collector is up; the agent logs the cause at most once a minute per signal.",
             [
                 target(
-                    f"sum by (instance, signal) ({rate('foldermon_telemetry_export_failures_total')})",
-                    "{{instance}} {{signal}}",
+                    "sum by (instance, foldermon_telemetry_signal) "
+                    f"({rate('foldermon_telemetry_export_failures_total')})",
+                    "{{instance}} {{foldermon_telemetry_signal}}",
                 )
             ],
             "short",
@@ -494,6 +521,79 @@ def agent_health(grid: Layout) -> None:
         ),
         12,
         8,
+    )
+
+
+def telemetry_health(grid: Layout) -> None:
+    """Whether the telemetry itself can be trusted: spans lost, and what runs where."""
+    grid.add(
+        timeseries(
+            "Spans dropped/s by reason",
+            "Spans that never reached the collector: line_queue_full (line tracing outran the "
+            "collector; line spans go first, a file's own spans are kept), file_queue_full, "
+            "export_failed, shutdown. Traces in Jaeger are incomplete meanwhile; processing goes on.",
+            [
+                target(
+                    "sum by (instance, foldermon_telemetry_reason) "
+                    f"({rate('foldermon_telemetry_spans_dropped_total')})",
+                    "{{instance}} {{foldermon_telemetry_reason}}",
+                )
+            ],
+            "short",
+            thresholds((0.000001, ORANGE), base="transparent"),
+        ),
+        12,
+        8,
+    )
+    grid.add(
+        timeseries(
+            "Collector: spans and points it could not send on",
+            "The collector's own metrics (the stack scrapes them): non-zero means the path from the "
+            "collector to Jaeger or to Prometheus is broken although the agents export fine.",
+            [
+                target(
+                    "sum by (exporter) (rate(otelcol_exporter_send_failed_spans_total[$__rate_interval]))",
+                    "spans {{exporter}}",
+                ),
+                target(
+                    "sum by (exporter) "
+                    "(rate(otelcol_exporter_send_failed_metric_points_total[$__rate_interval]))",
+                    "metric points {{exporter}}",
+                    "B",
+                ),
+            ],
+            "short",
+            thresholds((0.000001, RED), base="transparent"),
+        ),
+        12,
+        8,
+    )
+    grid.add(
+        panel(
+            "table",
+            "Versions running",
+            "One row per agent process: its host, version and instance id (from target_info).",
+            [
+                target(
+                    "max by (host_name, service_version, instance, service_instance_id) "
+                    '(target_info{job=~"$job"})',
+                    instant=True,
+                )
+            ],
+            {"unit": "string", "thresholds": thresholds(), "custom": {"align": "auto"}},
+            options={"showHeader": True, "cellHeight": "sm"},
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "Value": True},
+                        "renameByName": {"host_name": "host", "service_version": "version"},
+                    },
+                }
+            ],
+        ),
+        24,
+        6,
     )
 
 
@@ -570,6 +670,7 @@ def build() -> Json:
     latency(grid)
     processors(grid)
     agent_health(grid)
+    telemetry_health(grid)
     return {
         "uid": "foldermon-agent",
         "title": "foldermon-agent",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentctl import drop, log_records, run_cli, start, stop, wait_until, write_config
-from foldermon.telemetry import ENABLE_HINT, SECONDS_BUCKETS
+from foldermon.telemetry import ENABLE_HINT, PROCESSOR_BUCKETS, SECONDS_BUCKETS
 from otlp_receiver import OtlpReceiver
 
 PIPELINE = """
@@ -95,14 +95,22 @@ def test_processor_line_counters_equal_lines_read_and_written(tmp_path: Path, re
 
 
 def test_histograms_use_second_buckets(tmp_path: Path, receiver: OtlpReceiver) -> None:
-    """Duration histograms carry the seconds buckets (1 ms to 10 min), not the SDK's millisecond ones."""
+    """Duration histograms carry seconds buckets (1 ms to 10 min; from 1 µs for processors, which may
+    take microseconds on a file), not the SDK's millisecond ones."""
     drop(tmp_path / "root", "a.txt", "x\n")
     _run_once(tmp_path, receiver.endpoint_env("grpc"))
-    for name in ("foldermon.file.duration", "foldermon.processor.duration", "foldermon.file.pickup_latency"):
+    for name, buckets in (
+        ("foldermon.file.duration", SECONDS_BUCKETS),
+        ("foldermon.processor.duration", PROCESSOR_BUCKETS),
+        ("foldermon.file.pickup_latency", SECONDS_BUCKETS),
+    ):
         point = receiver.wait_for(lambda rx, n=name: rx.latest_metric(n))
         assert point["unit"] == "s"
-        assert point["explicit_bounds"] == list(SECONDS_BUCKETS)
+        assert point["explicit_bounds"] == list(buckets)
         assert point["count"] >= 1
+    processor = receiver.latest_metric("foldermon.processor.duration")
+    assert processor is not None
+    assert sum(processor["bucket_counts"][:9]) >= 1, "a one-line file's processor time lies under 1 ms"
 
 
 def test_queue_depth_gauge_reports_each_state(tmp_path: Path, receiver: OtlpReceiver) -> None:

@@ -13,6 +13,11 @@ SECONDS_BUCKETS: Sequence[float] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
+# A processor may spend microseconds on a small file: its buckets start at 1 µs.
+PROCESSOR_BUCKETS: Sequence[float] = (
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    *SECONDS_BUCKETS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class Instruments:
             "foldermon.processor.duration",
             unit="s",
             description="Time one processor spent on one file",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            explicit_bucket_boundaries_advisory=PROCESSOR_BUCKETS,
         )
         self.files = meter.create_counter(
             "foldermon.files", unit="{file}", description="File attempts by outcome"
