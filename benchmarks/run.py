@@ -46,6 +46,8 @@ AWK = ["awk", '{s=toupper("Line " NR ": " $0); if (index(s,"IMPORTANT")) print s
 @dataclass(frozen=True, slots=True)
 class Sizes:
     p1_lines: int
+    p9_files: int
+    p9_lines: int
     p2_files: int
     p3_files: int
     p4_big_mb: int
@@ -57,6 +59,8 @@ class Sizes:
 
 FULL = Sizes(
     p1_lines=2_000_000,
+    p9_files=10,
+    p9_lines=100_000,
     p2_files=1500,
     p3_files=40,
     p4_big_mb=1024,
@@ -66,7 +70,16 @@ FULL = Sizes(
     repeat=5,
 )
 SMOKE = Sizes(
-    p1_lines=3000, p2_files=20, p3_files=4, p4_big_mb=4, p6_files=200, p8_files=6, p8_lines=500, repeat=1
+    p1_lines=3000,
+    p9_files=2,
+    p9_lines=2000,
+    p2_files=20,
+    p3_files=4,
+    p4_big_mb=4,
+    p6_files=200,
+    p8_files=6,
+    p8_lines=500,
+    repeat=1,
 )
 
 
@@ -233,6 +246,39 @@ def many_small_files(work: Path, s: Sizes, out: Results) -> None:
         Row("P2w", "P2 with `--workers 2`", f"durable loop {t_base:.2f}s", f"{t_workers:.2f}s",
             t_workers / t_base, "<= 1.0x loop time", t_workers <= t_base),
     ]  # fmt: skip
+
+
+# -- P9: --trace on a backlog, with a slow collector -----------------------------------------
+
+
+def traced_backlog(work: Path, s: Sizes, out: Results) -> None:
+    """Large files with --trace against a collector that takes 50 ms per export: the price of
+    line tracing, and whether every file's own span still arrives."""
+    root = work / "p9"
+    cfg = work / "p9.toml"
+    cfg.write_text(P1_CONFIG)
+
+    def agent(rx: OtlpReceiver, *extra: str) -> float:
+        shutil.rmtree(root, ignore_errors=True)
+        fill_root(root, s.p9_files, s.p9_lines)
+        cmd = agent_cmd("run", "--watch", str(root), "--once", "--config", str(cfg), *extra)
+        return timed(cmd, agent_env(rx.endpoint_env("grpc")))
+
+    with OtlpReceiver(delay=0.05) as rx:
+        best_of = best_interleaved(
+            {"plain": lambda: agent(rx), "trace": lambda: agent(rx, "--trace")}, s.repeat
+        )
+        roots = [sp for sp in rx.spans() if sp["name"] == "foldermon.process_file"]
+        traced = [sp for sp in roots if "foldermon.lines.traced" in sp["attributes"]]
+    expected = s.p9_files * s.repeat
+    if len(traced) != expected:
+        raise SystemExit(f"P9: {len(traced)} of {expected} traced files' spans arrived")
+    t_plain, t_trace = best_of["plain"], best_of["trace"]
+    out.rows.append(
+        Row("P9", f"{s.p9_files} files of {s.p9_lines:,} lines, --trace, collector 50 ms per export",
+            f"untraced {t_plain:.2f}s", f"{t_trace:.2f}s, {len(traced)}/{expected} file spans",
+            t_plain / t_trace, ">= 0.5x throughput, no file span lost", t_plain / t_trace >= 0.5)
+    )  # fmt: skip
 
 
 # -- P3: pickup latency ----------------------------------------------------------------------
@@ -493,6 +539,7 @@ def plots(results: Results) -> list[str]:
 
 SCENARIOS = {
     "p1": one_big_file,
+    "p9": traced_backlog,
     "p2": many_small_files,
     "p3": latency,
     "p4": memory,

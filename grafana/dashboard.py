@@ -327,7 +327,8 @@ def overview_charts(grid: Layout) -> None:
         "table",
         "Instances and their watch mode",
         "One row per instance and watch root. poll means inotify is unavailable or the folder is on a "
-        "network filesystem; the reason column says which.",
+        "network filesystem; unavailable means the agent cannot serve the root now (its folders are "
+        "gone and cannot be made again); the reason column says why.",
         [
             target(
                 "max by (job, instance, foldermon_watch_root, foldermon_watch_mode, foldermon_watch_reason) "
@@ -345,6 +346,7 @@ def overview_charts(grid: Layout) -> None:
                     "options": {
                         "poll": {"color": ORANGE, "index": 0, "text": "poll"},
                         "inotify": {"color": GREEN, "index": 1, "text": "inotify"},
+                        "unavailable": {"color": RED, "index": 2, "text": "unavailable"},
                     },
                 }
             ],
