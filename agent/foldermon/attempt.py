@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags
 
 from foldermon import log as logmod
-from foldermon.config import Config
+from foldermon.compression import compressing, output_kind, output_suffix, plain_name, sniff
+from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.deadline import Alarm, DrainExpired, FileTimeLimit
 from foldermon.errors import InputRejectedError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
@@ -150,11 +152,15 @@ class Attempt:
         span = tel.tracer.start_span(
             "foldermon.process_file", attributes=attributes, links=_links(claim), start_time=start_ns
         )
-        run = _Run(queue, claim, queue.output_target(claim), pipeline, span, started, start_ns, log)
+        # A compressed input's output is named as if it were plain, and compressed as configured.
+        kind = sniff(claim.path)
+        out_kind = output_kind(self.config.output.compress, kind)
+        filename = queue.output_filename(plain_name(claim.name, kind)) + output_suffix(out_kind)
+        run = _Run(queue, claim, queue.output_target(claim, filename), pipeline, span, started, start_ns, log)
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             try:
                 with self.alarm.interruptible(self.config.pipeline.max_file_seconds):
-                    produced = self._produce(claim, run.target, pipeline, span)
+                    produced = self._produce(claim, run.target, pipeline, span, compressing(out_kind))
                 output = run.target.publish()
             except (InterruptedError, DrainExpired):
                 run.target.tmp.unlink(missing_ok=True)
@@ -236,7 +242,14 @@ class Attempt:
         self._record(run.pipeline, outcome, time.monotonic() - run.started, run.queue.attributes)
         return outcome
 
-    def _produce(self, claim: Claim, target: OutputTarget, pipeline: Pipeline, span: Span) -> StreamResult:
+    def _produce(
+        self,
+        claim: Claim,
+        target: OutputTarget,
+        pipeline: Pipeline,
+        span: Span,
+        compress: Callable[[BinaryIO], Any] | None,
+    ) -> StreamResult:
         tracer = LineTracer.for_config(
             pipeline,
             self.telemetry.tracer,
@@ -249,7 +262,7 @@ class Attempt:
         if tracer is None and self.exact_lines:
             on_batch = pipeline.feed_exact
         try:
-            return self._stream(claim, target, pipeline, on_batch)
+            return self._stream(claim, target, pipeline, on_batch, compress)
         finally:
             if tracer is not None:
                 span.set_attributes(tracer.summary())
@@ -260,8 +273,10 @@ class Attempt:
         target: OutputTarget,
         pipeline: Pipeline,
         on_batch: Callable[[list[str]], list[str]] | None,
+        compress: Callable[[BinaryIO], Any] | None,
     ) -> StreamResult:
-        with open_input(claim.path) as src:
+        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+        with open_input(claim.path, max_input_bytes=limit) as src:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(target.tmp, flags, 0o640)
@@ -277,6 +292,7 @@ class Attempt:
                     max_line_bytes=self.config.pipeline.max_line_bytes,
                     on_batch=on_batch,
                     keep_going=self.keep_going,
+                    compress=compress,
                 )
             finally:
                 os.close(fd)

@@ -12,6 +12,7 @@ from pathlib import Path
 from foldermon import __version__, console, early
 from foldermon import config as cfg
 from foldermon import log as logmod
+from foldermon.configcheck import LOG_LEVELS
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
 from foldermon.oneshot import process_file
 from foldermon.processors import Registry
@@ -45,6 +46,14 @@ EXAMPLES = {
     "retry": """examples:
   foldermon-agent retry --watch /srv/drop orders.csv
   foldermon-agent retry --all""",
+    "pause": """examples:
+  foldermon-agent pause --watch /srv/drop --reason "disk swap"   # every agent on the root holds
+  foldermon-agent status --watch /srv/drop                      # shows who paused it, since when""",
+    "resume": """examples:
+  foldermon-agent resume --watch /srv/drop""",
+    "gc": """examples:
+  foldermon-agent gc --watch /srv/drop --dry-run     # what retention would remove now
+  foldermon-agent gc --config /etc/foldermon/agent.toml""",
     "check-config": """examples:
   foldermon-agent check-config /etc/foldermon/agent.toml""",
     "completion": """examples:
@@ -105,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("names", metavar="NAME", nargs="*", help="file names in failed/")
     retry.add_argument("--all", action="store_true", help="every file in failed/")
 
+    pause = _verb(sub, "pause", "hold every agent serving the roots: nothing new is claimed")
+    _roots(pause)
+    pause.add_argument("--reason", default="", help="said in status and in the agents' logs")
+
+    resume = _verb(sub, "resume", "let the agents claim again after a pause")
+    _roots(resume)
+
+    gc = _verb(sub, "gc", "remove what [retention] says is old enough, once")
+    _roots(gc)
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
     check = _verb(sub, "check-config", "validate a config file without running")
     check.add_argument("file", metavar="FILE", type=Path)
 
@@ -128,7 +148,7 @@ def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
     )
     parser.add_argument("--output-dir", metavar="DIR", type=Path, default=default, help="where outputs go")
     parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
-    parser.add_argument("--log-level", choices=cfg.LOG_LEVELS, default=default)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default)
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -210,13 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("status", "failed", "retry", "completion"):
+    if args.command in (*commands_for_roots, "completion"):
         from foldermon import commands  # the verbs for people load rich and shtab; `run` never does
 
-    if args.command in ("status", "failed", "retry"):
-        roots = _watch_roots(args)
-        handler = {"status": commands.status, "failed": commands.failed, "retry": commands.retry}
-        return handler[args.command](args, roots)
+    if args.command in commands_for_roots:
+        config = cfg.load(config_path(args.config), Registry.load())
+        roots = _watch_roots(args, config)
+        return getattr(commands, commands_for_roots[args.command])(args, roots, config)  # type: ignore[no-any-return]
     if args.command == "completion":
         return commands.completion(build_parser(), args.shell)
     registry = Registry.load()
@@ -275,11 +295,21 @@ def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
         return supervisor.run()
 
 
-def _watch_roots(args: argparse.Namespace) -> list[Path]:
+def _watch_roots(args: argparse.Namespace, config: cfg.Config) -> list[Path]:
     if args.watch:
         return [d.expanduser().absolute() for d in args.watch]
-    config = cfg.load(config_path(args.config), Registry.load())
     return list(config.watch.dirs or (cfg.default_watch_dir(),))
+
+
+# The verbs that act on watch roots, and their handlers in ``commands``.
+commands_for_roots = {
+    "status": "status",
+    "failed": "failed",
+    "retry": "retry",
+    "pause": "pause",
+    "resume": "resume",
+    "gc": "gc",
+}
 
 
 __all__ = ["main"]

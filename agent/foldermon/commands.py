@@ -1,4 +1,4 @@
-"""The read-and-repair verbs: status, failed, retry, completion."""
+"""The verbs for people: status, failed, retry, pause, resume, gc, completion."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from foldermon import console
+from foldermon import console, scheduler
+from foldermon.config import Config
 from foldermon.queue.layout import Layout
 from foldermon.queue.requeue import failed_inputs, requeue
+from foldermon.retention import sweep
 from foldermon.status import failed_files, render_text, root_status
 
 
-def status(args: argparse.Namespace, roots: list[Path]) -> int:
+def status(args: argparse.Namespace, roots: list[Path], config: Config) -> int:
     """Counts per state; a table on a terminal, plain text in a pipe, JSON with --json."""
-    entries = [root_status(d) for d in roots]
+    entries = [root_status(d, min_free=config.guard.min_free, output_dir=config.output.dir) for d in roots]
     if args.json:
         print(json.dumps({"roots": entries}, indent=2))
     elif console.interactive(sys.stdout):
@@ -28,7 +30,7 @@ def status(args: argparse.Namespace, roots: list[Path]) -> int:
     return 0
 
 
-def failed(args: argparse.Namespace, roots: list[Path]) -> int:
+def failed(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     """Quarantined files with reasons and trace ids."""
     listing = [{**f, "root": str(d)} for d in roots for f in failed_files(Layout.for_root(d))]
     if args.json:
@@ -43,7 +45,7 @@ def failed(args: argparse.Namespace, roots: list[Path]) -> int:
     return 0
 
 
-def retry(args: argparse.Namespace, roots: list[Path]) -> int:
+def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     """Move failed files back to unprocessed/; an unknown name is an error and moves nothing."""
     if bool(args.names) == bool(args.all):
         print("foldermon-agent retry: give file names or --all (not both)", file=sys.stderr)
@@ -64,6 +66,44 @@ def retry(args: argparse.Namespace, roots: list[Path]) -> int:
             continue
         for old, new in requeue(layout, chosen):
             print(f"{layout.failed / old} -> {layout.unprocessed / new}")
+    return 0
+
+
+def pause(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
+    """Put the durable pause marker in each root; every agent serving it holds within a second."""
+    for root in roots:
+        layout = Layout.for_root(root)
+        if scheduler.pause(layout, args.reason):
+            print(f"{layout.root}: paused; files being processed finish, nothing new is claimed")
+        else:
+            who = scheduler.read_pause(layout) or {}
+            by, since = who.get("by", "someone"), who.get("since_iso", "?")
+            print(f"{layout.root}: already paused by {by} since {since}")
+    return 0
+
+
+def resume(_args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
+    """Remove the pause marker; the agents claim again within a second."""
+    for root in roots:
+        layout = Layout.for_root(root)
+        said = "resumed" if scheduler.resume(layout) else "was not paused"
+        print(f"{layout.root}: {said}")
+    return 0
+
+
+def gc(args: argparse.Namespace, roots: list[Path], config: Config) -> int:
+    """One retention pass by hand: what [retention] says is old enough goes (or, dry, is listed)."""
+    ages = config.retention
+    if (ages.processed_max_age, ages.output_max_age, ages.failed_max_age) == (None, None, None):
+        print("nothing to do: [retention] sets no max age, so everything is kept", file=sys.stderr)
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for root in roots:
+        expired = sweep(Layout.for_root(root, config.output.dir), ages, dry_run=args.dry_run)
+        for path in expired.paths:
+            print(f"{verb} {path}")
+        counts = ", ".join(f"{n} from {folder}" for (_, folder), n in sorted(expired.counts.items()))
+        print(f"{root}: {verb} {counts or 'nothing'}")
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from foldermon import console
-from foldermon.config import Config
+from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.errors import FoldermonError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
@@ -39,7 +39,8 @@ def process_file(
         "foldermon.process_file", attributes=attributes, start_time=start_ns
     ) as span:
         try:
-            with open_input(src) as fin:
+            limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+            with open_input(src, max_input_bytes=limit) as fin:
                 size = os.fstat(fin.fileno()).st_size
                 span.set_attribute("file.size", size)
                 tracer = LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry, size=size)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import os
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -43,6 +41,8 @@ from foldermon.queue.lifecycle import (
 )
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record, migrate_legacy_records
+from foldermon.retention import Retention
+from foldermon.scheduler import DiskFree, Hold, Pending, Retries, disk_free, low_disk, read_pause
 from foldermon.sdnotify import Notifier
 from foldermon.telemetry import SPAN_DROP_REASONS, QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
@@ -61,6 +61,8 @@ _CLAIM_BYTES = 1 << 20
 # After the drain deadline, what cannot be interrupted (a hung system call) ends the process
 # this much later: time for the release, the group commit and the telemetry flush.
 _EXIT_GRACE = 10.0
+# Retention takes a bounded step at most this often.
+_RETAIN_EVERY = 0.2
 
 
 @dataclass(slots=True)
@@ -134,11 +136,12 @@ class Agent:
         self.alarm = Alarm(clock)
         self.log = logmod.get(instance=self.instance_id)
         self.roots: list[Root] = []
-        # Names to claim, in arrival order, without duplicates. An OrderedDict because names are
-        # taken from the front: a plain dict then rescans its deleted slots at every lookup of
-        # the first key, which made a 100,000-file backlog quadratic.
-        self._pending: OrderedDict[tuple[int, str], None] = OrderedDict()
-        self._retries: list[Retry] = []
+        self._pending = Pending(self.config.watch.order, self.config.watch.priority)
+        self._retries: Retries[Retry] = Retries()
+        self._holds: dict[int, Hold] = {}  # roots that may not claim or retry now, and why
+        self._retention = Retention(lambda: [r.layout for r in self.roots], self.config.retention)
+        self._retain_at = 0.0
+        self._disk: list[tuple[Root, DiskFree]] = []
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
         self._next_listing = 0.0
@@ -151,6 +154,8 @@ class Agent:
         self.done = {"processed": 0, "failed": 0}
         if queue_gauges:
             telemetry.instruments.queue_source = self._queue_samples
+            telemetry.instruments.disk_source = self._disk_samples
+            telemetry.instruments.hold_source = self._hold_samples
         telemetry.instruments.mode_source = self._mode_samples
 
     # -- lifecycle of the agent ------------------------------------------------------------
@@ -303,12 +308,16 @@ class Agent:
             self._health()
             if self._run_due_retry():
                 continue
-            if self._pending:
-                self._handle(*self._next_batch())
-            elif self.once and not self._retries:
-                return
+            batch = self._next_batch()
+            self._retain()
+            if batch is not None:
+                self._handle(*batch)
             elif self.once:
-                time.sleep(min(0.2, max(0.0, self._retries[0].due - self._clock())))
+                due = self._retries.next_due(self._may_retry)
+                if due is None and not self._pending.ready(self._may_claim):
+                    self._say_held()
+                    return  # drained, or what is left waits for a held root
+                time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
 
     def _collect(self) -> None:
         if self._clock() >= self._next_listing:
@@ -323,13 +332,24 @@ class Agent:
                 self._list_roots(take_files=True)
             return
         # Idle waits stay shorter than the watchdog interval so an idle agent keeps pinging.
-        timeout = 0.0 if self._pending else min(1.0, self.notifier.watchdog_interval or 1.0)
-        if self._retries and not self._pending:
-            timeout = max(0.0, min(timeout, self._retries[0].due - self._clock()))
+        claimable = self._pending.ready(self._may_claim)
+        timeout = 0.0 if claimable else min(1.0, self.notifier.watchdog_interval or 1.0)
+        due = self._retries.next_due(self._may_retry)
+        if due is not None and not claimable:
+            timeout = max(0.0, min(timeout, due - self._clock()))
         by_root = {r.layout.root: i for i, r in enumerate(self.roots)}
         for event in self._watcher.poll(timeout):
             if event.name[:1] != ".":
-                self._pending[(by_root[event.root], event.name)] = None
+                self._offer(by_root[event.root], event.name)
+
+    def _offer(self, index: int, name: str) -> bool:
+        return self._pending.add(index, name, self.roots[index].layout.unprocessed)
+
+    def _may_claim(self, index: int) -> bool:
+        return index not in self._holds
+
+    def _may_retry(self, retry: Retry) -> bool:
+        return self.roots.index(retry.root) not in self._holds
 
     def _check_layouts(self) -> None:
         for root in self.roots:
@@ -351,7 +371,7 @@ class Agent:
         root.unclaimable.clear()
         root.blocked.clear()
         # Claims held in the old folder are beyond reach now: their paths lead into the new tree.
-        self._retries = [r for r in self._retries if r.root is not root]
+        self._retries.keep(lambda r: r.root is not root)
         if self._watcher is not None:
             self._watcher.rescan(root.layout.root)
         return True
@@ -376,11 +396,11 @@ class Agent:
                     self._report_dir(root, entry.name)
             if take_files:
                 listing = rules.split(entries)
-                before = len(self._pending)
+                added = 0
                 for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
                     if entry.name[:1] != ".":
-                        self._pending[(index, entry.name)] = None
-                self.progress.add_total(len(self._pending) - before)
+                        added += self._offer(index, entry.name)
+                self.progress.add_total(added)
 
     def _report_dir(self, root: Root, name: str) -> None:
         if name not in root.reported_dirs:
@@ -388,9 +408,9 @@ class Agent:
             self.log.warning("directory in unprocessed/ left in place", root=str(root.layout.root), file=name)
 
     def _run_due_retry(self) -> bool:
-        if not self._retries or self._retries[0].due > self._clock():
+        retry = self._retries.pop_due(self._clock(), self._may_retry)
+        if retry is None:
             return False
-        retry = self._retries.pop(0)
         log = self.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
         if retry.finish is not None:
             finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
@@ -407,8 +427,7 @@ class Agent:
         except OSError as exc:
             # The attempt cannot be counted on disk; running it uncounted could crash-loop.
             log.warning("could not count the attempt; will retry", error=str(exc))
-            self._retries.append(replace(retry, due=self._clock() + self.config.retry.backoff))
-            self._retries.sort(key=lambda r: r.due)
+            self._retries.add(replace(retry, due=self._clock() + self.config.retry.backoff))
             return True
         outcome = self._attempt(retry.root, claim, exact=retry.exact)
         if isinstance(outcome, Produced):
@@ -430,17 +449,80 @@ class Agent:
         if self._ready and now - self._status_at < 1.0:
             return
         self._status_at = now
+        self._update_holds()
         waiting = len(self._pending) + len(self._retries)
         text = (
             f"processed {self.done['processed']}, failed {self.done['failed']}, "
             f"queued {waiting} across {len(self.roots)} root(s)"
         )
         text += "".join(f"; cannot serve {r.layout.root}: {r.unusable}" for r in self.roots if r.unusable)
+        text += "".join(f"; holding {self.roots[i].layout.root}: {h.reason}" for i, h in self._holds.items())
         if not self._ready:
             self._ready = True
             self.notifier.ready(text)
         else:
             self.notifier.status(text)
+
+    def _update_holds(self) -> None:
+        """Which roots may claim now: none paused by hand (the marker in the root, whoever put
+        it there) or short of free disk; said in the log when it changes."""
+        disk: list[tuple[Root, DiskFree]] = []
+        for index, root in enumerate(self.roots):
+            hold = None
+            paused = read_pause(root.layout)
+            if paused is not None:
+                hold = Hold(
+                    "manual", f"paused by {paused.get('by', 'someone')} since {paused.get('since_iso', '?')}"
+                )
+            try:
+                free = disk_free(root.layout)
+            except OSError:
+                free = []
+            disk += [(root, d) for d in free]
+            low = low_disk(free, self.config.guard.min_free)
+            if hold is None and low is not None:
+                hold = Hold("low_disk", low)
+            self._set_hold(index, root, hold)
+        self._disk = disk
+
+    def _retain(self) -> None:
+        """A bounded step of retention, at most five times a second, so it never stalls the queue."""
+        if self._clock() < self._retain_at:
+            return
+        self._retain_at = self._clock() + _RETAIN_EVERY
+        try:
+            expired = self._retention.step()
+        except OSError as exc:
+            self.log.error("retention step failed; will try again", error=str(exc))
+            return
+        roots = {r.layout.root: r for r in self.roots}
+        for (path, folder), count in expired.counts.items():
+            attrs = {**roots[path].queue.attributes, "foldermon.folder": folder}
+            self.telemetry.instruments.expired.add(count, attrs)
+        done = self._retention.pass_done()
+        if done is not None:
+            removed = {f"{p}:{folder}": n for (p, folder), n in done.counts.items()}
+            self.log.info("retention removed old files", removed=removed)
+
+    def _say_held(self) -> None:
+        for index, hold in self._holds.items():
+            self.log.warning(
+                "files left waiting in a held root",
+                root=str(self.roots[index].layout.root),
+                reason=hold.reason,
+            )
+
+    def _set_hold(self, index: int, root: Root, hold: Hold | None) -> None:
+        before = self._holds.get(index)
+        if hold == before:
+            return
+        log = self.log.bind(root=str(root.layout.root))
+        if hold is None:
+            del self._holds[index]
+            log.info("claiming resumed", was=before.reason if before else None)
+        else:
+            self._holds[index] = hold
+            log.warning("claiming held; files wait in unprocessed/", hold=hold.kind, reason=hold.reason)
 
     def _apply_reload(self) -> None:
         self._reload = False
@@ -466,30 +548,25 @@ class Agent:
         for root in self.roots:
             root.queue.output_name = new.output.name
             root.queue.max_attempts = new.retry.max_attempts
+        self._retention.config = new.retention
+        self._pending.reorder(new.watch.order, new.watch.priority)
         self.config = new
         self.notifier.ready("configuration reloaded")
         self.log.info("reloaded", processors=[s.id for s in new.processors])
 
     # -- one file -----------------------------------------------------------------------------
 
-    def _next_batch(self) -> tuple[Root, list[str]]:
-        """Pending names of the first pending name's root, in order: up to _CLAIM_BATCH files
-        or _CLAIM_BYTES of input, whichever comes first."""
-        first = next(iter(self._pending))[0]
-        root = self.roots[first]
-        keys: list[tuple[int, str]] = []
-        size = 0
-        for key in self._pending:
-            if key[0] != first:
-                continue
-            keys.append(key)
-            with contextlib.suppress(OSError):  # gone: the claim will leave it out
-                size += os.stat(root.layout.unprocessed / key[1], follow_symlinks=False).st_size
-            if len(keys) >= _CLAIM_BATCH or size >= _CLAIM_BYTES:
-                break
-        for key in keys:
-            del self._pending[key]
-        return root, [name for _, name in keys]
+    def _next_batch(self) -> tuple[Root, list[str]] | None:
+        """The next names of one root that may claim: up to _CLAIM_BATCH files or _CLAIM_BYTES of
+        input, whichever comes first."""
+        taken = self._pending.take(self._may_claim, self._size, files=_CLAIM_BATCH, total_bytes=_CLAIM_BYTES)
+        return None if taken is None else (self.roots[taken[0]], taken[1])
+
+    def _size(self, index: int, name: str) -> int:
+        try:
+            return os.stat(self.roots[index].layout.unprocessed / name, follow_symlinks=False).st_size
+        except OSError:
+            return 0  # gone: the claim will leave it out
 
     def _claim(self, root: Root, names: list[str]) -> list[ClaimResult]:
         index = self.roots.index(root)
@@ -498,7 +575,7 @@ class Agent:
         except ClaimFolderGoneError:
             if self._reopen(root):
                 for name in names:  # offered again; those that went with the old folder are gone
-                    self._pending[(index, name)] = None
+                    self._offer(index, name)
             return []
         except OSError as exc:
             for name in names:  # every name of the batch was given back (or never moved)
@@ -617,8 +694,7 @@ class Agent:
             if result.trace is not None:  # the next attempt links to this one's trace
                 claim = replace(claim, traces=(*claim.traces, result.trace))
             retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact, finish)
-            self._retries.append(retry)
-            self._retries.sort(key=lambda r: r.due)
+            self._retries.add(retry)
             return
         if not result.released:
             self._drop_marker(root, claim.name)
@@ -626,7 +702,7 @@ class Agent:
             self._finished_unsynced += result.outcome == "processed"
         if claim.name in root.blocked:  # a same-named file waited for this one to leave
             root.blocked.discard(claim.name)
-            self._pending[(self.roots.index(root), claim.name)] = None
+            self._offer(self.roots.index(root), claim.name)
 
     def _queue_samples(self) -> list[QueueSample]:
         """Queue depths for the gauges; called from the metrics thread."""
@@ -641,6 +717,20 @@ class Agent:
                 "failed": len(input_names(layout.failed)),
             }
             samples.append(QueueSample(str(layout.root), root.queue.root_id, depths, age))
+        return samples
+
+    def _disk_samples(self) -> list[tuple[dict[str, str], int]]:
+        return [
+            ({**root.queue.attributes, "foldermon.disk.folder": d.folder}, d.free) for root, d in self._disk
+        ]
+
+    def _hold_samples(self) -> list[tuple[dict[str, str], int]]:
+        """1 per held root with why ("manual" or "low_disk"), 0 for the others."""
+        samples = []
+        for index, root in enumerate(list(self.roots)):
+            hold = self._holds.get(index)
+            attrs = {**root.queue.attributes, "foldermon.pause.reason": hold.kind if hold else "none"}
+            samples.append((attrs, int(hold is not None)))
         return samples
 
     def _mode_samples(self) -> list[WatchModeSample]:

@@ -9,6 +9,7 @@ from typing import Any
 from foldermon.queue.layout import Layout, claimed_count, input_names, oldest_age
 from foldermon.queue.records import read_record
 from foldermon.queue.requeue import failed_inputs
+from foldermon.scheduler import disk_free, low_disk, read_pause
 
 
 def _failed_reason(failed: Path, name: str) -> str:
@@ -36,9 +37,11 @@ def failed_files(layout: Layout) -> list[dict[str, Any]]:
     return files
 
 
-def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
+def root_status(
+    root: Path, now: float | None = None, *, min_free: str = "", output_dir: Path | None = None
+) -> dict[str, Any]:
     """The ``status --json`` entry of one root."""
-    layout = Layout.for_root(root)
+    layout = Layout.for_root(root, output_dir)
     now = time.time() if now is None else now
     unprocessed = input_names(layout.unprocessed)
     failed = failed_inputs(layout)
@@ -50,7 +53,23 @@ def root_status(root: Path, now: float | None = None) -> dict[str, Any]:
         "failed": len(failed),
         "oldest_unprocessed_age_s": oldest_age(layout.unprocessed, unprocessed, now),
         "failed_files": [{"name": n, "reason": _failed_reason(layout.failed, n)} for n in failed],
+        **_paused(layout, min_free),
     }
+
+
+def _paused(layout: Layout, min_free: str) -> dict[str, Any]:
+    """Whether the agents hold this root, and why: a manual pause or too little free disk."""
+    manual = read_pause(layout)
+    if manual is not None:
+        reason = f"paused by {manual.get('by', 'someone')} since {manual.get('since_iso', '?')}"
+        if manual.get("reason"):
+            reason += f": {manual['reason']}"
+        return {"paused": True, "paused_reason": reason, "paused_by": manual.get("by")}
+    try:
+        low = low_disk(disk_free(layout), min_free) if layout.root.is_dir() else None
+    except OSError:
+        low = None
+    return {"paused": low is not None, "paused_reason": low}
 
 
 def render_text(roots: list[dict[str, Any]]) -> str:
@@ -64,5 +83,7 @@ def render_text(roots: list[dict[str, Any]]) -> str:
             f"processed {r['processed']}  failed {r['failed']}  "
             f"oldest waiting {'-' if age is None else f'{age:.1f}s'}"
         )
+        if r.get("paused"):
+            lines.append(f"  held: {r['paused_reason']}")
         lines.extend(f"  failed: {f['name']}: {f['reason']}" for f in r["failed_files"])
     return "\n".join(lines)

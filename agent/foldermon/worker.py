@@ -8,8 +8,10 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
+from foldermon.compression import Decompressed, kind_of
+from foldermon.config import DEFAULT_MAX_INPUT_BYTES
 from foldermon.errors import FoldermonError, InputRejectedError
 from foldermon.pipeline import Pipeline
 from foldermon.queue.fsio import fsync_fd
@@ -31,8 +33,9 @@ class StreamResult:
     bytes_in: int
 
 
-def open_input(path: Path) -> BinaryIO:
-    """Open an input for reading without following links or blocking on FIFOs."""
+def open_input(path: Path, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> BinaryIO:
+    """Open an input for reading without following links or blocking on FIFOs; a compressed one
+    (by its magic bytes) reads decompressed, up to ``max_input_bytes``."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
@@ -43,7 +46,11 @@ def open_input(path: Path) -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise InputRejectedError(f"{path.name} is not a regular file")
-    return os.fdopen(fd, "rb", buffering=0)
+    raw = os.fdopen(fd, "rb", buffering=0)
+    kind = kind_of(os.pread(fd, 8, 0))
+    if kind is None:
+        return raw
+    return cast(BinaryIO, Decompressed(raw, kind, max_input_bytes))
 
 
 def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
@@ -80,25 +87,29 @@ def stream(
     max_line_bytes: int,
     on_batch: Callable[[list[str]], list[str]] | None = None,
     keep_going: Callable[[], bool] = lambda: True,
+    compress: Callable[[BinaryIO], Any] | None = None,
 ) -> StreamResult:
     """Run every line of ``src`` through ``pipeline`` and write the records to ``dst_fd``, then fsync it.
 
     ``on_batch`` replaces ``pipeline.feed`` (line tracing uses it); ``keep_going`` is asked between
-    batches so a shutdown can abandon a long file.
+    batches so a shutdown can abandon a long file; ``compress`` wraps the output in a compressor.
     """
     feed = on_batch or pipeline.feed
     lines_in = lines_out = 0
     with os.fdopen(os.dup(dst_fd), "wb", buffering=CHUNK_BYTES) as out:
+        sink = compress(out) if compress else out
         for lines in read_batches(src, max_line_bytes):
             if not keep_going():
                 raise InterruptedError("shutdown requested before the file was finished")
             lines_in += len(lines)
             result = feed(lines)
             lines_out += len(result)
-            out.write(_encode(result))
+            sink.write(_encode(result))
         tail = pipeline.finish()
         lines_out += len(tail)
-        out.write(_encode(tail))
+        sink.write(_encode(tail))
+        if compress:
+            sink.close()  # writes the compressed stream's end; the file itself stays open
         out.flush()
         fsync_fd(out.fileno())
     return StreamResult(lines_in, lines_out, src.tell())

@@ -290,10 +290,11 @@ class Queue:
 
     # -- output ----------------------------------------------------------------------------
 
-    def output_target(self, claim: Claim) -> OutputTarget:
-        """Where this input's output goes: the first n free both in ``processed/`` and for the
-        output, so an input and its output usually share their ``.N``; publishing takes the name."""
-        name = self.output_filename(claim.name)
+    def output_target(self, claim: Claim, filename: str | None = None) -> OutputTarget:
+        """Where this input's output goes (``filename``, by default the template's name for it): the
+        first n free both in ``processed/`` and for the output, so an input and its output usually
+        share their ``.N``; publishing takes the name."""
+        name = filename or self.output_filename(claim.name)
         folder = self.layout.output_dir
         n = 0
         while os.path.lexists(self.layout.processed / unique_name(claim.name, n)) or os.path.lexists(

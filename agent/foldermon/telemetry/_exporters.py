@@ -26,7 +26,8 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from foldermon.config import MAX_SECONDS, TelemetryConfig, telemetry_value_problem
+from foldermon.config import TelemetryConfig
+from foldermon.configcheck import MAX_SECONDS, telemetry_value_problem
 from foldermon.errors import ConfigError
 
 SIGNALS = ("traces", "metrics", "logs")

@@ -87,6 +87,25 @@ class Instruments:
         )
         self.queue_source: Callable[[], Iterable[QueueSample]] = list
         self.mode_source: Callable[[], Iterable[WatchModeSample]] = list
+        # (attributes, value) pairs read by the gauges below.
+        self.disk_source: Callable[[], Iterable[tuple[dict[str, str], int]]] = list
+        self.hold_source: Callable[[], Iterable[tuple[dict[str, str], int]]] = list
+        self.expired = meter.create_counter(
+            "foldermon.files.expired",
+            unit="{file}",
+            description="Files removed by retention, by folder (processed, output, failed)",
+        )
+        meter.create_observable_gauge(
+            "foldermon.disk.free",
+            callbacks=[lambda _o: [Observation(v, a) for a, v in self.disk_source()]],
+            unit="By",
+            description="Free bytes for the queue folders and for the output folder of each root",
+        )
+        meter.create_observable_gauge(
+            "foldermon.root.paused",
+            callbacks=[lambda _o: [Observation(v, a) for a, v in self.hold_source()]],
+            description="1 while a root claims nothing (paused by hand or short of disk), else 0; with why",
+        )
         self._cached: list[QueueSample] = []
         self._sampled_at = -1e9
         meter.create_observable_gauge(

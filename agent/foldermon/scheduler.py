@@ -1,0 +1,262 @@
+"""Scheduling: which name is claimed next, and whether anything is.
+
+Names wait in ``Pending`` in the configured order (arrival, oldest, name) after their priority
+(the index of the first ``[watch] priority`` glob they match); ``Retries`` holds claimed files
+waiting for another attempt; ``Holds`` says which roots may claim and run now (a manual pause
+marker in the root, or too little free disk).
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import heapq
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from foldermon.configcheck import parse_min_free
+from foldermon.queue.fsio import fsync_dir, write_new
+from foldermon.queue.layout import Layout
+
+ORDERS = ("arrival", "oldest", "name")
+PAUSE_NAME = ".foldermon-paused"
+
+
+class Pending:
+    """Names to claim, each once, taken in the order asked for."""
+
+    def __init__(self, order: str = "arrival", priority: tuple[str, ...] = ()) -> None:
+        self._order = order
+        self._priority = priority
+        self._keys: dict[tuple[int, str], tuple[Any, ...]] = {}
+        self._heap: list[tuple[tuple[Any, ...], int, str]] = []
+        self._folders: dict[int, Path] = {}
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        return key in self._keys
+
+    def add(self, root: int, name: str, folder: Path) -> bool:
+        """Queue ``name`` of root number ``root`` (found in ``folder``); False when already queued."""
+        if (root, name) in self._keys:
+            return False
+        self._folders[root] = folder
+        self._seq += 1
+        rank = next(
+            (i for i, glob in enumerate(self._priority) if fnmatchcase(name, glob)), len(self._priority)
+        )
+        if self._order == "name":
+            key: tuple[Any, ...] = (rank, name, self._seq)
+        elif self._order == "oldest":
+            key = (rank, _entered(folder / name), self._seq)
+        else:
+            key = (rank, self._seq)
+        self._keys[(root, name)] = key
+        heapq.heappush(self._heap, (key, root, name))
+        return True
+
+    def take(
+        self,
+        allowed: Callable[[int], bool],
+        size: Callable[[int, str], int],
+        *,
+        files: int,
+        total_bytes: int,
+    ) -> tuple[int, list[str]] | None:
+        """The next names of one root that may claim now: up to ``files`` names or ``total_bytes``
+        of input, whichever comes first; None when no waiting name may be claimed."""
+        chosen: list[str] = []
+        held: list[tuple[tuple[Any, ...], int, str]] = []
+        root = -1
+        used = 0
+        while self._heap and len(chosen) < files and used < total_bytes:
+            entry = heapq.heappop(self._heap)
+            key, index, name = entry
+            if self._keys.get((index, name)) != key:
+                continue  # taken or queued again since
+            if not allowed(index) or (root >= 0 and index != root):
+                held.append(entry)
+                continue
+            root = index
+            del self._keys[(index, name)]
+            chosen.append(name)
+            used += size(index, name)
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        return (root, chosen) if chosen else None
+
+    def ready(self, allowed: Callable[[int], bool]) -> bool:
+        """Whether some waiting name may be claimed now."""
+        return any(allowed(index) for index, _ in self._keys)
+
+    def reorder(self, order: str, priority: tuple[str, ...]) -> None:
+        """Take the waiting names in a new order (after a reload)."""
+        if (order, priority) == (self._order, self._priority):
+            return
+        waiting = sorted(self._keys.items(), key=lambda item: item[1])
+        self._order, self._priority = order, priority
+        self._keys.clear()
+        self._heap.clear()
+        for (root, name), _key in waiting:
+            self.add(root, name, self._folders[root])
+
+    def drop_root(self, root: int) -> None:
+        for key in [k for k in self._keys if k[0] == root]:
+            del self._keys[key]
+
+
+def _entered(path: Path) -> int:
+    """When a file entered its folder: the rename into it set its ctime."""
+    try:
+        return os.lstat(path).st_ctime_ns
+    except OSError:
+        return 0
+
+
+class _Due(Protocol):
+    @property
+    def due(self) -> float: ...
+
+
+T = TypeVar("T", bound=_Due)
+
+
+class Retries(Generic[T]):
+    """Claimed files waiting for another attempt, soonest first."""
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items))
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        self._items.sort(key=lambda r: r.due)
+
+    def next_due(self, allowed: Callable[[T], bool]) -> float | None:
+        return min((r.due for r in self._items if allowed(r)), default=None)
+
+    def pop_due(self, now: float, allowed: Callable[[T], bool]) -> T | None:
+        for item in self._items:
+            if item.due <= now and allowed(item):
+                self._items.remove(item)
+                return item
+        return None
+
+    def keep(self, wanted: Callable[[T], bool]) -> None:
+        self._items = [r for r in self._items if wanted(r)]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why a root neither claims nor runs retries now."""
+
+    kind: str  # "manual" | "low_disk"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFree:
+    folder: str  # "queue" | "output"
+    path: Path
+    free: int
+    size: int
+
+
+def disk_free(layout: Layout) -> list[DiskFree]:
+    """Free space for the queue folders' filesystem and the output folder's."""
+    found = []
+    for folder, path in (("queue", layout.root), ("output", layout.output_dir)):
+        st = os.statvfs(path)
+        found.append(DiskFree(folder, path, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+    return found
+
+
+def low_disk(free: list[DiskFree], min_free: str) -> str | None:
+    """Why there is too little free space for ``[guard] min_free``, or None."""
+    if not min_free:
+        return None
+    parsed = parse_min_free(min_free)
+    if parsed is None:
+        return None
+    need_bytes, need_share = parsed
+    for d in free:
+        need = max(need_bytes, int(need_share * d.size))
+        if d.free < need:
+            return (
+                f"low disk: {_human(d.free)} free for the {d.folder} folder {d.path} "
+                f"(min_free {min_free}); claiming resumes once there is more"
+            )
+    return None
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def pause_marker(layout: Layout) -> Path:
+    return layout.root / PAUSE_NAME
+
+
+def read_pause(layout: Layout) -> dict[str, Any] | None:
+    """The manual pause of a root (who, since when), or None when it is not paused."""
+    try:
+        fd = os.open(pause_marker(layout), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {"by": "unknown", "since": None}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(1 << 16))
+    except (OSError, ValueError, RecursionError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def pause(layout: Layout, reason: str = "", now: float | None = None) -> bool:
+    """Put the durable pause marker in the root; False when it was paused already."""
+    since = time.time() if now is None else now
+    record = {
+        "by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "since": since,
+        "since_iso": datetime.datetime.fromtimestamp(since, datetime.UTC).isoformat(timespec="seconds"),
+        "reason": reason,
+    }
+    try:
+        write_new(pause_marker(layout), json.dumps(record).encode() + b"\n", layout.root, mode=0o644)
+    except FileExistsError:
+        return False
+    return True
+
+
+def resume(layout: Layout) -> bool:
+    """Remove the pause marker; False when the root was not paused."""
+    try:
+        pause_marker(layout).unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(layout.root)
+    return True
