@@ -24,7 +24,7 @@ from foldermon.queue.layout import ERROR_SUFFIX, Layout, record_name
 from foldermon.queue.requeue import HISTORY
 
 FOLDERS = ("processed", "output", "failed")
-# A pass starts again this long after the last one ended.
+# A pass starts again this long after the last one began, or sooner for short ages.
 PASS_INTERVAL = 60.0
 
 
@@ -94,10 +94,9 @@ class Retention:
         if not self._work:
             if now < self._next_pass:
                 return expired
-            self._work = [
-                (job, _entries(job.path)) for la in self._layouts() for job in _jobs(la, self.config)
-            ]
-            self._next_pass = now + PASS_INTERVAL
+            jobs = [job for la in self._layouts() for job in _jobs(la, self.config)]
+            self._work = [(job, _entries(job.path)) for job in jobs]
+            self._next_pass = now + min([PASS_INTERVAL, *(job.max_age / 4 for job in jobs)])
         while self._work and budget > 0:
             job, entries = self._work[0]
             chunk = [e for _, e in zip(range(budget), entries, strict=False)]

@@ -25,7 +25,19 @@ from agentctl import (
 )
 
 GOLDEN = REPO / "tests" / "golden"
-VERBS = ("", "run", "process", "status", "failed", "retry", "pause", "resume", "gc", "check-config", "completion")
+VERBS = (
+    "",
+    "run",
+    "process",
+    "status",
+    "failed",
+    "retry",
+    "pause",
+    "resume",
+    "gc",
+    "check-config",
+    "completion",
+)
 
 
 def _pty(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:

@@ -188,8 +188,9 @@ def leftovers(root: Path, output: Path | None = None) -> list[str]:
     found = [f"underprocess/{n}" for n in os.listdir(root / "underprocess")]
     for state in ("unprocessed", "processed", "failed"):
         names = os.listdir(root / state)
-        # An error record beside its input in failed/ is not a leftover; one without its input is.
-        records = {f".{n}.error.json" for n in names} if state == "failed" else set()
+        # An error record beside its input in failed/ is not a leftover, nor is the history of
+        # records that retry keeps; a record without its input is.
+        records = {f".{n}.error.json" for n in names} | {".history"} if state == "failed" else set()
         found += [f"{state}/{n}" for n in names if n.startswith(".") and n not in records]
     out = output or root / "output"
     found += [f"output/{n}" for n in os.listdir(out) if n.startswith(".")]

@@ -52,8 +52,12 @@ def test_kill_storm_then_drain_processes_every_input_exactly_once(tmp_path: Path
     root = tmp_path / "root"
     config = write_config(
         tmp_path / "storm.toml",
-        # Kills must never quarantine a file: each one may count as an attempt.
-        f"[retry]\nmax_attempts = {KILLS * 10}\nbackoff = 0.05\n{COUNTER_CONFIG}",
+        # Kills must never quarantine a file: each one may count as an attempt. The operations
+        # features run too (passes of retention that keep everything, the disk guard, ordering).
+        f"[retry]\nmax_attempts = {KILLS * 10}\nbackoff = 0.05\n"
+        '[watch]\norder = "oldest"\npriority = ["*7*"]\n'
+        '[retention]\nprocessed_max_age = "30d"\noutput_max_age = "30d"\nfailed_max_age = "30d"\n'
+        f'[guard]\nmin_free = "1%"\n{COUNTER_CONFIG}',
     )
     rng = random.Random(6)
     in_flight = 0

@@ -1,0 +1,272 @@
+"""Running for months, with real agents on real folders: retention, the disk guard, processing order,
+pause and resume, compressed input."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+from relkit import (
+    COUNTER_CONFIG,
+    events,
+    leftovers,
+    mounted,
+    numbered,
+    records,
+    start_agent,
+    terminate_all,
+    wait_for_event,
+)
+
+from agentctl import census, drop, run_cli, wait_until, write_config
+
+pytestmark = pytest.mark.real
+
+
+def _status(root: Path, config: Path | None = None) -> dict[str, object]:
+    args = ["status", "--watch", str(root), "--json"] + (["--config", str(config)] if config else [])
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    entry: dict[str, object] = json.loads(result.stdout)["roots"][0]
+    return entry
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def test_retention_removes_old_files_with_several_instances_on_one_root(tmp_path: Path) -> None:
+    """Two agents with 2-second ages: processed inputs, outputs, failed inputs with their records and
+    kept records all go once old enough, newer files stay, and neither agent trips on the other."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "c.toml",
+        '[retry]\nmax_attempts = 1\n[retention]\nprocessed_max_age = "2s"\noutput_max_age = "2s"\n'
+        'failed_max_age = 2\n[[processors]]\ntype = "raise_on"\n',
+    )
+    for i in range(20):
+        drop(root, f"old-{i}.txt", f"line {i}\n")
+    drop(root, "bad.txt", "BAD\n")
+    history = root / "failed" / ".history"
+    history.mkdir(parents=True)
+    (history / "gone.20260101T000000Z.error.json").write_text("{}")
+    logs = [tmp_path / f"agent{i}.log" for i in range(2)]
+    procs = [start_agent("run", "--watch", str(root), "--config", str(config), log=log) for log in logs]
+    wait_until(lambda: len(census(root)["processed"]) == 20 and census(root)["failed"] == ["bad.txt"])
+    wait_until(lambda: census(root)["processed"] == [], timeout=20, what="old files expired")
+    wait_until(lambda: os.listdir(root / "output") == [], timeout=10)
+    wait_until(lambda: census(root)["failed"] == [] and os.listdir(history) == [], timeout=10)
+    drop(root, "young.txt", "fresh\n")
+    wait_until(lambda: census(root)["processed"] == ["young.txt"])
+    time.sleep(1.0)  # younger than the age: kept
+    assert census(root)["processed"] == ["young.txt"]
+    assert os.listdir(root / "output") == ["young_processed.txt"]
+    wait_until(lambda: census(root)["processed"] == [], timeout=10, what="the young file expired in turn")
+    assert terminate_all(procs) == [0, 0]
+    assert leftovers(root) == []
+    assert not [
+        r for log in logs for r in records(log) if r.get("level") == "error" and "retention" in r["event"]
+    ]
+    summaries = events(logs, "retention removed old files")
+    assert summaries
+
+
+def test_gc_dry_run_lists_what_gc_then_removes(tmp_path: Path) -> None:
+    """gc --dry-run says what would go and removes nothing; gc removes exactly that."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", "x\n")
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    config = write_config(tmp_path / "c.toml", '[retention]\nprocessed_max_age = "1s"\noutput_max_age = 1\n')
+    time.sleep(1.2)
+    dry = run_cli("gc", "--watch", str(root), "--config", str(config), "--dry-run")
+    assert dry.returncode == 0
+    assert f"would remove {root / 'processed' / 'a.txt'}" in dry.stdout
+    assert (root / "processed" / "a.txt").exists()
+    real = run_cli("gc", "--watch", str(root), "--config", str(config))
+    assert f"removed {root / 'output' / 'a_processed.txt'}" in real.stdout
+    assert census(root)["processed"] == []
+    assert os.listdir(root / "output") == []
+
+
+# -- disk guard --------------------------------------------------------------------------------
+
+
+def test_a_full_disk_holds_claiming_and_it_resumes_once_space_returns(tmp_path: Path) -> None:
+    """A small tmpfs filled below min_free: files wait (nothing fails, no attempt counted), status
+    and the log say why; freeing space lets them through."""
+    with mounted(tmp_path / "fs", options="size=8m") as fs:
+        root = fs / "root"
+        config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "3MB"\n' + COUNTER_CONFIG)
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        wait_for_event(log, "watching")
+        ballast = fs / "ballast"
+        ballast.write_bytes(b"\0" * (6 << 20))
+        wait_for_event(log, "claiming held; files wait in unprocessed/")
+        for i in range(5):
+            drop(root, f"w{i}.txt", f"wait {i}\n")
+        time.sleep(2)
+        assert census(root)["unprocessed"] == [f"w{i}.txt" for i in range(5)]
+        status = _status(root, config)
+        assert status["paused"] is True
+        assert "low disk" in str(status["paused_reason"])
+        ballast.unlink()
+        wait_until(lambda: len(census(root)["processed"]) == 5, timeout=10, what="files after space returned")
+        assert terminate_all([proc]) == [0]
+        assert census(root)["failed"] == []
+        assert not list((root / "unprocessed").glob(".*.attempts"))
+        assert events([log], "claiming resumed")
+        assert (root / "output" / "w0_processed.txt").read_bytes() == numbered(b"wait 0\n")
+
+
+# -- order -------------------------------------------------------------------------------------
+
+
+def _processed_order(log: Path) -> list[str]:
+    return [r["file"] for r in records(log) if r.get("event") == "file processed"]
+
+
+@pytest.mark.parametrize("order", ["name", "oldest"])
+def test_a_backlog_of_ten_thousand_is_drained_in_the_asked_order(tmp_path: Path, order: str) -> None:
+    """10,000 files renamed in, in shuffled name order: `name` drains them sorted by name, `oldest`
+    by the time each entered unprocessed/; priority globs come first either way."""
+    root = tmp_path / "root"
+    names = [f"f{i:05}.txt" for i in range(10_000)]
+    rng = random.Random(3)
+    rng.shuffle(names)
+    entered: dict[str, int] = {}
+    for name in names:
+        drop(root, name, "x\n")
+        entered[name] = os.lstat(root / "unprocessed" / name).st_ctime_ns
+    config = write_config(tmp_path / "c.toml", f'[watch]\norder = "{order}"\npriority = ["f09*"]\n')
+    log = tmp_path / "agent.log"
+    result = run_cli("run", "--watch", str(root), "--once", "--config", str(config), env={}, timeout=300)
+    assert result.returncode == 0
+    log.write_text(result.stdout)
+    done = _processed_order(log)
+    assert sorted(done) == sorted(names)
+    urgent = [n for n in done if n.startswith("f09")]
+    assert done[: len(urgent)] == urgent, "a priority file came after another"
+    rest = done[len(urgent) :]
+    if order == "name":
+        assert rest == sorted(rest)
+    else:
+        times = [entered[n] for n in rest]
+        assert times == sorted(times)
+
+
+# -- pause -------------------------------------------------------------------------------------
+
+
+def test_a_pause_by_one_instance_holds_every_instance_and_resume_lets_them_go(tmp_path: Path) -> None:
+    """foldermon-agent pause: both agents stop claiming within a second, status says who and since
+    when, the pause survives a restart; resume: the files go within a second."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    logs = [tmp_path / f"a{i}.log" for i in range(2)]
+    procs = [start_agent("run", "--watch", str(root), log=log) for log in logs]
+    for log in logs:
+        wait_for_event(log, "watching")
+    paused = run_cli("pause", "--watch", str(root), "--reason", "disk swap")
+    assert paused.returncode == 0
+    assert "paused" in paused.stdout
+    for log in logs:
+        wait_for_event(log, "claiming held; files wait in unprocessed/", timeout=5)
+    for i in range(6):
+        drop(root, f"p{i}.txt", f"{i}\n")
+    time.sleep(1.5)
+    assert len(census(root)["unprocessed"]) == 6
+    status = _status(root)
+    assert status["paused"] is True
+    assert "disk swap" in str(status["paused_reason"])
+    assert "since" in str(status["paused_reason"])
+    # A restart keeps the pause: it is in the root, not in a process.
+    terminate_all(procs[:1])
+    procs[0] = start_agent("run", "--watch", str(root), log=logs[0])
+    wait_for_event(logs[0], "watching")
+    time.sleep(1.5)
+    assert len(census(root)["unprocessed"]) == 6
+    started = time.monotonic()
+    assert run_cli("resume", "--watch", str(root)).returncode == 0
+    wait_until(lambda: len(census(root)["processed"]) == 6, timeout=10)
+    assert time.monotonic() - started < 5
+    assert terminate_all(procs) == [0, 0]
+    assert _status(root)["paused"] is False
+
+
+# -- compressed input ----------------------------------------------------------------------------
+
+PAYLOAD = b"".join(b"record %d with some text,IMPORTANT\n" % i for i in range(20_000))
+COMPRESS = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "zst": lambda data: zstandard.ZstdCompressor().compress(data),
+}
+DECOMPRESS = {
+    "gz": gzip.decompress,
+    "zst": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data),
+}
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+def test_each_compression_round_trips_byte_exact(tmp_path: Path, suffix: str) -> None:
+    """A compressed input gives the same output as the same data plain, named without the
+    compression suffix; the format is found by its magic bytes, not its name."""
+    root = tmp_path / "root"
+    drop(root, "plain.csv", PAYLOAD)
+    drop(root, f"packed.csv.{suffix}", COMPRESS[suffix](PAYLOAD))
+    drop(root, "misnamed.csv", COMPRESS[suffix](PAYLOAD))  # no suffix: still recognised
+    config = write_config(tmp_path / "c.toml", COUNTER_CONFIG)
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    expected = (root / "output" / "plain_processed.csv").read_bytes()
+    assert expected == numbered(PAYLOAD)
+    assert (root / "output" / "packed_processed.csv").read_bytes() == expected
+    assert (root / "output" / "misnamed_processed.csv").read_bytes() == expected
+
+
+@pytest.mark.parametrize("suffix", ["gz", "zst"])
+def test_outputs_can_be_compressed_like_their_input(tmp_path: Path, suffix: str) -> None:
+    """[output] compress = "same": a .gz input gives a .gz output, a plain one a plain output."""
+    root = tmp_path / "root"
+    drop(root, f"data.csv.{suffix}", COMPRESS[suffix](PAYLOAD))
+    drop(root, "plain.csv", PAYLOAD)
+    config = write_config(tmp_path / "c.toml", '[output]\ncompress = "same"\n' + COUNTER_CONFIG)
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    packed = (root / "output" / f"data_processed.csv.{suffix}").read_bytes()
+    assert DECOMPRESS[suffix](packed) == numbered(PAYLOAD)
+    assert (root / "output" / "plain_processed.csv").read_bytes() == numbered(PAYLOAD)
+
+
+def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path) -> None:
+    """A truncated gzip, corrupt zstd and a bomb past max_input_bytes each go to failed/ at once
+    with a reason naming where it broke; a good file beside them is processed."""
+    root = tmp_path / "root"
+    packed = gzip.compress(PAYLOAD)
+    drop(root, "cut.csv.gz", packed[: len(packed) // 2])
+    broken = bytearray(zstandard.ZstdCompressor().compress(PAYLOAD))
+    broken[20:40] = b"\xff" * 20
+    drop(root, "broken.csv.zst", bytes(broken))
+    drop(root, "bomb.txt.gz", gzip.compress(b"\n" * (20 << 20)))
+    drop(root, "good.csv.gz", packed)
+    config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_input_bytes = 4000000\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    found = census(root)
+    assert found["processed"] == ["good.csv.gz"]
+    assert found["failed"] == ["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz"]
+
+    def reason(name: str) -> str:
+        record = json.loads((root / "failed" / f".{name}.error.json").read_text())
+        assert record["attempts"] == 1
+        return str(record["message"])
+
+    assert "truncated gzip data at compressed offset" in reason("cut.csv.gz")
+    assert "corrupt zstd data at compressed offset" in reason("broken.csv.zst")
+    assert "expands past max_input_bytes (4000000 bytes)" in reason("bomb.txt.gz")
