@@ -22,7 +22,6 @@ from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.counter import TraceRef
 from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.layout import make_dir
 from foldermon.queue.lifecycle import Claim, Queue
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
@@ -160,7 +159,7 @@ class Attempt:
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             try:
                 with self.alarm.interruptible(self.config.pipeline.max_file_seconds):
-                    produced = self._produce(claim, run.target, pipeline, span, compressing(out_kind))
+                    produced = self._produce(run, compressing(out_kind))
                 output = run.target.publish()
             except (InterruptedError, DrainExpired):
                 run.target.tmp.unlink(missing_ok=True)
@@ -242,60 +241,38 @@ class Attempt:
         self._record(run.pipeline, outcome, time.monotonic() - run.started, run.queue.attributes)
         return outcome
 
-    def _produce(
-        self,
-        claim: Claim,
-        target: OutputTarget,
-        pipeline: Pipeline,
-        span: Span,
-        compress: Callable[[BinaryIO], Any] | None,
-    ) -> StreamResult:
+    def _produce(self, run: _Run, compress: Callable[[BinaryIO], Any] | None) -> StreamResult:
+        pipeline = run.pipeline
         tracer = LineTracer.for_config(
             pipeline,
             self.telemetry.tracer,
-            span,
+            run.span,
             self.config.telemetry,
-            size=claim.size,
+            size=run.claim.size,
             exact=self.exact_lines,
         )
         on_batch: Callable[[list[str]], list[str]] | None = tracer
         if tracer is None and self.exact_lines:
             on_batch = pipeline.feed_exact
+        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         try:
-            return self._stream(claim, target, pipeline, on_batch, compress)
+            with open_input(run.claim.path, max_input_bytes=limit) as src:
+                fd = run.queue.open_temp(run.target)
+                try:
+                    return stream(
+                        src,
+                        fd,
+                        pipeline,
+                        max_line_bytes=self.config.pipeline.max_line_bytes,
+                        on_batch=on_batch,
+                        keep_going=self.keep_going,
+                        compress=compress,
+                    )
+                finally:
+                    os.close(fd)
         finally:
             if tracer is not None:
-                span.set_attributes(tracer.summary())
-
-    def _stream(
-        self,
-        claim: Claim,
-        target: OutputTarget,
-        pipeline: Pipeline,
-        on_batch: Callable[[list[str]], list[str]] | None,
-        compress: Callable[[BinaryIO], Any] | None,
-    ) -> StreamResult:
-        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
-        with open_input(claim.path, max_input_bytes=limit) as src:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(target.tmp, flags, 0o640)
-            except FileNotFoundError:
-                # The output folder was removed while running: made again, as at start.
-                make_dir(target.tmp.parent)
-                fd = os.open(target.tmp, flags, 0o640)
-            try:
-                return stream(
-                    src,
-                    fd,
-                    pipeline,
-                    max_line_bytes=self.config.pipeline.max_line_bytes,
-                    on_batch=on_batch,
-                    keep_going=self.keep_going,
-                    compress=compress,
-                )
-            finally:
-                os.close(fd)
+                run.span.set_attributes(tracer.summary())
 
     def _failed(self, queue: Queue, claim: Claim, exc: Exception, span: Span, log: logmod.Logger) -> Outcome:
         if isinstance(exc, ProcessorError) and exc.line is None and not self.exact_lines:

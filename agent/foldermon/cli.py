@@ -225,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FoldermonError as exc:
         print(f"foldermon-agent: {exc}", file=sys.stderr)
         return EX_FAILURE
+    except OSError as exc:  # a folder or file the command needs: a sentence, never a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"foldermon-agent: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EX_FAILURE
     except KeyboardInterrupt:
         return 130
 

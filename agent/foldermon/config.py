@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -156,8 +158,7 @@ def load(path: Path | None, registry: Registry) -> Config:
         return Config()
     source = str(path)
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+        data = _read_regular(path)
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError([f"cannot read the config file: {exc}"], source) from exc
@@ -165,6 +166,17 @@ def load(path: Path | None, registry: Registry) -> Config:
         raise ConfigError([f"the file is larger than {MAX_FILE_BYTES} bytes; a config file is small"], source)
     raw = _parse(text, path, source)
     return from_mapping(raw, registry, source)
+
+
+def _read_regular(path: Path) -> bytes:
+    """A config file's bytes, never blocking: a FIFO in its place is refused, not waited on
+    (/dev/null, an empty configuration, is fine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or folder in its place?)")
+        return f.read(MAX_FILE_BYTES + 1)
 
 
 def _parse(text: str, path: Path, source: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pytest
 
 from foldermon.queue import Claim, Instance, Layout, Queue, new_instance_id
 from foldermon.queue.counter import counter_name
+from foldermon.queue.instance import LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, record_name
 from foldermon.queue.lifecycle import (
     ClaimFolderGoneError,
@@ -235,17 +236,33 @@ def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: 
     assert not (layout.unprocessed / counter_name("waiting.txt")).exists()
 
 
-def test_mark_active_names_the_input_after_the_lock_files_first_line(
+def test_mark_active_names_the_input_after_the_lock_files_header(
     layout: Layout, open_instance: OpenInstance
 ) -> None:
-    """The lock file keeps its first line and names the input being worked on, replacing the last."""
+    """The lock file keeps its header (host and pid, the output folder) and names the input being
+    worked on after it, replacing the last; read_lock reads both back."""
     instance = open_instance(ME)
-    first_line = (instance.dir / LOCK_NAME).read_bytes()
+    header = (instance.dir / LOCK_NAME).read_bytes()
     instance.mark_active("a much longer name\nwith a newline.txt")
     instance.mark_active("b.txt")
-    assert (instance.dir / LOCK_NAME).read_bytes() == first_line + b"b.txt"
-    assert first_line.endswith(b"\n")
-    assert first_line.count(b"\n") == 1
+    assert (instance.dir / LOCK_NAME).read_bytes() == header + b"b.txt"
+    assert header.count(b"\n") == 2
+    fd = os.open(instance.dir / LOCK_NAME, os.O_RDONLY)
+    try:
+        assert read_lock(fd) == LockInfo("b.txt", layout.output_dir)
+    finally:
+        os.close(fd)
+
+
+def test_read_lock_reads_a_lock_file_of_an_earlier_version(tmp_path: Path) -> None:
+    """A one-line header (earlier versions) still gives the active input, and no output folder."""
+    lock = tmp_path / ".lock"
+    lock.write_bytes(b"host pid 9\nx.txt")
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        assert read_lock(fd) == LockInfo("x.txt", None)
+    finally:
+        os.close(fd)
 
 
 def test_claim_batch_takes_each_file_and_reports_the_rest(layout: Layout, queue: Queue) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import secrets
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from foldermon.errors import LifecycleError
@@ -41,12 +43,26 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
-def active_name(lock_fd: int | None) -> str | None:
-    """The input named in a lock file after its first line (see ``Instance.mark_active``)."""
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """What a claim folder's lock file says about its instance."""
+
+    active: str | None  # the input its current attempt is on
+    output_dir: Path | None  # where it writes temp outputs (None in lock files of older versions)
+
+
+def read_lock(lock_fd: int | None) -> LockInfo:
+    """The lock file: a first line naming host and pid, a JSON line with the output folder, then
+    the input of the current attempt (see ``Instance.mark_active``)."""
     if lock_fd is None:
-        return None
-    _, _, name = os.pread(lock_fd, 4096, 0).partition(b"\n")
-    return os.fsdecode(name) if name else None
+        return LockInfo(None, None)
+    _, _, rest = os.pread(lock_fd, 8192, 0).partition(b"\n")
+    output = None
+    if rest.startswith(b'{"output":'):
+        line, _, rest = rest.partition(b"\n")
+        with contextlib.suppress(ValueError, TypeError):
+            output = Path(os.fsdecode(json.loads(line)["output"]))
+    return LockInfo(os.fsdecode(rest) if rest else None, output)
 
 
 class Instance:
@@ -55,6 +71,7 @@ class Instance:
     def __init__(self, layout: Layout, instance_id: str) -> None:
         self.id = instance_id
         self.dir = layout.underprocess / instance_id
+        self._output_dir = layout.output_dir
         for tries_left in reversed(range(_BUILD_TRIES)):
             try:
                 fd = self._build(layout, staging=layout.underprocess / f"{NEW_PREFIX}{self.id}.{tries_left}")
@@ -101,7 +118,10 @@ class Instance:
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._header_len = os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            # Where this instance's temp outputs are: its recovery looks for them there.
+            output = json.dumps({"output": os.fsdecode(self._output_dir)})
+            header = f"{socket.gethostname()} pid {os.getpid()}\n{output}\n".encode()
+            self._header_len = os.write(fd, header)
             os.fsync(fd)
             # The id is unique, so a plain rename is safe; it also works where no-replace is missing.
             durable_rename(staging, self.dir, replace=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import uuid
@@ -89,15 +90,18 @@ def make_dir(path: Path) -> None:
 
 
 def root_id(root: Path) -> str:
-    """The root's id, made once by whichever instance comes first (link: exactly one wins)."""
+    """The root's id: the random id kept in it (made once by whichever instance comes first; link:
+    exactly one wins), bound to the root folder itself, so that a copy of the root (``cp -a``) is
+    another root. Every host sees one folder's inode alike, so they all name it alike."""
     path = root / ROOT_ID_NAME
     try:
-        return _read_id(path)
+        kept = _read_id(path)
     except FileNotFoundError:
-        pass
-    with contextlib.suppress(FileExistsError):
-        write_new(path, uuid.uuid4().hex.encode() + b"\n", root)
-    return _read_id(path)
+        with contextlib.suppress(FileExistsError):
+            write_new(path, uuid.uuid4().hex.encode() + b"\n", root)
+        kept = _read_id(path)
+    folder = os.stat(root).st_ino
+    return hashlib.sha256(f"{kept}:{folder}".encode()).hexdigest()[:32]
 
 
 def _read_id(path: Path) -> str:

@@ -22,9 +22,9 @@ from foldermon.errors import LifecycleError
 from foldermon.queue.counter import Count, TraceRef, counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
 from foldermon.queue.instance import Instance
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, root_id
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
 from foldermon.queue.moves import move_unique, return_input
-from foldermon.queue.output import OutputTarget, identity, output_filename, temp_prefix
+from foldermon.queue.output import OutputTarget, identity, output_filename, publishing_name, temp_prefix
 from foldermon.queue.records import quarantine
 from foldermon.queue.recovery import Recovery, recover
 
@@ -303,6 +303,25 @@ class Queue:
             n += 1
         tmp = folder / f"{temp_prefix(self.instance.id, self.root_tag)}{claim.identity}.tmp"
         return OutputTarget(folder, name, tmp, n)
+
+    def open_temp(self, target: OutputTarget) -> int:
+        """Create the temp output new and empty, never opening an inode that exists already.
+
+        The name can still be the proof of publication of this same input's earlier output: it
+        was processed, then moved back to unprocessed/ before the group commit dropped the
+        proof. That earlier finish is made durable first (so the proof is no longer needed),
+        then the name is freed; the published output keeps its final name.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(target.tmp, flags, 0o640)
+        except FileNotFoundError:
+            make_dir(target.folder)  # the output folder was removed while running: made again
+        except FileExistsError:
+            self.sync()
+            target.tmp.unlink(missing_ok=True)
+            publishing_name(target.tmp).unlink(missing_ok=True)
+        return os.open(target.tmp, flags, 0o640)
 
     def output_filename(self, name: str) -> str:
         return output_filename(self.output_name, name)

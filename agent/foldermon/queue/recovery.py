@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.instance import NEW_PREFIX, active_name, try_lock
+from foldermon.queue.instance import NEW_PREFIX, LockInfo, read_lock, try_lock
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_owner, temp_prefix
@@ -50,7 +50,7 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
         if fd is None and os.path.lexists(folder / LOCK_NAME):
             continue  # alive
         try:
-            _recover_folder(queue, folder, entry, report, active_name(fd))
+            _recover_folder(queue, folder, entry, report, read_lock(fd))
         finally:
             if fd is not None:
                 os.close(fd)
@@ -59,7 +59,7 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
     return report
 
 
-def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, active: str | None) -> None:
+def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lock: LockInfo) -> None:
     instance_id = entry
     if entry.startswith(NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
         instance_id = entry.removeprefix(NEW_PREFIX).rsplit(".", 1)[0]
@@ -68,13 +68,16 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, ac
     except FileNotFoundError:
         return  # removed meanwhile by another instance's recovery or its owner's clean exit
     prefix = temp_prefix(instance_id, queue.root_tag)
+    # Its temp outputs (and proofs of publication) are in its own output folder, which may not be
+    # this instance's (another config, or output.dir changed since); in this one if it is not here.
+    output_dir = lock.output_dir if lock.output_dir and lock.output_dir.is_dir() else queue.layout.output_dir
     kept: set[str] = set()
     for name in filter(is_input_name, names):
         try:
             st = os.lstat(folder / name)
         except FileNotFoundError:
             continue
-        tmp = queue.layout.output_dir / f"{prefix}{identity(queue.root_id, name, st)}.tmp"
+        tmp = output_dir / f"{prefix}{identity(queue.root_id, name, st)}.tmp"
         if is_committed(tmp):
             # Its output is published: the instance died before finishing it. Finish it now.
             try:
@@ -85,12 +88,12 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, ac
                 kept.add(tmp.name)
                 continue
         else:
-            if name == active:
+            if name == lock.active:
                 _count_interrupted(queue, folder, name, st.st_ino)
             report.returned.append(return_input(queue.layout, folder, name))
     if report.finished:
         fsync_dir(folder)  # the finished inputs' old names are gone before their proof is
-    report.temps_removed += _remove_temps(queue.layout.output_dir, instance_id, prefix, kept)
+    report.temps_removed += _remove_temps(output_dir, instance_id, prefix, kept)
     if kept:
         return  # finished at a later recovery; the folder stays as the record of what is left
     shutil.rmtree(folder, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from foldermon.queue.fsio import durable_rename_unique
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names, record_name
 
 HISTORY = ".history"
+_NAME_MAX = 255
+_SUFFIX_ROOM = 8  # for the ".N" of a clash
 
 
 def failed_inputs(layout: Layout) -> list[str]:
@@ -38,8 +41,10 @@ def requeue(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     moved = []
     for name in wanted:
-        moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
+        # The record first: a retry cut short leaves the input in failed/ with its record kept,
+        # never a record in failed/ that has lost its input.
         _keep_record(layout, name, stamp)
+        moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
     return moved
 
 
@@ -49,4 +54,7 @@ def _keep_record(layout: Layout, name: str, stamp: str) -> None:
         return
     history: Path = layout.failed / HISTORY
     history.mkdir(exist_ok=True)
-    durable_rename_unique(record, history, f"{name}.{stamp}{ERROR_SUFFIX}")
+    kept = f"{name}.{stamp}{ERROR_SUFFIX}"
+    if len(os.fsencode(kept)) > _NAME_MAX - _SUFFIX_ROOM:  # a long name: kept under a digest
+        kept = f"{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}.{stamp}{ERROR_SUFFIX}"
+    durable_rename_unique(record, history, kept)
