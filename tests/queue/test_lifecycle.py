@@ -639,21 +639,14 @@ def test_a_record_never_replaces_an_input_named_like_a_record(layout: Layout, qu
     assert read_json(layout.failed / record_name("x.error.json"))["error_type"] == "ValueError"
 
 
-def test_fail_keeps_a_record_left_by_another_input(layout: Layout, queue: Queue) -> None:
-    """A record without its input that belongs to another input is kept; this one takes suffix 1."""
-    (layout.failed / record_name("data.txt")).write_bytes(b'{"identity": "someone else"}')
+def test_fail_never_replaces_a_record_left_without_its_input(layout: Layout, queue: Queue) -> None:
+    """A record whose input is not beside it (a quarantine cut short, an input moved out by hand)
+    is kept as it is; the input takes suffix 1."""
+    (layout.failed / record_name("data.txt")).write_bytes(b'{"error_type": "Earlier"}')
     drop(layout, "data.txt")
     assert queue.fail(claimed(queue, "data.txt"), {"error_type": "ValueError"}) == "data.1.txt"
-    assert read_json(layout.failed / record_name("data.txt")) == {"identity": "someone else"}
-
-
-def test_fail_takes_over_its_own_record_left_by_an_interrupted_fail(layout: Layout, queue: Queue) -> None:
-    """A record of this same input (same identity) without the input is replaced."""
-    drop(layout, "data.txt")
-    claim = claimed(queue, "data.txt")
-    (layout.failed / record_name("data.txt")).write_text(json.dumps({"identity": claim.identity}))
-    assert queue.fail(claim, {"error_type": "ValueError"}) == "data.txt"
-    assert read_json(layout.failed / record_name("data.txt"))["error_type"] == "ValueError"
+    assert read_json(layout.failed / record_name("data.txt")) == {"error_type": "Earlier"}
+    assert read_json(layout.failed / record_name("data.1.txt"))["error_type"] == "ValueError"
 
 
 # -- recover ---------------------------------------------------------------------------------

@@ -122,3 +122,23 @@ def test_what_check_config_accepts_run_can_use(tmp_path: Path, raw: dict[str, An
         assert checked.returncode == 0
         assert ran.returncode in (0, 1), ran.stderr[-2000:]  # 1: the file went to failed/
         assert census(root)["unprocessed"] == []
+
+
+def test_reload_with_a_fifo_in_place_of_the_config_is_rejected_not_waited_on(tmp_path: Path) -> None:
+    """The config file replaced by a FIFO nobody writes to, then SIGHUP: the reload is rejected at
+    once, files keep flowing, and SIGTERM still stops the agent with exit 0."""
+    root = tmp_path / "root"
+    path = tmp_path / "agent.toml"
+    _write(path, GOOD)
+    log = tmp_path / "agent.log"
+    proc = start_agent("run", "--watch", str(root), "--config", str(path), log=log)
+    wait_for_event(log, "watching")
+    path.unlink()
+    os.mkfifo(path)
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: _reload_outcomes(log) > 0, timeout=10)
+    assert _last_reload(log) == "reload rejected; the running configuration stays"
+    drop(root, "after.txt", "flows\n")
+    wait_until(lambda: census(root)["processed"] == ["after.txt"], timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0

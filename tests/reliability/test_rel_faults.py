@@ -508,3 +508,54 @@ def test_root_that_cannot_be_made_again_is_reported_and_served_once_it_can(tmp_p
     wait_until(lambda: census(root)["processed"] == ["back.txt"], timeout=15, what="the root served again")
     assert terminate_all([proc]) == [0]
     assert len(events([log], "watch root unusable; will try again at each rescan")) == 1
+
+
+def test_retry_of_the_longest_accepted_name_keeps_its_record(tmp_path: Path) -> None:
+    """A 235-byte name (the longest the agent takes) quarantined, then retried: no traceback, the
+    input back in unprocessed/, its record kept in failed/.history/ under a shorter name."""
+    root = tmp_path / "root"
+    name = "b" * 231 + ".txt"
+    drop(root, name, b"a line longer than ten bytes\n")
+    config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_line_bytes = 10\n[retry]\nmax_attempts = 1\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert census(root)["failed"] == [name]
+    result = run_cli("retry", "--watch", str(root), name)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert census(root)["unprocessed"] == [name]
+    assert [n for n in os.listdir(root / "failed") if n != ".history"] == []
+    (kept,) = os.listdir(root / "failed" / ".history")
+    assert len(kept.encode()) <= 255
+
+
+def test_retry_racing_a_running_agent_keeps_every_record(tmp_path: Path) -> None:
+    """retry of a file that fails again at once, five times, with the retry process slowed down
+    (strace delays its renames): every earlier record reaches failed/.history/, none is replaced,
+    and the file in failed/ always has its own record."""
+    require_tools("strace")
+    root = tmp_path / "root"
+    queue_dirs(root)
+    config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_line_bytes = 40\n[retry]\nmax_attempts = 1\n")
+    log = tmp_path / "agent.log"
+    proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+    wait_for_event(log, "watching")
+    drop(root, "x", b"x" * 100 + b"\n")
+    slow = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=renameat2,linkat",
+            "-e", "inject=renameat2,linkat:delay_enter=300000"]  # fmt: skip
+    for _ in range(5):
+        wait_until(lambda: census(root)["failed"] == ["x"], timeout=20)
+        result = subprocess.run(
+            [*slow, *agent_argv("retry", "--watch", str(root), "x")],
+            env={**os.environ, "PYTHONPATH": str(REPO / "agent"), "FOLDERMON_CONFIG": os.devnull},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    wait_until(lambda: census(root)["failed"] == ["x"], timeout=20)
+    assert terminate_all([proc]) == [0]
+    assert len(os.listdir(root / "failed" / ".history")) == 5
+    listing = run_cli("failed", "--watch", str(root))
+    assert "no error record" not in listing.stdout

@@ -362,3 +362,84 @@ def test_kill_between_output_publish_and_input_finish_is_finished_not_reprocesse
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "the output was replaced"
     assert events([log2], "file processed") == [], "the input was processed again"
     assert leftovers(root) == []
+
+
+def test_a_crash_before_the_finish_is_finished_by_an_agent_with_another_output_folder(tmp_path: Path) -> None:
+    """The first agent (output o1) is killed between publishing and finishing; the root is then
+    served with output o2: the recovery finds the proof in o1 (its lock says where), finishes the
+    input, makes no second output and leaves nothing in o1."""
+    require_tools("strace")
+    root, o1, o2 = tmp_path / "root", tmp_path / "o1", tmp_path / "o2"
+    queue_dirs(root)
+    drop(root, "a.txt", b"hello\n")
+    target = root / "processed" / "a.txt"
+    argv = [
+        "strace", "-f", "-qq", "-o", str(tmp_path / "trace"),
+        "-e", "trace=renameat2", "-e", "inject=renameat2:signal=KILL", "-P", str(target),
+        *command("run", "--watch", str(root), "--output-dir", str(o1), "--once"),
+    ]  # fmt: skip
+    assert popen(argv, log=tmp_path / "a1.log").wait(60) in (-9, 137)
+    assert os.listdir(o1) != []
+    assert run_once(tmp_path / "a2.log", "--watch", str(root), "--output-dir", str(o2)) == 0
+    assert census(root)["processed"] == ["a.txt"]
+    assert files(o1) == {"a_processed.txt": b"hello\n"}
+    assert os.listdir(o2) == []
+    assert temps(o1) == []
+
+
+def test_a_processed_input_moved_back_gets_a_new_output_and_the_first_is_never_touched(
+    tmp_path: Path,
+) -> None:
+    """An input moved from processed/ back to unprocessed/ while the agent drains a backlog (its
+    output's proof of publication may still be there): the published output keeps its bytes and
+    inode, and the input gets a second output."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "c.toml", COUNTER_CONFIG)
+    log = tmp_path / "agent.log"
+    proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+    watching(log)
+    payload = big(b"x", 8 * BATCH)
+    for trial in range(5):
+        name = f"x{trial}.txt"
+        drop(root, name, payload)
+        for i in range(40):  # a backlog behind it, so the group commit waits
+            drop(root, f"s{trial}-{i:02}.txt", b"small\n" * 500)
+        wait_until(lambda n=name: (root / "processed" / n).exists(), timeout=30)
+        output = root / "output" / output_name(name)
+        first = os.stat(output)
+        os.rename(root / "processed" / name, root / "unprocessed" / name)
+        again = f"x{trial}.1.txt"  # processed/ and the output name are taken: both take .1
+        wait_until(lambda n=again: (root / "processed" / n).exists(), timeout=30)
+        after = os.stat(output)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            first.st_ino,
+            first.st_size,
+            first.st_mtime_ns,
+        )
+        assert output.read_bytes() == numbered(payload)
+        assert (root / "output" / output_name(name, 1)).read_bytes() == numbered(payload)
+    assert terminate_all([proc]) == [0]
+
+
+def test_a_copied_root_is_another_root_and_never_removes_the_originals_temp_outputs(tmp_path: Path) -> None:
+    """Root B made with cp -a from root A (its id file too), both writing to one output folder: the
+    agent starting on B leaves A's live temp output alone, and A's file is processed."""
+    a, b, out = tmp_path / "A", tmp_path / "B", tmp_path / "O"
+    queue_dirs(a)
+    assert run_once(tmp_path / "init.log", "--watch", str(a), "--output-dir", str(out)) == 0
+    os.system(f"cp -a {a} {b}")  # noqa: S605 - the operator's own copy, flags and all
+    config = write_config(
+        tmp_path / "c.toml", '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "sleepy"\nseconds = 0.3\n'
+    )
+    log = tmp_path / "a.log"
+    proc = start_agent("run", "--watch", str(a), "--output-dir", str(out), "--config", str(config), log=log)
+    watching(log)
+    payload = big(b"a", 6 * BATCH)
+    drop(a, "big.txt", payload)
+    wait_until(lambda: temps(out), timeout=20, what="A's temp output")
+    assert run_once(tmp_path / "b.log", "--watch", str(b), "--output-dir", str(out)) == 0
+    assert temps(out), "B's start removed A's live temp output"
+    wait_until(lambda: census(a)["processed"] == ["big.txt"], timeout=60)
+    assert terminate_all([proc]) == [0]
+    assert census(a)["failed"] == []
+    assert (out / "big_processed.txt").read_bytes() == payload

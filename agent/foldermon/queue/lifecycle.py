@@ -89,7 +89,6 @@ class Exhausted:
 
     name: str
     attempts: int
-    identity: str
 
 
 ClaimResult = Claim | Rejected | Directory | Exhausted | Held | Unclaimable
@@ -199,7 +198,7 @@ class Queue:
             ident = identity(self.root_id, name, st)
             count = read_counter(self.instance.dir / counter_name(name), st.st_ino)
             if count.attempts >= self.max_attempts:
-                results.append(Exhausted(name, count.attempts, ident))
+                results.append(Exhausted(name, count.attempts))
                 continue
             # The counter holds the attempts already made; this one is counted on disk only if
             # it fails (``again``) or its instance dies during it (recovery), so the happy path
@@ -238,7 +237,7 @@ class Queue:
         else:
             reason = self._name_problem(name)
         if reason is not None:
-            return self._reject(src, name, st, reason)
+            return self._reject(src, name, reason)
         return self._move_in(src, name, st)
 
     def _move_in(self, src: Path, name: str, st: os.stat_result) -> os.stat_result | Unclaimable | None:
@@ -253,11 +252,11 @@ class Queue:
         self.held.add(name)
         return st
 
-    def _reject(self, src: Path, name: str, st: os.stat_result, reason: str) -> Rejected | Unclaimable | None:
+    def _reject(self, src: Path, name: str, reason: str) -> Rejected | Unclaimable | None:
         """Quarantine an entry that is never processed; None when it is gone meanwhile."""
         record = {"error_type": "InputRejected", "message": reason}
         try:
-            moved = self._quarantine(src, name, record, identity(self.root_id, name, st))
+            moved = self._quarantine(src, name, record)
         except OSError as exc:
             return Unclaimable(name, exc)
         return Rejected(name, reason) if moved else None
@@ -363,22 +362,21 @@ class Queue:
     def fail(self, claim: Claim | Exhausted, record: Mapping[str, Any]) -> str:
         """Quarantine a claimed input in ``failed/`` with its error record; returns its name there."""
         src = self.instance.dir / claim.name
-        name = self._quarantine(src, claim.name, record, claim.identity)
+        name = self._quarantine(src, claim.name, record)
         self.held.discard(claim.name)
         self._drop_counter(claim.name)
         return name or claim.name
 
-    def _quarantine(self, src: Path, name: str, record: Mapping[str, Any], ident: str) -> str | None:
+    def _quarantine(self, src: Path, name: str, record: Mapping[str, Any]) -> str | None:
         stored = name
         if len(os.fsencode("." + name + ERROR_SUFFIX)) + _SUFFIX_ROOM > _NAME_MAX:
             stored = _shortened(name)  # the record keeps the full name under "file"
-        full = {**record, "identity": ident}
         return quarantine(
             self.layout,
             src,
             name=name,
             stored=stored,
-            record=full,
+            record=record,
             tmp_dir=self.instance.dir,
             now=self._now(),
         )

@@ -72,8 +72,9 @@ def quarantine(
     """Move ``src`` into ``failed/`` with its record, both under free names; None if ``src`` is gone.
 
     The record's name is taken first: it reserves the input's name there against another
-    instance failing a same-named input at the same moment. A record of this same input
-    (same ``identity``) left by an interrupted quarantine is taken over.
+    instance failing a same-named input at the same moment. A record that is there already is
+    never replaced, whoever left it (a quarantine cut short, an input moved out by hand): the
+    input takes the next name.
     """
     failed = layout.failed
     n = 0
@@ -88,7 +89,9 @@ def quarantine(
                 full[f"{key}_iso"] = iso(full[key])
         data = json.dumps(full, indent=2).encode() + b"\n"
         rec = failed / record_name(dst)
-        if not _take_record(rec, data, tmp_dir, record.get("identity")):
+        try:
+            write_new(rec, data, tmp_dir)
+        except FileExistsError:
             continue
         try:
             rename_noreplace(src, failed / dst)
@@ -101,21 +104,6 @@ def quarantine(
         fsync_dir(failed)
         fsync_dir(src.parent)
         return dst
-
-
-def _take_record(rec: Path, data: bytes, tmp_dir: Path, identity: object) -> bool:
-    """Write a record under a free name, or over one an interrupted quarantine of this input left."""
-    try:
-        write_new(rec, data, tmp_dir)
-    except FileExistsError:
-        if identity is None or _read(rec).get("identity") != identity:
-            return False
-        rec.unlink(missing_ok=True)
-        try:
-            write_new(rec, data, tmp_dir)
-        except FileExistsError:
-            return False
-    return True
 
 
 def migrate_legacy_records(layout: Layout) -> int:
