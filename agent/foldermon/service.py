@@ -398,7 +398,8 @@ class Agent:
                 listing = rules.split(entries)
                 added = 0
                 for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
-                    if entry.name[:1] != ".":
+                    # --once tries a name that could not be claimed once, then leaves it.
+                    if entry.name[:1] != "." and not (self.once and entry.name in root.unclaimable):
                         added += self._offer(index, entry.name)
                 self.progress.add_total(added)
 

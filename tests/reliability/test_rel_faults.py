@@ -559,3 +559,22 @@ def test_retry_racing_a_running_agent_keeps_every_record(tmp_path: Path) -> None
     assert len(os.listdir(root / "failed" / ".history")) == 5
     listing = run_cli("failed", "--watch", str(root))
     assert "no error record" not in listing.stdout
+
+
+def test_run_once_tries_a_file_it_cannot_claim_once_and_exits(unprivileged: Unprivileged) -> None:
+    """run --once as nobody on a sticky drop folder with a root-owned file: the other files are
+    processed, the root-owned one is reported once and left, and the run ends."""
+    user = unprivileged
+    root = owned_root(user)
+    unprocessed = root / "unprocessed"
+    os.chown(unprocessed, 0, 0)
+    unprocessed.chmod(0o1777)
+    (unprocessed / "root-owned.txt").write_bytes(b"belongs to root\n")
+    for i in range(3):
+        user.drop(root, f"good{i}.txt", b"good\n")
+    log = user.base / "once.log"
+    proc = popen(user.argv("run", "--watch", str(root), "--once"), log=log, env=user.env)
+    assert proc.wait(30) == 0
+    assert census(root)["processed"] == ["good0.txt", "good1.txt", "good2.txt"]
+    assert census(root)["unprocessed"] == ["root-owned.txt"]
+    assert [r["file"] for r in events([log], UNCLAIMABLE)] == ["root-owned.txt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -42,9 +43,11 @@ def requeue(
     moved = []
     for name in wanted:
         # The record first: a retry cut short leaves the input in failed/ with its record kept,
-        # never a record in failed/ that has lost its input.
-        _keep_record(layout, name, stamp)
-        moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
+        # never a record in failed/ that has lost its input. A name gone meanwhile (another
+        # retry took it) is skipped.
+        with contextlib.suppress(FileNotFoundError):
+            _keep_record(layout, name, stamp)
+            moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
     return moved
 
 
