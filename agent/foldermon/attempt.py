@@ -188,7 +188,8 @@ class Attempt:
         except OSError as exc:
             return self._finish_failed(exc, log)
         log.info("file processed", processed_as=processed_as)
-        self.telemetry.instruments.files.add(1, {"foldermon.outcome": "processed", **queue.attributes})
+        ins = self.telemetry.instruments
+        ins.tally.add(ins.files, 1, {"foldermon.outcome": "processed", **queue.attributes})
         return Outcome("processed")
 
     def complete(self, produced: Produced, commit_error: OSError | None) -> Outcome:
@@ -316,17 +317,18 @@ class Attempt:
         return Outcome("failed", error_type=type(exc).__qualname__)
 
     def _record(self, pipeline: Pipeline, outcome: Outcome, seconds: float, root: Mapping[str, str]) -> None:
-        """Metrics once per file attempt: the hot loop only counted locally."""
+        """Metrics once per file attempt: the hot loop only counted locally, and counters are
+        summed per claim batch (the service flushes the tally)."""
         ins = self.telemetry.instruments
         for stage, stats in zip(pipeline.stages, pipeline.stats(), strict=True):
             attrs = {"foldermon.processor.id": stage.id, "foldermon.processor.type": stage.type}
-            ins.lines_in.add(stats.lines_in, attrs)
-            ins.lines_out.add(stats.lines_out, attrs)
+            ins.tally.add(ins.lines_in, stats.lines_in, attrs)
+            ins.tally.add(ins.lines_out, stats.lines_out, attrs)
             ins.processor_duration.record(stats.seconds, attrs)
             if stats.errors:
-                ins.processor_errors.add(stats.errors, attrs)
+                ins.tally.add(ins.processor_errors, stats.errors, attrs)
         attrs = {**root, "foldermon.outcome": outcome.outcome}
         ins.file_duration.record(seconds, attrs)
         if outcome.error_type:
             attrs["error.type"] = outcome.error_type
-        ins.files.add(1, attrs)
+        ins.tally.add(ins.files, 1, attrs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import os
 import signal
@@ -101,6 +102,11 @@ class Retry:
     counted: bool
     exact: bool = False  # run line by line, to name the line a processor fails on
     finish: OutputTarget | None = None  # the output is published: only the finish is retried
+
+
+def _forbidden(root: Root, name: str) -> bool:
+    """A name this agent was refused the right to move: trying again changes nothing."""
+    return root.unclaimable.get(name, None) in (errno.EPERM, errno.EACCES)
 
 
 def _unless_unusable(root: Root, mode: str, reason: str) -> tuple[str, str]:
@@ -245,6 +251,7 @@ class Agent:
 
     def _shutdown(self) -> None:
         self._group_commit()
+        self.telemetry.instruments.tally.flush()
         for retry in self._retries:
             if retry.finish is None:
                 retry.root.queue.release(retry.claim)
@@ -307,11 +314,13 @@ class Agent:
             self._collect()
             self._health()
             if self._run_due_retry():
+                self.telemetry.instruments.tally.flush()
                 continue
             batch = self._next_batch()
             self._retain()
             if batch is not None:
                 self._handle(*batch)
+                self.telemetry.instruments.tally.flush()
             elif self.once:
                 due = self._retries.next_due(self._may_retry)
                 if due is None and not self._pending.ready(self._may_claim):
@@ -398,8 +407,8 @@ class Agent:
                 listing = rules.split(entries)
                 added = 0
                 for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
-                    # --once tries a name that could not be claimed once, then leaves it.
-                    if entry.name[:1] != "." and not (self.once and entry.name in root.unclaimable):
+                    # --once tries a name it may not move (permissions) once, then leaves it.
+                    if entry.name[:1] != "." and not (self.once and _forbidden(root, entry.name)):
                         added += self._offer(index, entry.name)
                 self.progress.add_total(added)
 

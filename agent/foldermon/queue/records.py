@@ -101,6 +101,9 @@ def quarantine(
         except FileNotFoundError:
             rec.unlink(missing_ok=True)
             return None
+        except OSError:
+            rec.unlink(missing_ok=True)  # not quarantined (a full disk, say): the next try starts clean
+            raise
         fsync_dir(failed)
         fsync_dir(src.parent)
         return dst

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 
 # Seconds from 1 ms to 10 min: the SDK's default buckets assume milliseconds.
 SECONDS_BUCKETS: Sequence[float] = (
@@ -38,10 +39,28 @@ class WatchModeSample:
     reason: str
 
 
+class Tally:
+    """Counter increments summed here and added once per claim batch (``flush``): a backlog of
+    small files then costs a few metric calls per batch instead of several per file."""
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[Counter, tuple[tuple[str, Any], ...]], int] = {}
+
+    def add(self, counter: Counter, amount: int, attributes: Mapping[str, Any]) -> None:
+        key = (counter, tuple(attributes.items()))
+        self._sums[key] = self._sums.get(key, 0) + amount
+
+    def flush(self) -> None:
+        sums, self._sums = self._sums, {}
+        for (counter, attributes), amount in sums.items():
+            counter.add(amount, dict(attributes))
+
+
 class Instruments:
     """Counters and histograms of the contract; gauges read from callbacks set by the service."""
 
     def __init__(self, meter: Meter) -> None:
+        self.tally = Tally()
         self.lines_in = meter.create_counter(
             "foldermon.processor.lines.in", unit="{line}", description="Lines that entered a processor"
         )
