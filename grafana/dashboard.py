@@ -526,8 +526,65 @@ def agent_health(grid: Layout) -> None:
     )
 
 
+def operations(grid: Layout) -> None:
+    """Roots held (paused by hand or short of disk), free disk, retention."""
+    grid.row("Operations")
+    grid.add(
+        timeseries(
+            "Roots held (claiming nothing)",
+            "1 while a root claims nothing: paused by hand (`foldermon-agent pause`) or short of "
+            "free disk ([guard] min_free). Files wait in unprocessed/; nothing fails meanwhile.",
+            [
+                target(
+                    "max by (foldermon_watch_root, foldermon_pause_reason) "
+                    f'(foldermon_root_paused{{{SEL}, foldermon_pause_reason!="none"}}) '
+                    f"or max by (foldermon_watch_root) (foldermon_root_paused{{{SEL}}})",
+                    "{{foldermon_watch_root}} {{foldermon_pause_reason}}",
+                )
+            ],
+            "none",
+            thresholds((1, RED), base="transparent"),
+        ),
+        8,
+        8,
+    )
+    grid.add(
+        timeseries(
+            "Free disk per root",
+            "Free bytes for each root's queue folders and for its output folder. Below [guard] "
+            "min_free the root stops claiming; the FoldermonDiskFilling alert warns hours before.",
+            [
+                target(
+                    "min by (foldermon_watch_root, foldermon_disk_folder) "
+                    f"(foldermon_disk_free_bytes{{{SEL}}})",
+                    "{{foldermon_watch_root}} {{foldermon_disk_folder}}",
+                )
+            ],
+            "bytes",
+        ),
+        8,
+        8,
+    )
+    grid.add(
+        timeseries(
+            "Files removed by retention/s",
+            "Files [retention] removed for being older than their folder's max age, by folder.",
+            [
+                target(
+                    f"sum by (foldermon_folder) ({rate('foldermon_files_expired_total')})",
+                    "{{foldermon_folder}}",
+                )
+            ],
+            "short",
+        ),
+        8,
+        8,
+    )
+
+
 def telemetry_health(grid: Layout) -> None:
     """Whether the telemetry itself can be trusted: spans lost, and what runs where."""
+    grid.row("Telemetry")
     grid.add(
         timeseries(
             "Spans dropped/s by reason",
@@ -672,6 +729,7 @@ def build() -> Json:
     latency(grid)
     processors(grid)
     agent_health(grid)
+    operations(grid)
     telemetry_health(grid)
     return {
         "uid": "foldermon-agent",

@@ -238,6 +238,8 @@ class Agent:
         for root in self.roots:
             for outcome in ("processed", "retry", "failed"):
                 ins.files.add(0, {"foldermon.outcome": outcome, **root.queue.attributes})
+            for folder in ("processed", "output", "failed", "history"):
+                ins.expired.add(0, {**root.queue.attributes, "foldermon.folder": folder})
         for spec in self.config.processors:
             attrs = {"foldermon.processor.id": spec.id, "foldermon.processor.type": spec.type}
             for counter in (ins.lines_in, ins.lines_out, ins.processor_errors):

@@ -119,10 +119,10 @@ def test_every_panel_has_a_unit_thresholds_and_a_description(path: Path) -> None
         assert panel.get("description"), panel["title"]
 
 
-def test_rows_are_overview_latency_processors_and_agent_health() -> None:
+def test_rows_are_overview_latency_processors_agent_health_operations_and_telemetry() -> None:
     """The dashboard's rows, in the order an operator reads them."""
     rows = [p["title"] for p in panels(_dashboard()) if p["type"] == "row"]
-    assert rows == ["Overview", "Latency", "Processors", "Agent health"]
+    assert rows == ["Overview", "Latency", "Processors", "Agent health", "Operations", "Telemetry"]
 
 
 def test_latency_panels_show_p50_p95_p99_over_the_rate_interval() -> None:
