@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
     run.add_argument("--workers", metavar="N", type=int, help="agent processes sharing the roots (default 1)")
+    run.add_argument(
+        "--create-parents", action="store_true", help="make a watch root's missing parent folders too"
+    )
     _common(run)
     _quiet(run)
 
@@ -167,8 +171,8 @@ def config_path(explicit: Path | None) -> Path | None:
 def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
     """The config file with command-line flags applied over it."""
     config = cfg.load(config_path(getattr(args, "config", None)), registry)
-    watch = getattr(args, "watch", None)
-    dirs = tuple(watch) if watch else config.watch.dirs or (cfg.default_watch_dir(),)
+    given = getattr(args, "watch", None)
+    dirs = tuple(given) if given else config.watch.dirs or (cfg.default_watch_dir(),)
     output: dict[str, object] = {}
     if getattr(args, "output_dir", None):
         output["dir"] = args.output_dir
@@ -176,9 +180,12 @@ def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
     agent: dict[str, object] = {"log_level": args.log_level} if getattr(args, "log_level", None) else {}
     if getattr(args, "workers", None) is not None:
         agent["workers"] = args.workers
+    watch: dict[str, object] = {"dirs": tuple(d.expanduser().absolute() for d in dirs)}
+    if getattr(args, "create_parents", False) or not (given or config.watch.dirs):
+        watch["create_parents"] = True  # asked for, or the agent's own default root
     return cfg.with_overrides(
         config,
-        watch={"dirs": tuple(d.expanduser().absolute() for d in dirs)},
+        watch=watch,
         output=output,
         telemetry=telemetry,
         agent=agent,
@@ -206,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _legacy(args, parser)
     if args.command != "run":
         early.restore()  # only the agent defers early signals
+        # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     for key in ("config", "output_dir", "trace", "log_level", "quiet"):
         if not hasattr(args, key):
             setattr(args, key, None)
@@ -240,6 +249,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in commands_for_roots:
         config = cfg.load(config_path(args.config), Registry.load())
         roots = _watch_roots(args, config)
+        if commands.not_roots(roots, explicit=bool(args.watch)):
+            return EX_FAILURE
         return getattr(commands, commands_for_roots[args.command])(args, roots, config)  # type: ignore[no-any-return]
     if args.command == "completion":
         return commands.completion(build_parser(), args.shell)
@@ -259,7 +270,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _supervise(args, config)
     telemetry = Telemetry(config.telemetry, instance_id, worker=worker or 0)
     logmod.configure(config.agent.log_level, stream=log_stream, extra=telemetry.log_processors())
-    if not worker:  # said once, not by every worker
+    if not worker and args.command == "run":  # said once, by the agent, not by every worker
         telemetry.announce()
     if args.command == "process":
         try:

@@ -9,10 +9,23 @@ from pathlib import Path
 
 from foldermon import console, scheduler
 from foldermon.config import Config
-from foldermon.queue.layout import Layout
+from foldermon.queue.layout import Layout, is_watch_root
 from foldermon.queue.requeue import failed_inputs, requeue
 from foldermon.retention import sweep
 from foldermon.status import failed_files, render_text, root_status
+
+
+def not_roots(roots: list[Path], explicit: bool) -> int:
+    """Say which folders are not watch roots (exit 1), or 0 when every one is."""
+    missing = [r for r in roots if not is_watch_root(r)]
+    for root in missing:
+        hint = "check the path" if explicit else "no --watch was given and this is the default root"
+        print(
+            f"foldermon-agent: {root} is not a watch root (it has no unprocessed/ folder): {hint}; "
+            "the agent makes the folders when it starts on a root",
+            file=sys.stderr,
+        )
+    return 1 if missing else 0
 
 
 def status(args: argparse.Namespace, roots: list[Path], config: Config) -> int:

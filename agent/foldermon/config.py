@@ -7,6 +7,7 @@ import difflib
 import errno
 import json
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ class WatchConfig:
     rescan_interval: float = 30.0
     exclude: tuple[str, ...] = (".*", "*.tmp", "*.part", "*.swp")
     done_suffix: str = ""
+    create_parents: bool = False  # make a root's missing parent folders (else a typo is an error)
     order: str = "arrival"  # arrival | oldest | name
     priority: tuple[str, ...] = ()  # globs: names matching an earlier one are claimed first
 
@@ -188,7 +190,7 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
             [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source
         ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"invalid TOML: {exc}"], source) from exc
+        raise ConfigError([_toml_problem(exc, text)], source) from exc
     except RecursionError as exc:
         raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source) from exc
     except ValueError as exc:  # an integer of thousands of digits, say
@@ -198,6 +200,24 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     if _depth(data) > MAX_DEPTH:
         raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source)
     return data
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """A TOML syntax error with its line shown. The parser names the place where it stopped: at
+    the start of a line the mistake is usually at the end of the line before (an unclosed
+    bracket or quote), so both are named then."""
+    message = str(exc)
+    at = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if at is None:
+        return f"invalid TOML: {message}"
+    line, column = int(at[1]), int(at[2])
+    lines = text.splitlines()
+    where = f"line {line}, column {column}"
+    if column == 1 and line > 1:
+        where = f"line {line} (or the end of line {line - 1})"
+    shown = [n for n in (line - 1, line) if (n == line or column == 1) and 0 < n <= len(lines)]
+    quoted = "; ".join(f"line {n}: {short(lines[n - 1].strip())}" for n in shown)
+    return f"invalid TOML at {where}: {message[: at.start()]}" + (f" ({quoted})" if quoted else "")
 
 
 def _depth(data: Any) -> int:
@@ -232,8 +252,30 @@ def from_mapping(raw: Mapping[str, Any], registry: Registry, source: str = "") -
     config = Config(**sections, processors=specs, source=source)
     problems.extend(validate(config))
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(sorted(problems, key=lambda p: _place(p, raw)), source)
     return config
+
+
+_PROBLEM_PLACE = re.compile(
+    r'^(?:\[(?P<section>\w+)\] (?:unknown key "(?P<unknown>[^"]*)"|(?P<key>\w+))?'
+    r'|processors\[(?P<index>\d+)\]|unknown section "(?P<name>[^"]*)")'
+)
+
+
+def _place(problem: str, raw: Mapping[str, Any]) -> tuple[int, int]:
+    """Where a problem's section and key come in the file, so problems are listed in its order
+    (parsed tables keep the file's order of keys)."""
+    m = _PROBLEM_PLACE.match(problem)
+    if m is None:
+        return (len(raw), 0)
+    sections = list(raw)
+    section = m["section"] or m["name"] or ("processors" if m["index"] else "")
+    first = sections.index(section) if section in sections else len(raw)
+    if m["index"]:
+        return (first, int(m["index"]))
+    keys = list(raw[section]) if isinstance(raw.get(section), Mapping) else []
+    key = m["unknown"] or m["key"]
+    return (first, keys.index(key) if key in keys else len(keys))
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:

@@ -184,7 +184,10 @@ def disk_free(layout: Layout) -> list[DiskFree]:
     """Free space for the queue folders' filesystem and the output folder's."""
     found = []
     for folder, path in (("queue", layout.root), ("output", layout.output_dir)):
-        st = os.statvfs(path)
+        where = path
+        while not where.exists() and where != where.parent:  # not made yet: where it will be
+            where = where.parent
+        st = os.statvfs(where)
         found.append(DiskFree(folder, path, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
     return found
 

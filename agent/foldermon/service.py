@@ -181,14 +181,16 @@ class Agent:
             finally:
                 self.alarm.close()
                 faulthandler.cancel_dump_traceback_later()
-        return 0
+        # --once says in its exit code whether any file went to failed/ (for cron and scripts).
+        return 1 if self.once and self.done["failed"] else 0
 
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:
             layout = Layout.for_root(root_dir, self.config.output.dir)
             instance: Instance | None = None
             try:
-                layout.create()
+                for made in layout.create(parents=self.config.watch.create_parents):
+                    self.log.warning("folder created", root=str(layout.root), folder=str(made))
                 check_writable(layout)
                 instance = Instance(layout, self.instance_id)
                 check_one_filesystem(layout)
@@ -210,6 +212,7 @@ class Agent:
                     "error records of an earlier version renamed", root=str(layout.root), records=migrated
                 )
             self.roots.append(Root(layout, queue))
+            self.log.info("serving root", root=str(layout.root), output=str(layout.output_dir))
             self._recover(self.roots[-1], sweep_temps=True)
         self._zero_counters()
 

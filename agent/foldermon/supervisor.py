@@ -9,8 +9,9 @@ use every core where one Python process would use one. This process does no queu
   SIGHUP too, so each worker reloads (or rejects) the new configuration.
 - A worker killed by a signal is started again after ``RESTART_DELAY``; its successor's
   recovery returns the claims it left, counting the attempt (a file that kills its worker
-  every time is quarantined after ``max_attempts``, as with one agent under systemd). Any
-  other exit while running stops the other workers and becomes this process's exit code.
+  every time is quarantined after ``max_attempts``, as with one agent under systemd). With
+  ``--once`` a worker's exit 1 (some files failed) is remembered as this process's exit code;
+  any other exit while running stops the other workers and becomes this process's exit code.
 - Each worker speaks sd_notify to its own socket here. systemd hears ``READY=1`` once every
   worker is ready, a ``STATUS=`` made of theirs, and ``WATCHDOG=1`` only while every worker
   pings: one processor stuck forever still gets the service restarted.
@@ -263,6 +264,11 @@ class Supervisor:
             # it had claimed nothing yet.
             if (code == 0 and (self.once or self._stopping)) or (code == -signal.SIGTERM and self._stopping):
                 worker.finished = True
+            elif code == 1 and self.once:
+                # `run --once` ends with 1 when a file went to failed/: the others keep draining.
+                self.log.warning("worker finished; some files failed", worker=worker.index)
+                worker.finished = True
+                self.code = self.code or 1
             elif code < 0 and not self._stopping:
                 name = signal.Signals(-code).name
                 self.log.error("worker killed; starting it again", worker=worker.index, signal=name)

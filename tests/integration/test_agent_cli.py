@@ -181,7 +181,7 @@ def test_status_json_counts_each_state_and_failed_reasons(tmp_path: Path) -> Non
     assert status["processed"] == 1
     assert status["failed"] == 0
     assert status["oldest_unprocessed_age_s"] >= 0
-    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 1
     status = json.loads(run_cli("status", "--watch", str(root), "--json").stdout)["roots"][0]
     assert status["failed"] == 1
     assert status["failed_files"][0]["name"] == "link"

@@ -63,7 +63,7 @@ def test_poison_file_that_kills_the_agent_is_quarantined_after_max_attempts(tmp_
     codes = [run_cli(*args).returncode for _ in range(2)]
     assert codes == [-signal.SIGKILL, -signal.SIGKILL]
     drop(root, "fine.txt", "ok\n")
-    assert run_cli(*args).returncode == 0
+    assert run_cli(*args).returncode == 1
     assert census(root) == {
         "unprocessed": [],
         "underprocess": [],
@@ -85,7 +85,7 @@ def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path)
     drop(root, "bad.txt", "fine\nBAD line\n")
     drop(root, "good.txt", "fine\n")
     result = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
-    assert result.returncode == 0
+    assert result.returncode == 1
     assert census(root)["failed"] == ["bad.txt"]
     assert census(root)["processed"] == ["good.txt"]
     record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
@@ -103,7 +103,7 @@ def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None
     root = tmp_path / "root"
     config = write_config(tmp_path / "l.toml", "[pipeline]\nmax_line_bytes = 1000\n")
     drop(root, "long.txt", "x" * 5000 + "\nshort\n")
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     record = json.loads((root / "failed" / ".long.txt.error.json").read_text())
     assert record["error_type"] == "LineTooLongError"
     assert record["attempts"] == 1
@@ -166,7 +166,7 @@ def test_symlink_is_quarantined_and_its_target_never_touched(tmp_path: Path) -> 
     (root / "unprocessed").mkdir(parents=True)
     os.symlink(outside, root / "unprocessed" / "link.txt")
     os.symlink(tmp_path / "missing", root / "unprocessed" / "dangling.txt")
-    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 1
     assert census(root)["failed"] == ["dangling.txt", "link.txt"]
     assert os.path.islink(root / "failed" / "link.txt")
     after = os.stat(outside)
@@ -185,7 +185,7 @@ def test_fifo_is_quarantined_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(root / "unprocessed" / "pipe")
     drop(root, "after.txt", "x\n")
     result = run_cli("run", "--watch", str(root), "--once", timeout=30)
-    assert result.returncode == 0
+    assert result.returncode == 1
     assert census(root)["failed"] == ["pipe"]
     assert stat.S_ISFIFO(os.lstat(root / "failed" / "pipe").st_mode)
     assert census(root)["processed"] == ["after.txt"]

@@ -40,7 +40,7 @@ VERBS = (
 )
 
 
-def _pty(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+def _pty(*args: str, env: dict[str, str] | None = None, timeout: float = 60, code: int = 0) -> str:
     """Run the CLI under a pseudo-terminal and return everything it showed."""
     child = pexpect.spawn(
         sys.executable,
@@ -53,7 +53,7 @@ def _pty(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> 
     )
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 0, child.before
+    assert child.exitstatus == code, child.before
     return str(child.before)
 
 
@@ -95,7 +95,7 @@ def test_run_once_shows_files_done_lines_per_second_and_failures_on_a_terminal(
     config = write_config(
         tmp_path / "c.toml", '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\n'
     )
-    shown = _pty("run", "--watch", str(root), "--once", "--config", str(config), "--workers", workers)
+    shown = _pty("run", "--watch", str(root), "--once", "--config", str(config), "--workers", workers, code=1)
     assert "6/6 files" in shown
     assert "lines/s" in shown
     assert "1 failed" in shown
@@ -106,7 +106,7 @@ def test_status_is_a_table_on_a_terminal_and_plain_in_a_pipe(tmp_path: Path) -> 
     root = tmp_path / "root"
     (root / "unprocessed").mkdir(parents=True)
     os.symlink("/etc/hostname", root / "unprocessed" / "link")
-    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 1
     shown = _pty("status", "--watch", str(root))
     assert "watch root" in shown
     assert "newest failures" in shown
@@ -137,7 +137,7 @@ def test_failed_lists_reasons_and_trace_ids(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "c.toml", '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\n'
     )
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     listing = json.loads(run_cli("failed", "--watch", str(root), "--json").stdout)["failed"]
     assert [f["name"] for f in listing] == ["bad.txt"]
     assert "ProcessorError" in listing[0]["reason"]
@@ -177,7 +177,8 @@ def test_retry_while_the_agent_runs_processes_the_file_once(tmp_path: Path) -> N
 def test_retry_of_an_unknown_name_fails_and_moves_nothing(tmp_path: Path) -> None:
     """retry with a name not in failed/ exits 1 with a hint and leaves failed/ alone."""
     root = tmp_path / "root"
-    (root / "failed").mkdir(parents=True)
+    for folder in ("unprocessed", "failed"):
+        (root / folder).mkdir(parents=True)
     (root / "failed" / "kept.txt").write_text("x")
     result = run_cli("retry", "--watch", str(root), "kept.txt", "nope.txt")
     assert result.returncode == 1

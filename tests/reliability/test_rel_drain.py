@@ -109,7 +109,7 @@ def test_a_processor_that_ignores_interrupts_cannot_outlive_the_drain(tmp_path: 
     result = start_agent(
         "run", "--watch", str(root), "--once", "--config", str(again), log=tmp_path / "again.log"
     )
-    assert result.wait(30) == 0
+    assert result.wait(30) == 1  # the file went to failed/
     record = json.loads((root / "failed" / ".stuck.txt.error.json").read_text())
     assert (record["error_type"], record["attempts"]) == ("AttemptsExhausted", 1)
 

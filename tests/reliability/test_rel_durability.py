@@ -134,7 +134,7 @@ def order_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Call
     result = run_traced(
         ["run", "--watch", str(root), "--once", "--config", str(config)], trace, syscalls=SYSCALLS
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     return root, parse(trace.read_text()), result.stdout
 
 
@@ -326,7 +326,7 @@ def test_injected_fault_is_never_reported_as_success_and_loses_nothing(
     dry_root = _fault_root(tmp_path, "dry", fault)
     args = ["run", "--once", "--config", str(config), "--watch"]
     dry = run_traced([*args, str(dry_root)], tmp_path / "dry.txt", syscalls=SYSCALLS)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == (1 if census(dry_root)["failed"] else 0), dry.stderr
     n = _nth(parse((tmp_path / "dry.txt").read_text()), fault, dry_root)
 
     root = _fault_root(tmp_path, "hit", fault)
@@ -339,7 +339,9 @@ def test_injected_fault_is_never_reported_as_success_and_loses_nothing(
     hit = [c for c in parse((tmp_path / "hit.txt").read_text()) if c.injected]
     assert len(hit) == 1, f"expected one injected fault, got {hit}"
     assert fault.pick(hit[0], root), f"the fault landed elsewhere: {hit[0]}"
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == (1 if census(root)["failed"] else 0), (
+        result.stdout[-3000:] + result.stderr[-3000:]
+    )
     assert "Traceback" not in result.stdout + result.stderr
     done = _victim_events(result.stdout)
     final = "file failed" if fault.failing else "file processed"

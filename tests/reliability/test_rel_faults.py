@@ -517,7 +517,7 @@ def test_retry_of_the_longest_accepted_name_keeps_its_record(tmp_path: Path) -> 
     name = "b" * 231 + ".txt"
     drop(root, name, b"a line longer than ten bytes\n")
     config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_line_bytes = 10\n[retry]\nmax_attempts = 1\n")
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     assert census(root)["failed"] == [name]
     result = run_cli("retry", "--watch", str(root), name)
     assert result.returncode == 0, result.stderr

@@ -227,7 +227,7 @@ def test_line_over_a_lower_max_line_bytes_fails_the_file(tmp_path: Path) -> None
     root = tmp_path / "root"
     drop(root, "huge.txt", HUGE)
     config = write_config(tmp_path / "l.toml", "[pipeline]\nmax_line_bytes = 1048576\n")
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     assert census(root)["failed"] == ["huge.txt"]
     record = _record(root, "huge.txt")
     assert (record["error_type"], record["attempts"]) == ("LineTooLongError", 1)
@@ -266,7 +266,7 @@ def test_file_the_agent_user_cannot_read_fails_with_a_permission_reason(world_re
     result = subprocess.run(
         argv, env=agent_env(env), capture_output=True, text=True, timeout=120, check=False
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert census(root)["processed"] == ["open.txt"]
     assert census(root)["failed"] == ["locked.txt"]
     record = _record(root, "locked.txt")

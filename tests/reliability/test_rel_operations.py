@@ -257,7 +257,7 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
     drop(root, "bomb.txt.gz", gzip.compress(b"\n" * (20 << 20)))
     drop(root, "good.csv.gz", packed)
     config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_input_bytes = 4000000\n")
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     found = census(root)
     assert found["processed"] == ["good.csv.gz"]
     assert found["failed"] == ["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz"]

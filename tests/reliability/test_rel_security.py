@@ -93,9 +93,9 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_traced_run_succeeded(traced: dict[str, Any]) -> None:
-    """The traced run exits 0 with the good files processed and the links quarantined."""
+    """The traced run exits 1 (files failed) with the good files processed and the links quarantined."""
     result = traced["result"]
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     found = census(traced["root"])
     # The victim's output name is taken by a planted link: input and output take suffix 1.
     assert found["processed"] == ["good.txt", "victim.1.txt"]
@@ -170,7 +170,7 @@ def test_outputs_and_error_records_are_created_0640_under_the_umask(
     argv = ["sh", "-c", f'umask {umask:03o} && exec "$@"', "sh"]
     argv += agent_argv("run", "--watch", str(root), "--once", "--config", str(config))
     proc = popen(argv, log=tmp_path / "agent.log")
-    assert proc.wait(60) == 0
+    assert proc.wait(60) == 1
     assert stat.S_IMODE(os.stat(root / "output" / "good_processed.txt").st_mode) == expected
     assert stat.S_IMODE(os.stat(root / "failed" / ".bad.txt.error.json").st_mode) == expected
 

@@ -56,16 +56,30 @@ class Layout:
     def failed(self) -> Path:
         return self.root / FAILED
 
-    def create(self) -> None:
-        """Create every missing queue folder and the output folder."""
+    def create(self, *, parents: bool = True) -> list[Path]:
+        """Create every missing queue folder and the output folder; the folders it had to make.
+
+        Without ``parents`` the root's parent folder must exist: a mistyped root is an error,
+        not a new tree.
+        """
+        if not parents and not self.root.is_dir() and not self.root.parent.is_dir():
+            raise LifecycleError(
+                f"its parent folder {self.root.parent} does not exist (a typo?); create it, or "
+                "let the agent make it (--create-parents, or [watch] create_parents = true)"
+            )
+        made: list[Path] = []
         for path in (
+            self.root,
             self.unprocessed,
             self.underprocess,
             self.processed,
             self.failed,
             self.output_dir,
         ):
-            make_dir(path)
+            if not path.is_dir():
+                make_dir(path)
+                made.append(path)
+        return made
 
 
 def make_dir(path: Path) -> None:
@@ -150,6 +164,11 @@ def oldest_age(folder: Path, names: list[str], now: float) -> float | None:
         except FileNotFoundError:
             continue
     return round(max(0.0, now - min(times)), 3) if times else None
+
+
+def is_watch_root(root: Path) -> bool:
+    """Whether a folder looks like a watch root: it has an ``unprocessed/`` folder."""
+    return (root / UNPROCESSED).is_dir()
 
 
 def check_one_filesystem(layout: Layout) -> None:
