@@ -317,6 +317,33 @@ def traced_backlog(work: Path, s: Sizes, out: Results) -> None:
 # -- P3: pickup latency ----------------------------------------------------------------------
 
 
+def startup(work: Path, s: Sizes, out: Results) -> None:
+    """Short commands as a person types them: the console script, no config file, no telemetry."""
+    script = Path(sys.executable).parent / "foldermon-agent"
+    agent = [str(script)] if script.exists() else agent_cmd()
+    one = work / "one.txt"
+    one.write_text("one line\n")
+    # As installed: no PYTHONPATH (each entry is searched before the standard library), no
+    # FOLDERMON_CONFIG and no per-user config file.
+    env = {k: v for k, v in agent_env().items() if k not in ("FOLDERMON_CONFIG", "PYTHONPATH")}
+    env["HOME"] = str(work)
+    if not script.exists():
+        env["PYTHONPATH"] = str(REPO / "agent")
+    runs = {
+        "pass": lambda: timed([sys.executable, "-c", "pass"], env),
+        "version": lambda: timed([*agent, "--version"], env),
+        "process": lambda: timed([*agent, "process", str(one), "--output", str(work / "one.out")], env),
+    }
+    best_of = best_interleaved(runs, 40 if s.repeat > 1 else 2)
+    base = best_of["pass"]
+    out.rows += [
+        Row("P0a", "`foldermon-agent --version`", f"`python3 -c pass` {base * 1000:.1f} ms",
+            f"{best_of['version'] * 1000:.1f} ms", best_of["version"] / base, "<= 3x", best_of["version"] <= 3 * base),
+        Row("P0b", "`foldermon-agent process` of a one-line file", f"`python3 -c pass` {base * 1000:.1f} ms",
+            f"{best_of['process'] * 1000:.1f} ms", best_of["process"] / base, "<= 4x", best_of["process"] <= 4 * base),
+    ]  # fmt: skip
+
+
 def _latencies(root: Path, files: int, spacing: float) -> list[float]:
     """Drop files spaced apart; time from the rename in to the output's rename into place."""
     (root / "staging").mkdir(parents=True, exist_ok=True)
@@ -571,6 +598,7 @@ def plots(results: Results) -> list[str]:
 
 
 SCENARIOS = {
+    "p0": startup,
     "p1": one_big_file,
     "p9": traced_backlog,
     "p2": many_small_files,

@@ -1,28 +1,28 @@
-"""Command line: argument parsing, config resolution, typed errors mapped to exit codes."""
+"""Command line: argument parsing, config resolution, typed errors mapped to exit codes.
+
+Each verb imports what it uses when it runs (the agent, OpenTelemetry, structlog, rich): a
+short command such as ``--version`` or a one-line ``process`` starts in a few times the
+interpreter's own start-up.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from foldermon import __version__, console, early
-from foldermon import config as cfg
-from foldermon import log as logmod
+from foldermon import __version__, early
 from foldermon.configcheck import LOG_LEVELS
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
-from foldermon.oneshot import process_file
-from foldermon.processors import Registry
-from foldermon.queue.instance import new_instance_id
-from foldermon.queue.layout import Layout
-from foldermon.sdnotify import Notifier
-from foldermon.service import Agent
-from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, Supervisor, die_with_supervisor
-from foldermon.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from foldermon import config as cfg
+    from foldermon.processors import Registry
+
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -157,6 +157,8 @@ def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
 
 def config_path(explicit: Path | None) -> Path | None:
     """--config, else the system file when running as root, else the per-user file, if present."""
+    from foldermon import config as cfg
+
     if explicit is not None:
         return explicit
     env = os.environ.get("FOLDERMON_CONFIG")
@@ -170,6 +172,8 @@ def config_path(explicit: Path | None) -> Path | None:
 
 def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
     """The config file with command-line flags applied over it."""
+    from foldermon import config as cfg
+
     config = cfg.load(config_path(getattr(args, "config", None)), registry)
     given = getattr(args, "watch", None)
     dirs = tuple(given) if given else config.watch.dirs or (cfg.default_watch_dir(),)
@@ -243,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from foldermon import config as cfg
+    from foldermon.processors import Registry
+
     if args.command in (*commands_for_roots, "completion"):
         from foldermon import commands  # the verbs for people load rich and shtab; `run` never does
 
@@ -261,23 +268,52 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.file}: OK; processors: {ids}")
         return EX_OK
     config = load_config(args, registry)
+    if args.command == "process":
+        return _process(args, config, registry)
+    return _run(args, config, registry)
+
+
+def _process(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
+    from foldermon import console
+    from foldermon import log as logmod
+    from foldermon.oneshot import process_file
+
+    show = bool(args.output) and console.interactive(sys.stdout, quiet=args.quiet)
+    # The file's records may go to stdout, so the log goes to stderr.
+    logmod.configure(config.agent.log_level, stream=sys.stderr)
+    if not config.telemetry.wanted(os.environ):  # nothing to export: no spans are made at all
+        return process_file(config, registry, None, args.input, args.output, progress=show)
+    from foldermon.queue.instance import new_instance_id
+    from foldermon.telemetry import Telemetry
+
+    telemetry = Telemetry(config.telemetry, new_instance_id())
+    logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
+    try:
+        return process_file(config, registry, telemetry, args.input, args.output, progress=show)
+    finally:
+        telemetry.shutdown()
+
+
+def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
+    import contextlib
+
+    from foldermon import console
+    from foldermon import log as logmod
+    from foldermon.queue.instance import new_instance_id
+    from foldermon.sdnotify import Notifier
+    from foldermon.service import Agent
+    from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, die_with_supervisor
+    from foldermon.telemetry import Telemetry
+
     instance_id = new_instance_id()
-    # `process` may write its records to stdout, so its log goes to stderr.
-    log_stream = sys.stderr if args.command == "process" else sys.stdout
-    logmod.configure(config.agent.log_level, stream=log_stream)
-    worker = die_with_supervisor() if args.command == "run" else None
-    if args.command == "run" and worker is None and config.agent.workers > 1:
+    logmod.configure(config.agent.log_level)
+    worker = die_with_supervisor()
+    if worker is None and config.agent.workers > 1:
         return _supervise(args, config)
     telemetry = Telemetry(config.telemetry, instance_id, worker=worker or 0)
-    logmod.configure(config.agent.log_level, stream=log_stream, extra=telemetry.log_processors())
-    if not worker and args.command == "run":  # said once, by the agent, not by every worker
+    logmod.configure(config.agent.log_level, extra=telemetry.log_processors())
+    if not worker:  # said once, by the agent, not by every worker
         telemetry.announce()
-    if args.command == "process":
-        try:
-            show = bool(args.output) and console.interactive(sys.stdout, quiet=args.quiet)
-            return process_file(config, registry, telemetry, args.input, args.output, progress=show)
-        finally:
-            telemetry.shutdown()
     show = args.once and worker is None and console.interactive(sys.stdout, quiet=args.quiet)
     with console.FilesProgress() if show else contextlib.nullcontext() as progress:
         notifier = Notifier.from_environ()
@@ -296,6 +332,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
+    import contextlib
+
+    from foldermon import console
+    from foldermon.queue.layout import Layout
+    from foldermon.supervisor import Supervisor
+
     show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
     layouts = [Layout.for_root(d, config.output.dir) for d in config.watch.dirs]
     with console.FilesProgress() if show else contextlib.nullcontext() as progress:
@@ -311,6 +353,8 @@ def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 def _watch_roots(args: argparse.Namespace, config: cfg.Config) -> list[Path]:
+    from foldermon import config as cfg
+
     if args.watch:
         return [d.expanduser().absolute() for d in args.watch]
     return list(config.watch.dirs or (cfg.default_watch_dir(),))

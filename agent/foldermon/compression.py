@@ -3,15 +3,14 @@
 Inputs are decompressed as a stream (constant memory). A corrupt or truncated stream fails
 the file with the offset where it broke; a stream that expands past ``max_input_bytes`` (a
 decompression bomb) fails it too. Outputs can be written compressed (``[output] compress``).
+Each codec is imported when a file needs it.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
+import functools
+import importlib
 import os
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -65,20 +64,24 @@ def output_suffix(kind: str | None) -> str:
     return "" if kind is None else FORMATS[kind][1]
 
 
-def _zstd_reader(raw: BinaryIO) -> BinaryIO:
-    import zstandard  # noqa: PLC0415 - loaded only for zstd files
+# The codecs' modules, imported on first use (they cost start-up time every command would pay).
+_MODULES = {"gzip": "gzip", "bzip2": "bz2", "xz": "lzma", "zstd": "zstandard"}
+# Errors a broken stream raises besides OSError, EOFError and ValueError, by their module.
+_CODEC_ERROR_MODULES = ("zlib", "_lzma", "zstandard")
 
-    reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return reader
+
+def _codec(kind: str) -> Any:
+    return importlib.import_module(_MODULES[kind])
 
 
-# Each reader is closed with the Decompressed that owns it.
-_READERS: dict[str, Callable[[BinaryIO], Any]] = {
-    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    "bzip2": lambda raw: bz2.BZ2File(raw, mode="rb"),
-    "xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),  # noqa: SIM115
-    "zstd": _zstd_reader,
-}
+def _reader(kind: str, raw: BinaryIO) -> Any:
+    """A decompressing reader over ``raw``; closed with the Decompressed that owns it."""
+    codec = _codec(kind)
+    if kind == "zstd":
+        return codec.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    if kind == "gzip":
+        return codec.GzipFile(fileobj=raw, mode="rb")
+    return codec.BZ2File(raw, mode="rb") if kind == "bzip2" else codec.LZMAFile(raw, mode="rb")
 
 
 class Decompressed:
@@ -88,16 +91,16 @@ class Decompressed:
         self._raw = raw
         self._kind = kind
         self._limit = limit
-        self._inner = _READERS[kind](raw)
+        self._inner = _reader(kind, raw)
         self._count = 0
 
     def read(self, size: int = -1) -> bytes:
         try:
             data: bytes = self._inner.read(size)
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        except (OSError, EOFError, ValueError) as exc:
             raise self._broken(exc) from exc
         except Exception as exc:
-            if type(exc).__module__.startswith("zstandard"):
+            if type(exc).__module__.startswith(_CODEC_ERROR_MODULES):
                 raise self._broken(exc) from exc
             raise
         self._count += len(data)
@@ -139,21 +142,16 @@ class Decompressed:
         )
 
 
-def _zstd_writer(out: BinaryIO) -> Any:
-    import zstandard  # noqa: PLC0415 - loaded only when outputs are zstd
-
-    return zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
-
-
-# Each writer leaves the file it wraps open when closed: the caller fsyncs it.
-_WRITERS: dict[str, Callable[[BinaryIO], Any]] = {
-    "gzip": lambda out: gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0),
-    "bzip2": lambda out: bz2.BZ2File(out, mode="wb"),
-    "xz": lambda out: lzma.LZMAFile(out, mode="wb"),  # noqa: SIM115
-    "zstd": _zstd_writer,
-}
+def _writer(kind: str, out: BinaryIO) -> Any:
+    """A compressing writer that leaves the file it wraps open when closed: the caller fsyncs it."""
+    codec = _codec(kind)
+    if kind == "zstd":
+        return codec.ZstdCompressor(level=3).stream_writer(out, closefd=False)
+    if kind == "gzip":
+        return codec.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
+    return codec.BZ2File(out, mode="wb") if kind == "bzip2" else codec.LZMAFile(out, mode="wb")
 
 
 def compressing(kind: str | None) -> Callable[[BinaryIO], Any] | None:
     """A wrapper that compresses what is written to an output, or None for plain output."""
-    return None if kind is None else _WRITERS[kind]
+    return None if kind is None else functools.partial(_writer, kind)

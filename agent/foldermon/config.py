@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import errno
-import json
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from foldermon.configcheck import (
     MAX_DEPTH,
@@ -32,6 +27,8 @@ SYSTEM_CONFIG = Path("/etc/foldermon/agent.toml")
 
 def user_config_path() -> Path:
     """The per-user default config file (``~/.config/foldermon/agent.toml``)."""
+    import platformdirs  # only when no config file is named
+
     return Path(platformdirs.user_config_dir("foldermon")) / "agent.toml"
 
 
@@ -46,6 +43,8 @@ def default_watch_dir() -> Path:
         return Path(state) / "watch"
     if os.geteuid() == 0:
         return Path("/var/lib/foldermon/watch")
+    import platformdirs  # only when no root is named
+
     return Path(platformdirs.user_data_dir("foldermon")) / "watch"
 
 
@@ -127,6 +126,11 @@ class TelemetryConfig:
     traces_sampler_arg: float = 1.0
     resource_attributes: str = ""
 
+    def wanted(self, env: Mapping[str, str]) -> bool:
+        """Whether anything asks for telemetry: a key of this section or an OTEL_* variable.
+        Without either nothing would be exported, so a one-shot command can skip it all."""
+        return self != TelemetryConfig() or any(key.startswith("OTEL_") for key in env)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -182,6 +186,9 @@ def _read_regular(path: Path) -> bytes:
 
 
 def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
+    import json
+    import tomllib
+
     looks_json = path.suffix == ".json" or text.lstrip().startswith("{")
     try:
         data: Any = json.loads(text) if looks_json else tomllib.loads(text)
@@ -202,7 +209,7 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     return data
 
 
-def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
+def _toml_problem(exc: ValueError, text: str) -> str:
     """A TOML syntax error with its line shown. The parser names the place where it stopped: at
     the start of a line the mistake is usually at the end of the line before (an unclosed
     bracket or quote), so both are named then."""
@@ -279,6 +286,8 @@ def _place(problem: str, raw: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, known, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     shown = name if len(name) <= 80 else name[:77] + "..."

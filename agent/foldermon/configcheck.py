@@ -29,8 +29,9 @@ ORDERS = ("arrival", "oldest", "name")
 COMPRESS = ("none", "same", "gzip", "zstd")
 MAX_AGE = 100 * 365 * 86400.0
 MAX_INPUT_BYTES = 1 << 50
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*")
+# Patterns, compiled at first use (re caches them): a command that checks nothing skips it.
+_DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*"
+_SIZE = r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*"
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # fmt: skip
 
@@ -43,7 +44,7 @@ def parse_duration(value: object) -> float | None:
         return float(value)
     if not isinstance(value, str) or len(value) > 40:
         return None
-    found = _DURATION.fullmatch(value)
+    found = re.fullmatch(_DURATION, value)
     if found is None:
         return None
     return float(found.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
@@ -58,7 +59,7 @@ def parse_min_free(value: str) -> tuple[int, float] | None:
         except ValueError:
             return None
         return (0, share / 100) if 0 < share < 100 else None
-    found = _SIZE.fullmatch(text) if len(text) <= 40 else None
+    found = re.fullmatch(_SIZE, text) if len(text) <= 40 else None
     if found is None:
         return None
     return int(float(found.group(1)) * _SIZE_UNITS[found.group(2)]), 0.0
@@ -200,9 +201,9 @@ def telemetry_problems(t: TelemetryConfig) -> list[str]:
     return problems
 
 
-_HOST = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-_URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?", re.IGNORECASE)
-_PAIR = re.compile(r"\s*[^=,\s][^=,]*=[^,]*")
+_HOST = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
+_URL = r"(?i)https?://[^\s/?#]+(/[^\s]*)?"
+_PAIR = r"\s*[^=,\s][^=,]*=[^,]*"
 TELEMETRY_CHOICES = {
     "protocol": ("grpc", "http/protobuf"),
     "traces_exporter": ("otlp", "console", "none"),
@@ -228,9 +229,10 @@ def telemetry_value_problem(key: str, value: str) -> str | None:  # noqa: PLR091
     text = value.strip().lower()
     if key in TELEMETRY_CHOICES and text not in TELEMETRY_CHOICES[key]:
         return f"{short(value)} is not one of {', '.join(TELEMETRY_CHOICES[key])}"
-    if key == "endpoint" and not _URL.fullmatch(value.strip()):
+    if key == "endpoint" and not re.fullmatch(_URL, value.strip()):
         return f"{short(value)} is not an http:// or https:// URL"
-    if key in ("headers", "resource_attributes") and not all(_PAIR.fullmatch(p) for p in value.split(",")):
+    pairs = value.split(",")
+    if key in ("headers", "resource_attributes") and not all(re.fullmatch(_PAIR, p) for p in pairs):
         return f"{short(value)} is not a list of key=value pairs separated by commas"
     if key == "prometheus_host" and not _valid_host(value):
         return f"{short(value)} is not an IP address or host name"
@@ -242,7 +244,7 @@ def _valid_host(host: str) -> bool:
         ipaddress.ip_address(host)
     except ValueError:
         # Digits and dots only, yet not an address (300.1.1.1): no resolver takes it as a name.
-        return bool(_HOST.fullmatch(host)) and not host.replace(".", "").isdigit() and len(host) <= 253
+        return bool(re.fullmatch(_HOST, host)) and not host.replace(".", "").isdigit() and len(host) <= 253
     return True
 
 

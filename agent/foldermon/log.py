@@ -1,15 +1,23 @@
-"""structlog setup: JSON lines on stdout for journald, a readable console on a terminal."""
+"""structlog setup: JSON lines on stdout for journald, a readable console on a terminal.
+
+structlog (with its console renderer) is imported when the first logger is asked for, not
+when the log is configured: a short command that never logs does not pay for it.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
+
+    Logger = structlog.typing.FilteringBoundLogger
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
+
+_pending: list[Callable[[], None]] = []  # the configuration to apply before the next logger
 
 
 def configure(
@@ -19,7 +27,16 @@ def configure(
     json: bool | None = None,
     extra: Sequence[Processor] = (),
 ) -> None:
-    """Configure structlog once for the process; ``extra`` processors run before rendering."""
+    """Configure the log for the process; ``extra`` processors run before rendering. Applied
+    when the next logger is asked for (:func:`get`)."""
+    _pending[:] = [lambda: _apply(level, stream, json, tuple(extra))]
+
+
+def _apply(level: str, stream: TextIO | None, json: bool | None, extra: Sequence[Processor]) -> None:
+    import logging  # with structlog, on first use
+
+    import structlog
+
     out = stream or sys.stdout
     use_json = json if json is not None else not out.isatty()
     renderer: Any = (
@@ -42,10 +59,12 @@ def configure(
     )
 
 
-Logger = structlog.typing.FilteringBoundLogger
-
-
 def get(**context: Any) -> Logger:
+    """A logger bound to ``context``, writing as last configured."""
+    import structlog  # see the module's docstring
+
+    if _pending:
+        _pending.pop()()
     logger: Logger = structlog.get_logger().bind(**context)
     return logger
 

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from foldermon import console
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
@@ -16,8 +16,10 @@ from foldermon.errors import FoldermonError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.fsio import fsync_dir
-from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import StreamResult, open_input, stream
+
+if TYPE_CHECKING:
+    from foldermon.telemetry import Telemetry
 
 Feed = Callable[[list[str]], list[str]]
 
@@ -25,41 +27,65 @@ Feed = Callable[[list[str]], list[str]]
 def process_file(
     config: Config,
     registry: Registry,
-    telemetry: Telemetry,
+    telemetry: Telemetry | None,
     src: Path,
     dst: Path | None,
     *,
     progress: bool = False,
 ) -> int:
-    """Process ``src`` into ``dst`` (atomically replaced) or stdout; returns the exit code."""
+    """Process ``src`` into ``dst`` (atomically replaced) or stdout; returns the exit code.
+
+    Without ``telemetry`` (nothing asks for it) no span is made and OpenTelemetry is not loaded.
+    """
     pipeline = build_pipeline(config.processors, registry)
+    if telemetry is None:
+        _process(config, pipeline, src, dst, lambda _size: pipeline.feed, progress=progress)
+        return 0
+    from foldermon.telemetry import LineTracer, processor_spans  # see above
+
     start_ns = time.time_ns()
     attributes = {"file.path": str(src.absolute()), "file.name": src.name}
     with telemetry.tracer.start_as_current_span(
         "foldermon.process_file", attributes=attributes, start_time=start_ns
     ) as span:
+
+        def traced(size: int) -> Feed:
+            span.set_attribute("file.size", size)
+            tracer = LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry, size=size)
+            return tracer or pipeline.feed
+
         try:
-            limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
-            with open_input(src, max_input_bytes=limit) as fin:
-                size = os.fstat(fin.fileno()).st_size
-                span.set_attribute("file.size", size)
-                tracer = LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry, size=size)
-                feed: Feed = tracer or pipeline.feed
-                with _progress(fin, size, src.name, enabled=progress) as keep_going:
-                    run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
-                    result = (
-                        run.to_stdout(pipeline)
-                        if dst is None or str(dst) == "-"
-                        else run.to_file(pipeline, dst)
-                    )
-        except OSError as exc:
-            raise FoldermonError(f"cannot process {src}: {exc.strerror or exc}") from exc
+            result = _process(config, pipeline, src, dst, traced, progress=progress)
         finally:
             processor_spans(telemetry.tracer, span, pipeline, start_ns)
         span.set_attribute("foldermon.outcome", "processed")
         span.set_attribute("foldermon.lines.in", result.lines_in)
         span.set_attribute("foldermon.lines.out", result.lines_out)
     return 0
+
+
+def _process(
+    config: Config,
+    pipeline: Pipeline,
+    src: Path,
+    dst: Path | None,
+    feed_for: Callable[[int], Feed],
+    *,
+    progress: bool,
+) -> StreamResult:
+    """``src`` through the pipeline, fed by ``feed_for(size)``, to ``dst`` or stdout."""
+    try:
+        limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+        with open_input(src, max_input_bytes=limit) as fin:
+            size = os.fstat(fin.fileno()).st_size
+            feed = feed_for(size)
+            with _progress(fin, size, src.name, enabled=progress) as keep_going:
+                run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
+                return (
+                    run.to_stdout(pipeline) if dst is None or str(dst) == "-" else run.to_file(pipeline, dst)
+                )
+    except OSError as exc:
+        raise FoldermonError(f"cannot process {src}: {exc.strerror or exc}") from exc
 
 
 @contextlib.contextmanager

@@ -16,7 +16,9 @@ from typing import Any
 import inotify_simple
 import pytest
 
-from foldermon.queue import Claim, Instance, Layout, Queue, new_instance_id
+from foldermon.queue.instance import Instance, new_instance_id
+from foldermon.queue.layout import Layout
+from foldermon.queue.lifecycle import Claim, Queue
 from foldermon.queue.counter import counter_name
 from foldermon.queue.instance import LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, record_name

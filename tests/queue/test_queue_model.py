@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from foldermon.queue import Claim, Instance, Layout, Queue
-from foldermon.queue.layout import LOCK_NAME, record_name
+from foldermon.queue.instance import Instance
+from foldermon.queue.layout import LOCK_NAME, Layout, record_name
+from foldermon.queue.lifecycle import Claim, Queue
 from foldermon.queue.output import OutputTarget, publishing_name, temp_owner
 from foldermon.queue.records import read_record
 from foldermon.queue.requeue import requeue

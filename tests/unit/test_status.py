@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from foldermon.queue import Layout
+from foldermon.queue.layout import Layout
 from foldermon.status import render_text, root_status
 
 

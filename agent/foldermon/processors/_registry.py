@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from types import MappingProxyType
 
 from foldermon.errors import OptionError
@@ -76,6 +74,8 @@ class _Entry:
             listing = f"options of {kind}: {', '.join(known)}" if known else f"{kind} takes no options"
             for key in options:
                 if key not in known:
+                    import difflib
+
                     close = difflib.get_close_matches(str(key), known, n=1)
                     hint = f' (did you mean "{close[0]}"?)' if close else ""
                     problems.append((str(key), f'unknown option "{key}"{hint}; {listing}'))
@@ -89,19 +89,27 @@ class Registry:
     """Known processor types by name; checks specs and builds processors from them.
 
     Build one with :meth:`load` (built-ins plus the plugins installed under the
-    ``foldermon.processors`` entry-point group) or :meth:`builtin`.
+    ``foldermon.processors`` entry-point group) or :meth:`builtin`. The installed plugins are
+    looked up the first time a type that is not built in is asked for (reading every
+    installed package's metadata costs more than the rest of a short command), and a type's
+    signature is read the first time it is used.
     """
 
-    __slots__ = ("_broken", "_entries")
+    __slots__ = ("_broken", "_entries", "_factories", "_plugins_pending")
 
     def __init__(
         self,
         factories: Mapping[str, ProcessorFactory],
         broken: Mapping[str, str] | None = None,
+        *,
+        plugins: bool = False,
     ) -> None:
-        """Register ``factories``; ``broken`` maps plugin types that failed to load to why."""
-        self._entries = {name: _Entry.of(factory) for name, factory in factories.items()}
+        """Register ``factories``; ``broken`` maps plugin types that failed to load to why;
+        ``plugins`` adds the installed plugins when first needed."""
+        self._factories = dict(factories)
+        self._entries: dict[str, _Entry] = {}
         self._broken = dict(broken or {})
+        self._plugins_pending = plugins
 
     @classmethod
     def builtin(cls) -> Registry:
@@ -115,25 +123,39 @@ class Registry:
         A plugin that fails to import is not an error here: its type is known,
         and :meth:`check` reports why it cannot be used.
         """
-        factories = dict(BUILTINS)
-        broken: dict[str, str] = {}
+        return cls(BUILTINS, plugins=True)
+
+    def _load_plugins(self) -> None:
+        if not self._plugins_pending:
+            return
+        self._plugins_pending = False
+        from importlib.metadata import entry_points  # only when a plugin is wanted
+
         for point in entry_points(group=ENTRY_POINT_GROUP):
-            if point.name in factories or point.name in broken:
+            if point.name in self._factories or point.name in self._broken:
                 continue  # built-ins, then the first plugin to claim a name, win
             try:
                 loaded = point.load()
             except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the agent
-                broken[point.name] = f"{type(exc).__name__}: {exc}"
+                self._broken[point.name] = f"{type(exc).__name__}: {exc}"
                 continue
             if callable(loaded):
-                factories[point.name] = loaded
+                self._factories[point.name] = loaded
             else:
-                broken[point.name] = f"{point.value} is a {type(loaded).__name__}, not callable"
-        return cls(factories, broken)
+                self._broken[point.name] = f"{point.value} is a {type(loaded).__name__}, not callable"
+
+    def _entry(self, kind: str) -> _Entry | None:
+        if kind not in self._factories:
+            self._load_plugins()
+        entry = self._entries.get(kind)
+        if entry is None and kind in self._factories:
+            entry = self._entries[kind] = _Entry.of(self._factories[kind])
+        return entry
 
     def types(self) -> list[str]:
         """Return the known type names, sorted (plugins that failed to load included)."""
-        return sorted({*self._entries, *self._broken})
+        self._load_plugins()
+        return sorted({*self._factories, *self._broken})
 
     def check(self, spec: ProcessorSpec) -> list[str]:
         """Return every problem with ``spec`` as a sentence; ``[]`` when it is valid."""
@@ -152,7 +174,7 @@ class Registry:
         return processor, [sentence for _, sentence in problems]
 
     def _attempt(self, spec: ProcessorSpec) -> tuple[Processor | None, list[_Problem]]:
-        entry = self._entries.get(spec.type)
+        entry = self._entry(spec.type)
         if entry is None:
             return None, [("type", self._type_problem(spec.type))]
         if not isinstance(spec.options, Mapping):
@@ -189,6 +211,8 @@ class Registry:
         if kind in self._broken:
             return f'plugin for type "{kind}" could not be loaded: {self._broken[kind]}'
         known = self.types()
+        import difflib
+
         close = difflib.get_close_matches(kind, known, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
         return f'unknown type "{kind}"{hint}; known types: {", ".join(known)}'

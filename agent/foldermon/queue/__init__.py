@@ -1,20 +1,6 @@
-"""The durable folder queue."""
+"""The durable folder queue: ``layout`` (folders), ``lifecycle`` (claim, finish, quarantine),
+``instance`` (claim folders and their locks), ``recovery`` (a dead instance's claims),
+``output`` (publishing outputs), ``records`` (error records) and ``fsio`` (durable file steps).
 
-from foldermon.queue.instance import Instance, new_instance_id
-from foldermon.queue.layout import FAILED, PROCESSED, STATES, UNDERPROCESS, UNPROCESSED, Layout
-from foldermon.queue.lifecycle import Claim, Queue
-from foldermon.queue.recovery import Recovery
-
-__all__ = [
-    "FAILED",
-    "PROCESSED",
-    "STATES",
-    "UNDERPROCESS",
-    "UNPROCESSED",
-    "Claim",
-    "Instance",
-    "Layout",
-    "Queue",
-    "Recovery",
-    "new_instance_id",
-]
+Nothing is imported here, so a command that needs one step loads only that module.
+"""

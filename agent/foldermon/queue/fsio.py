@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
-import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
-# The process's own symbol table has libc; find_library would spawn ldconfig at every start.
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2, or None; looked up at the first rename (ctypes costs every start)."""
+    import ctypes
+
+    # The process's own symbol table has libc; find_library would spawn ldconfig.
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
 def fsync_fd(fd: int) -> None:
@@ -69,8 +75,11 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     to be the same file and only drops the old name, so the leftover is never taken for a
     second input.
     """
-    if _renameat2 is not None:
-        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        import ctypes
+
+        rc = renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
         if rc == 0:
             return
         err = ctypes.get_errno()
@@ -109,7 +118,7 @@ def write_new(path: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o640) -> N
 
     The temp file is written in ``tmp_dir`` (same filesystem), fsynced, then linked in.
     """
-    tmp = tmp_dir / f".{os.getpid()}-{secrets.token_hex(4)}.new"
+    tmp = tmp_dir / f".{os.getpid()}-{os.urandom(4).hex()}.new"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:
