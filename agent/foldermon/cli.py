@@ -55,6 +55,10 @@ EXAMPLES = {
     "gc": """examples:
   foldermon-agent gc --watch /srv/drop --dry-run     # what retention would remove now
   foldermon-agent gc --config /etc/foldermon/agent.toml""",
+    "explain": """examples:
+  foldermon-agent explain orders.csv --line 53211 --config /etc/foldermon/agent.toml
+  foldermon-agent explain orders.csv --watch /srv/drop --line 10,200-205   # in processed/ or failed/
+  foldermon-agent explain big.log --line 7 --json | jq '.lines[0].steps'""",
     "check-config": """examples:
   foldermon-agent check-config /etc/foldermon/agent.toml""",
     "completion": """examples:
@@ -128,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     gc = _verb(sub, "gc", "remove what [retention] says is old enough, once")
     _roots(gc)
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+    explain = _verb(sub, "explain", "replay a file and show each processor's step for chosen lines")
+    explain.add_argument("file", metavar="FILE", type=Path, help="a path, or a name in processed/ or failed/")
+    explain.add_argument("--line", required=True, metavar="N[,M-K]", help="line numbers and ranges, from 1")
+    explain.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root to look in")
+    explain.add_argument("--config", metavar="FILE", type=Path, help="the pipeline to replay (TOML or JSON)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
 
     check = _verb(sub, "check-config", "validate a config file without running")
     check.add_argument("file", metavar="FILE", type=Path)
@@ -250,27 +261,34 @@ def _dispatch(args: argparse.Namespace) -> int:
     from foldermon import config as cfg
     from foldermon.processors import Registry
 
-    if args.command in (*commands_for_roots, "completion"):
+    if args.command in commands_for_roots:
         from foldermon import commands  # the verbs for people load rich and shtab; `run` never does
 
-    if args.command in commands_for_roots:
         config = cfg.load(config_path(args.config), Registry.load())
         roots = _watch_roots(args, config)
         if commands.not_roots(roots, explicit=bool(args.watch)):
             return EX_FAILURE
         return getattr(commands, commands_for_roots[args.command])(args, roots, config)  # type: ignore[no-any-return]
-    if args.command == "completion":
-        return commands.completion(build_parser(), args.shell)
     registry = Registry.load()
-    if args.command == "check-config":
-        config = cfg.load(args.file, registry)
-        ids = ", ".join(f"{s.id} ({s.type})" for s in config.processors) or "none: lines pass through"
-        print(f"{args.file}: OK; processors: {ids}")
-        return EX_OK
+    if args.command in ("completion", "explain", "check-config"):
+        return _inspect(args, registry)
     config = load_config(args, registry)
     if args.command == "process":
         return _process(args, config, registry)
     return _run(args, config, registry)
+
+
+def _inspect(args: argparse.Namespace, registry: Registry) -> int:
+    """The verbs that read and report without touching a queue."""
+    from foldermon import config as cfg
+
+    if args.command == "completion":
+        from foldermon import commands
+
+        return commands.completion(build_parser(), args.shell)
+    if args.command == "explain":
+        return _explain(args, cfg.load(config_path(args.config), registry), registry)
+    return _check_config(args.file, registry)
 
 
 def _process(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
@@ -292,6 +310,45 @@ def _process(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
         return process_file(config, registry, telemetry, args.input, args.output, progress=show)
     finally:
         telemetry.shutdown()
+
+
+def _check_config(path: Path, registry: Registry) -> int:
+    from foldermon import config as cfg
+
+    config = cfg.load(path, registry)
+    ids = ", ".join(f"{s.id} ({s.type})" for s in config.processors) or "none: lines pass through"
+    print(f"{path}: OK; processors: {ids}")
+    return EX_OK
+
+
+def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
+    import json
+
+    from foldermon import explain
+
+    numbers = explain.parse_lines(args.line)
+    roots = [d.expanduser().absolute() for d in args.watch] if args.watch else list(config.watch.dirs)
+    path, folder = explain.find_file(args.file, roots)
+    record = explain.record_summary(path, folder)
+    if not config.telemetry.wanted(os.environ):
+        doc = explain.explain(config, registry, path, numbers)
+    else:
+        from foldermon import log as logmod
+        from foldermon.queue.instance import new_instance_id
+        from foldermon.telemetry import Telemetry, record_links
+
+        telemetry = Telemetry(config.telemetry, new_instance_id())
+        logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
+        try:
+            links = record_links(record or {})
+            doc = explain.explain(config, registry, path, numbers, tracer=telemetry.tracer, links=links)
+        finally:
+            telemetry.shutdown()
+    if args.json:
+        print(json.dumps({**doc, "record": record}, indent=2, ensure_ascii=False))
+    else:
+        print(explain.render(doc, record))
+    return EX_OK
 
 
 def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:

@@ -16,10 +16,13 @@ from typing import Literal
 from foldermon.errors import ProcessorError
 from foldermon.processors import Processor, ProcessorSpec, Registry
 
-__all__ = ["LineResult", "Pipeline", "Stage", "StageStats", "build_pipeline"]
+__all__ = ["LineResult", "Pipeline", "Stage", "StageStats", "Step", "build_pipeline", "step_result"]
 
 LineResult = Literal["passed", "changed", "dropped"]
 """What a stage did to the line(s) reaching it: unchanged, changed, or nothing out."""
+
+Step = tuple[int, list[str], list[str]]
+"""A stage's index, the lines that went into it and the lines that came out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +108,23 @@ class Pipeline:
         line) reports ``"dropped"`` for it; the line shows up at ``finish``.
         Errors carry the line's 1-based number in the file.
         """
+        steps: list[Step] = []
+        out = self.feed_steps(line, steps)
+        return out, [(index, step_result(before, after)) for index, before, after in steps]
+
+    def feed_steps(self, line: str, steps: list[Step]) -> list[str]:
+        """Run one line through the stages, appending to ``steps`` what went into and came out of
+        each stage it reached (so after a ProcessorError ``steps`` holds the stages before it)."""
         self._fed += 1
         number = self._fed
         lines = [line]
-        trace: list[tuple[int, LineResult]] = []
         for index in range(len(self.stages)):
             if not lines:
                 break
             out = self._step(index, lines, number)
-            trace.append((index, _result(lines, out)))
+            steps.append((index, lines, out))
             lines = out
-        return lines, trace
+        return lines
 
     def finish(self) -> list[str]:
         """Flush every stage at end of file and return what comes out at the end.
@@ -179,7 +188,8 @@ class Pipeline:
         return out
 
 
-def _result(lines: list[str], out: list[str]) -> LineResult:
+def step_result(lines: list[str], out: list[str]) -> LineResult:
+    """What a stage did: ``passed`` the lines unchanged, ``changed`` them, or ``dropped`` them."""
     if not out:
         return "dropped"
     return "passed" if out == lines else "changed"

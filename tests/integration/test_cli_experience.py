@@ -35,6 +35,7 @@ VERBS = (
     "pause",
     "resume",
     "gc",
+    "explain",
     "check-config",
     "completion",
 )

@@ -16,17 +16,16 @@ from typing import Any
 import inotify_simple
 import pytest
 
-from foldermon.queue.instance import Instance, new_instance_id
-from foldermon.queue.layout import Layout
-from foldermon.queue.lifecycle import Claim, Queue
 from foldermon.queue.counter import counter_name
-from foldermon.queue.instance import LockInfo, read_lock
-from foldermon.queue.layout import LOCK_NAME, record_name
+from foldermon.queue.instance import Instance, LockInfo, new_instance_id, read_lock
+from foldermon.queue.layout import LOCK_NAME, Layout, record_name
 from foldermon.queue.lifecycle import (
+    Claim,
     ClaimFolderGoneError,
     Directory,
     Exhausted,
     Held,
+    Queue,
     Rejected,
     Unclaimable,
 )

@@ -42,7 +42,9 @@ class Processor(Protocol):
 
     ``finish()`` is called once at the end of the file and returns any lines
     still held back: the odd last line of a joiner, the summary of an
-    aggregator, or ``[]``.
+    aggregator, or ``[]``. A processor whose ``finish()`` always returns ``[]`` may say so
+    with a class attribute ``emits_at_finish = False``: ``explain`` then knows that what it
+    shows for a line is all that line becomes (without it, it warns that more may come).
 
     Lines are ``str`` decoded with ``surrogateescape``: bytes that are not
     valid UTF-8 arrive as lone surrogates and are written back as the same

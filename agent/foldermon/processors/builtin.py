@@ -21,6 +21,7 @@ class _Stateless:
     """Gives the processors of this module their empty end-of-file flush."""
 
     __slots__ = ()
+    emits_at_finish = False
 
     def finish(self) -> list[str]:
         """Return nothing: a stateless processor holds no lines back."""

@@ -70,6 +70,7 @@ class LineCounter:
     """
 
     __slots__ = ("_next", "_render")
+    emits_at_finish = False
 
     # `format` shadows the builtin because it is the original tool's config key.
     def __init__(self, *, format: str = "[{count}] {line}") -> None:  # noqa: A002
@@ -96,6 +97,7 @@ class LineJoiner:
     """
 
     __slots__ = ("_held", "_join")
+    emits_at_finish = True
 
     def __init__(self, *, delimiter: str = " | ") -> None:
         if not isinstance(delimiter, str):
@@ -132,6 +134,7 @@ class CountBy:
     """
 
     __slots__ = ("_counts", "_delimiter", "_field", "_format")
+    emits_at_finish = True
 
     def __init__(
         self,
@@ -171,6 +174,7 @@ class Sum:
     """
 
     __slots__ = ("_count", "_delimiter", "_field", "_floats", "_format", "_ints", "_skipped")
+    emits_at_finish = True
 
     def __init__(
         self,
@@ -256,6 +260,7 @@ class TagRouter:
     """
 
     __slots__ = ("_delimiter", "_field", "_routes")
+    emits_at_finish = True
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from foldermon.telemetry._instruments import (
 )
 from foldermon.telemetry._providers import Telemetry, build_resource
 from foldermon.telemetry._spanqueue import SPAN_DROP_REASONS
-from foldermon.telemetry._spans import LineTracer, processor_spans
+from foldermon.telemetry._spans import LineTracer, processor_spans, record_links
 
 __all__ = [
     "ENABLE_HINT",
@@ -26,5 +26,6 @@ __all__ = [
     "WatchModeSample",
     "build_resource",
     "processor_spans",
+    "record_links",
     "resolve",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
@@ -16,6 +18,21 @@ from foldermon.pipeline import Pipeline
 # Lines are examined one by one (to see what each processor did) for at most this many
 # times the span cap per file, spread over the whole file; the rest runs in fast batches.
 EXAMINE_FACTOR = 10
+
+
+def record_links(record: Mapping[str, Any]) -> list[Link]:
+    """Links to the spans of a file's attempts that an error record names and that were kept."""
+    links = []
+    for t in record.get("attempt_traces") or []:
+        try:
+            if t.get("sampled"):
+                context = SpanContext(
+                    int(t["trace_id"], 16), int(t["span_id"], 16), is_remote=True, trace_flags=TraceFlags(1)
+                )
+                links.append(Link(context, {"foldermon.attempt": int(t.get("attempt") or 0)}))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue  # a record edited by hand: its other attempts still link
+    return links
 
 
 def processor_spans(tracer: Tracer, parent: Span, pipeline: Pipeline, start_ns: int) -> None:
