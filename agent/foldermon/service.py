@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
-from foldermon import early
+from foldermon import __version__, early
 from foldermon import log as logmod
 from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
@@ -169,6 +169,7 @@ class Agent:
     def run(self) -> int:
         self._install_signals()
         try:
+            self.log.info("starting", version=__version__, pid=os.getpid())
             self._open_roots()
             if not self.once:
                 self._watcher = open_watcher(self.config.watch, [r.layout.root for r in self.roots])
@@ -190,7 +191,7 @@ class Agent:
             instance: Instance | None = None
             try:
                 for made in layout.create(parents=self.config.watch.create_parents):
-                    self.log.warning("folder created", root=str(layout.root), folder=str(made))
+                    self.log.info("folder created", root=str(layout.root), folder=str(made))
                 check_writable(layout)
                 instance = Instance(layout, self.instance_id)
                 check_one_filesystem(layout)
