@@ -191,7 +191,7 @@ class Agent:
             instance: Instance | None = None
             try:
                 for made in layout.create(parents=self.config.watch.create_parents):
-                    self.log.info("folder created", root=str(layout.root), folder=str(made))
+                    self.log.warning("folder created", root=str(layout.root), folder=str(made))
                 check_writable(layout)
                 instance = Instance(layout, self.instance_id)
                 check_one_filesystem(layout)

@@ -53,7 +53,7 @@ def test_a_root_under_a_missing_parent_is_refused_unless_asked(tmp_path: Path) -
     created = [r["folder"] for r in _records(made.stdout) if r.get("event") == "folder created"]
     assert str(typo) in created
     assert str(typo / "unprocessed") in created
-    assert all(r["level"] == "info" for r in _records(made.stdout) if r.get("event") == "folder created")
+    assert all(r["level"] == "warning" for r in _records(made.stdout) if r.get("event") == "folder created")
 
 
 def test_create_parents_can_be_set_in_the_config_file(tmp_path: Path) -> None:

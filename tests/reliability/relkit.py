@@ -157,6 +157,16 @@ def records(log: Path) -> list[dict[str, Any]]:
     return found
 
 
+def troubles(logs: Iterable[Path]) -> list[dict[str, Any]]:
+    """Warning and error records, but for ``folder created``: a new root's folders are made at start."""
+    return [
+        r
+        for log in logs
+        for r in records(log)
+        if r.get("level") in ("warning", "error") and r.get("event") != "folder created"
+    ]
+
+
 def events(logs: Iterable[Path], event: str) -> list[dict[str, Any]]:
     return [r for log in logs for r in records(log) if r.get("event") == event]
 

@@ -17,9 +17,9 @@ from relkit import (
     numbered,
     popen,
     processed_counts,
-    records,
     require_root,
     require_tools,
+    troubles,
     wait_for_event,
 )
 
@@ -100,8 +100,8 @@ def test_hosts_in_separate_namespaces_share_a_root_and_recover_a_killed_host(tmp
     assert any(ids["hostc"] in r["dead_instances"] for r in recovered), "nobody recovered host c's claims"
     for record in recovered:
         assert set(record["dead_instances"]) <= {ids["hostc"]}, f"a live host's claims were taken: {record}"
-    troubles = [r for log in survivors for r in records(log) if r.get("level") in ("warning", "error")]
-    assert troubles == [], troubles[:5]
+    problems = troubles(survivors)
+    assert problems == [], problems[:5]
     counts = processed_counts(logs.values())
     assert all(processed_counts([log]) for log in survivors), "a surviving host processed nothing"
     assert [n for n, c in counts.items() if c > 1] == []

@@ -15,8 +15,8 @@ from relkit import (
     numbered,
     popen,
     processed_counts,
-    records,
     terminate_all,
+    troubles,
     wait_for_event,
 )
 
@@ -75,8 +75,8 @@ def test_four_agents_one_killed_and_restarted_process_each_file_exactly_once(tmp
     live = set(ids[1:]) | instance_ids(logs[AGENTS])
     for record in events(logs, "recovered"):
         assert not live & set(record["dead_instances"]), f"a live instance was recovered: {record}"
-    troubles = [r for log in logs[1:] for r in records(log) if r.get("level") in ("warning", "error")]
-    assert troubles == [], troubles[:5]
+    problems = troubles(logs[1:])
+    assert problems == [], problems[:5]
     counts = processed_counts(logs)
     twice = sorted(n for n, c in counts.items() if c > 1)
     assert twice == [], f"processed more than once: {twice}"

@@ -26,6 +26,7 @@ from relkit import (
     require_tools,
     start_agent,
     terminate_all,
+    troubles,
     wait_for_event,
 )
 
@@ -308,7 +309,7 @@ def test_agent_starting_on_another_root_keeps_a_live_agents_temp_output(tmp_path
 
     done = [r for r in events([log_b], "file processed") if r.get("file") == "big.txt"]
     assert len(done) == 1, records(log_b)
-    problems = [r for log in (log_a, log_b) for r in records(log) if r.get("level") in ("warning", "error")]
+    problems = troubles([log_a, log_b])
     assert problems == []
     assert census(rb)["failed"] == []
     assert files(out) == {
