@@ -1,4 +1,4 @@
-"""A Debian bookworm root made with mmdebstrap and booted with systemd-nspawn, for end-to-end tests.
+"""A Debian root (bookworm or trixie) made with mmdebstrap and booted with systemd-nspawn, for end-to-end tests.
 
 The root is built once and kept under the test cache; each boot runs it with
 ``--volatile=overlay`` (read-only tree, writes to a tmpfs) so it is never modified.
@@ -19,7 +19,6 @@ from pathlib import Path
 
 from agentctl import wait_until
 
-SUITE = "bookworm"
 # What a Debian server has; the package's own dependencies are all among them (procps is
 # "important", so on every standard install), which lets apt install the .deb offline.
 # libpam-systemd lets user managers start, for the user unit.
@@ -29,10 +28,10 @@ _ROOT_FORMAT = "1"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def debian_root(cache: Path) -> Path:
-    """A minbase bookworm tree with PACKAGES, built by mmdebstrap on first use and then reused."""
-    key = hashlib.sha256(" ".join((_ROOT_FORMAT, SUITE, *PACKAGES)).encode()).hexdigest()[:12]
-    root = cache / f"{SUITE}-{key}"
+def debian_root(cache: Path, suite: str) -> Path:
+    """A minbase tree of ``suite`` with PACKAGES, built by mmdebstrap on first use and then reused."""
+    key = hashlib.sha256(" ".join((_ROOT_FORMAT, suite, *PACKAGES)).encode()).hexdigest()[:12]
+    root = cache / f"{suite}-{key}"
     if (root / "usr" / "lib" / "systemd" / "systemd").exists():
         return root
     partial = cache / f".{root.name}.partial"
@@ -43,7 +42,7 @@ def debian_root(cache: Path) -> Path:
             "--quiet",
             "--variant=minbase",
             f"--include={','.join(PACKAGES)}",
-            SUITE,
+            suite,
             str(partial),
         ],
         capture_output=True,
@@ -53,7 +52,7 @@ def debian_root(cache: Path) -> Path:
     if result.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         raise RuntimeError(f"mmdebstrap failed:\n{result.stderr[-4000:]}")
-    for old in cache.glob(f"{SUITE}-*"):  # roots of earlier package lists are not used again
+    for old in cache.glob(f"{suite}-*"):  # roots of earlier package lists are not used again
         shutil.rmtree(old, ignore_errors=True)
     partial.rename(root)
     return root

@@ -6,6 +6,8 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("FOLDERMON_TEST_CACHE", "/var/cache/foldermon-test"))
 # What packaging/build-deb reads; any change to these means a different package.
 DEB_INPUTS = ("pyproject.toml", "README.md", "agent", "systemd", "packaging")
+# The supported Debian releases: the tag in the package's version and its Python.
+RELEASES = {"bookworm": ("deb12", "3.11"), "trixie": ("deb13", "3.13")}
+# The older version the upgrade tests install first (and downgrade back to).
+OLD_VERSION = "0.0.9"
+# Where build-deb keeps each release's build root (its own default, shared with a hand build).
+BUILD_CACHE = Path(os.environ.get("FOLDERMON_BUILD_CACHE", "/var/cache/foldermon-build"))
 
 
 def require_tools(*tools: str) -> None:
@@ -62,3 +70,26 @@ def package_version() -> str:
     match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
     assert match, "no __version__ in agent/foldermon/__init__.py"
     return match.group(1)
+
+
+def in_build_root(
+    release: str, argv: Sequence[str], *, binds: Sequence[Path] = (), user: str = "root"
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in a throw-away overlay of the build root build-deb made for ``release``
+    (that release's lintian and Python), with ``binds`` mounted read-only at the same paths."""
+    roots = sorted(BUILD_CACHE.glob(f"root-{release}-*"))
+    assert roots, f"no {release} build root in {BUILD_CACHE}: build-deb makes it"
+    command = [
+        "systemd-nspawn",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        "--volatile=overlay",
+        f"--directory={roots[-1]}",
+        f"--user={user}",
+        "--setenv=HOME=/tmp",
+        *(f"--bind-ro={b}" for b in binds),
+        "--",
+        *argv,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)

@@ -1,4 +1,4 @@
-"""The .deb from packaging/build-deb: name, contents, conffiles, dependencies, lintian."""
+"""The .deb of each release from packaging/build-deb: name, contents, conffiles, dependencies, lintian."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pkgsupport import REPO, package_version, require_tools
+from pkgsupport import RELEASES, REPO, in_build_root, package_version
 
 VENV = "opt/venvs/foldermon-agent"
 
@@ -59,13 +59,19 @@ def test_debian_version_sorts_prereleases_first(py_version: str, expected: str) 
     assert debian_version(py_version) == expected
 
 
+def site(release: str) -> str:
+    """The virtualenv's site-packages for the release's Python."""
+    return f"{VENV}/lib/python{RELEASES[release][1]}/site-packages"
+
+
 @pytest.mark.real
-def test_package_is_named_by_version_and_architecture(deb: Path) -> None:
-    """The file is foldermon-agent_<version>_<arch>.deb with the control fields to match."""
+def test_package_is_named_by_version_release_and_architecture(deb: Path, release: str) -> None:
+    """The file is foldermon-agent_<version>~deb12_<arch>.deb (~deb13 for trixie) with the
+    control fields to match."""
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    version = debian_version(package_version())
+    version = f"{debian_version(package_version())}~{RELEASES[release][0]}"
     assert deb.name == f"foldermon-agent_{version}_{arch}.deb"
     fields = dpkg_deb("-f", str(deb), "Package", "Version", "Architecture")
     assert fields.split("\n")[:3] == [
@@ -82,37 +88,46 @@ def test_command_is_a_symlink_into_the_virtualenv(contents: dict[str, str]) -> N
 
 
 @pytest.mark.real
-def test_virtualenv_uses_debians_python(contents: dict[str, str]) -> None:
-    """The virtualenv's interpreter is /usr/bin/python3, not a copy or a build-host path."""
+def test_virtualenv_uses_debians_python(contents: dict[str, str], release: str) -> None:
+    """The virtualenv's interpreter is /usr/bin/python3 of the release, not a copy or a build-host path."""
     assert contents[f"{VENV}/bin/python3"].endswith("-> /usr/bin/python3")
-    assert f"{VENV}/lib/python3.11/site-packages/foldermon/service.py" in contents
+    assert f"{site(release)}/foldermon/service.py" in contents
 
 
 @pytest.mark.real
-def test_units_are_installed_for_systemd(contents: dict[str, str]) -> None:
-    """The system units go to /lib/systemd/system and the user unit to /usr/lib/systemd/user."""
+def test_units_are_installed_for_systemd(contents: dict[str, str], release: str) -> None:
+    """The system units go to the release's system unit folder (/lib/systemd/system on
+    bookworm, /usr/lib/systemd/system on trixie) and the user unit to /usr/lib/systemd/user."""
     for unit in (
-        "lib/systemd/system/foldermon-agent.service",
-        "lib/systemd/system/foldermon-agent@.service",
+        f"{unit_dir(release)}/foldermon-agent.service",
+        f"{unit_dir(release)}/foldermon-agent@.service",
         "usr/lib/systemd/user/foldermon-agent.service",
     ):
         assert unit in contents
+
+
+def unit_dir(release: str) -> str:
+    """Where debhelper of the release installs system units (trixie's is merged into /usr)."""
+    return "lib/systemd/system" if release == "bookworm" else "usr/lib/systemd/system"
 
 
 @pytest.mark.real
 @pytest.mark.parametrize(
     ("packaged", "source"),
     [
-        ("lib/systemd/system/foldermon-agent.service", "systemd/foldermon-agent.service"),
-        ("lib/systemd/system/foldermon-agent@.service", "systemd/foldermon-agent@.service"),
+        ("{units}/foldermon-agent.service", "systemd/foldermon-agent.service"),
+        ("{units}/foldermon-agent@.service", "systemd/foldermon-agent@.service"),
         ("usr/lib/systemd/user/foldermon-agent.service", "systemd/user/foldermon-agent.service"),
         ("etc/default/foldermon-agent", "systemd/foldermon-agent.default"),
         ("etc/foldermon/agent.toml", "packaging/agent.toml"),
     ],
 )
-def test_packaged_files_are_the_repository_files(extracted: Path, packaged: str, source: str) -> None:
+def test_packaged_files_are_the_repository_files(
+    extracted: Path, release: str, packaged: str, source: str
+) -> None:
     """Units, environment file and config ship exactly as they are in the repository."""
-    assert (extracted / packaged).read_bytes() == (REPO / source).read_bytes()
+    path = extracted / packaged.format(units=unit_dir(release))
+    assert path.read_bytes() == (REPO / source).read_bytes()
 
 
 @pytest.mark.real
@@ -147,19 +162,44 @@ def test_manual_page_is_generated_from_the_parser(deb: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.real
-def test_no_bytecode_or_build_tools_are_shipped(contents: dict[str, str]) -> None:
+def test_no_bytecode_or_build_tools_are_shipped(contents: dict[str, str], release: str) -> None:
     """Bytecode is compiled at install time, and pip/setuptools stay out of the runtime virtualenv."""
-    site = f"{VENV}/lib/python3.11/site-packages/"
+    packages = f"{site(release)}/"
     assert not [p for p in contents if "__pycache__" in p or p.endswith(".pyc")]
-    assert not [p for p in contents if p.startswith((site + "pip/", site + "setuptools/"))]
+    assert not [p for p in contents if p.startswith((packages + "pip/", packages + "setuptools/"))]
+    assert f"{VENV}/.gitignore" not in contents
 
 
 @pytest.mark.real
-def test_depends_pin_python_and_name_what_the_scripts_run(deb: Path) -> None:
-    """The Python minor version the virtualenv needs is pinned; adduser and kill(1) are required."""
+def test_dependencies_are_exactly_the_pinned_ones(contents: dict[str, str], release: str) -> None:
+    """The virtualenv holds the agent and exactly the versions of packaging/requirements.lock."""
+    lock = (REPO / "packaging" / "requirements.lock").read_text().splitlines()
+    pinned = {
+        _norm(name): version for name, _, version in (line.partition("==") for line in lock if "==" in line)
+    }
+    found = {}
+    for path in contents:
+        folder = path.removeprefix(f"{site(release)}/")
+        if folder != path and folder.endswith(".dist-info") and "/" not in folder:
+            name, _, version = folder.removesuffix(".dist-info").rpartition("-")
+            found[_norm(name)] = version
+    assert found.pop("foldermon-agent") == package_version()
+    assert found == pinned
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.real
+def test_depends_pin_python_and_name_what_the_scripts_run(deb: Path, release: str) -> None:
+    """The release's Python minor version, which the virtualenv needs, is pinned; adduser and
+    kill(1) are required."""
     depends = [d.strip() for d in dpkg_deb("-f", str(deb), "Depends").split(",")]
-    assert "python3 (>= 3.11)" in depends
-    assert "python3 (<< 3.12)" in depends
+    python = RELEASES[release][1]
+    major, minor = python.split(".")
+    assert f"python3 (>= {python})" in depends
+    assert f"python3 (<< {major}.{int(minor) + 1})" in depends
     assert "adduser" in depends
     assert "procps" in depends  # /bin/kill for ExecReload=
 
@@ -186,29 +226,21 @@ def test_user_unit_is_not_enabled_for_every_user(deb: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.real
-def test_virtualenv_runs_the_agent(extracted: Path) -> None:
-    """The unpacked virtualenv is complete: its interpreter imports the agent and prints the version."""
-    result = subprocess.run(
-        [str(extracted / VENV / "bin" / "python"), "-m", "foldermon", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+def test_virtualenv_runs_the_agent(extracted: Path, release: str) -> None:
+    """The unpacked virtualenv is complete: on its release, its interpreter imports the agent and
+    prints the version."""
+    python = extracted / VENV / "bin" / "python"
+    result = in_build_root(release, [str(python), "-m", "foldermon", "--version"], binds=[extracted])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"foldermon-agent {package_version()}"
 
 
 @pytest.fixture(scope="module")
-def lintian(deb: Path) -> subprocess.CompletedProcess[str]:
-    """One lintian run over the package, info tags included, failing on errors and warnings."""
-    require_tools("lintian")
-    return subprocess.run(
-        ["lintian", "--fail-on", "error,warning", "--info", str(deb)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def lintian(deb: Path, release: str) -> subprocess.CompletedProcess[str]:
+    """One run of the release's own lintian over its package, info tags included, failing on
+    errors and warnings."""
+    argv = ["lintian", "--color=never", "--fail-on", "error,warning", "--info", str(deb)]
+    return in_build_root(release, argv, binds=[deb.parent], user="nobody")
 
 
 @pytest.mark.real

@@ -1,4 +1,4 @@
-"""End to end in a booted systemd: install the .deb in Debian bookworm and operate the service.
+"""End to end in a booted systemd: install the .deb of each release in that release and operate the service.
 
 The tests share one container and run in file order, each starting from the state the one
 before left: install → process → reload → stop → watchdog restarts → remove and purge.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from machine import Container, debian_root, wait_for
-from pkgsupport import REPO, cache_dir, require_root, require_tools
+from pkgsupport import RELEASES, REPO, cache_dir, require_root, require_tools
 
 pytestmark = pytest.mark.real
 
@@ -22,16 +22,15 @@ UNIT = "foldermon-agent.service"
 WATCH = "/var/lib/foldermon/watch"
 CONFIG = "/etc/foldermon/agent.toml"
 SHARE = "/mnt/foldermon"
-SITE = "/opt/venvs/foldermon-agent/lib/python3.11/site-packages"
 PLUGINS = REPO / "tests" / "plugins"
 
 
 @pytest.fixture(scope="module")
-def container(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """A booted bookworm container with the package and the test plugins at /mnt/foldermon."""
+def container(deb: Path, release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """A booted container of the release with its package and the test plugins at /mnt/foldermon."""
     require_root()
     require_tools("mmdebstrap", "systemd-nspawn", "nsenter")
-    root = debian_root(cache_dir(tmp_path_factory, "roots"))
+    root = debian_root(cache_dir(tmp_path_factory, "roots"), release)
     share = tmp_path_factory.mktemp("share")
     shutil.copy(deb, share / deb.name)
     shutil.copytree(PLUGINS, share / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
@@ -184,9 +183,10 @@ def test_workers_run_as_one_service(box: Container) -> None:
     assert (show(box, "Result"), show(box, "ExecMainStatus")) == ("success", "0"), journal(box)
 
 
-def test_watchdog_restarts_a_hung_agent(box: Container) -> None:
+def test_watchdog_restarts_a_hung_agent(box: Container, release: str) -> None:
     """A processor stuck forever stops the watchdog pings, and systemd restarts the agent."""
-    box.run("sh", "-c", f"cp -r {SHARE}/plugins/. {SITE}/")
+    site = f"/opt/venvs/foldermon-agent/lib/python{RELEASES[release][1]}/site-packages"
+    box.run("sh", "-c", f"cp -r {SHARE}/plugins/. {site}/")
     # A short watchdog keeps the test quick; no core files from the watchdog's SIGABRT.
     box.write(f"/run/systemd/system/{UNIT}.d/test.conf", "[Service]\nWatchdogSec=3\nLimitCORE=0\n")
     box.write(CONFIG, f'[watch]\ndirs = ["{WATCH}"]\n\n[[processors]]\ntype = "hang"\nmarker = "HANG"\n')
