@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -22,14 +23,18 @@ from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.counter import TraceRef
 from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.lifecycle import Claim, Queue
+from foldermon.queue.lifecycle import Claim, LeaseLostError, Queue
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
 # Failures of the environment, not of the file: retried without using up the file's attempts.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# A network filesystem whose server is unreachable answers with the second line.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+    | {errno.ENOTCONN, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
 # Failures that the same bytes will always cause: no point retrying.
 _PERMANENT = (InputRejectedError, LineTooLongError)
 
@@ -47,6 +52,7 @@ class Outcome:
     finish_only: bool = False  # the output is published: the retry only finishes the input
     error_type: str | None = None  # of a failed outcome
     trace: TraceRef | None = None  # where this attempt is traced
+    taken_over: bool = False  # another instance took the claim folder over (Queue.confirm_lease)
 
 
 def _trace_ref(attempt: int, span: Span) -> TraceRef:
@@ -63,6 +69,12 @@ def _links(claim: Claim) -> list[Link]:
         for t in claim.traces
         if t.sampled
     ]
+
+
+def _taken_over(exc: LeaseLostError, log: logmod.Logger) -> Outcome:
+    """Another instance has taken the claim over and settles it: nothing of it is ours to move."""
+    log.warning("claim taken over by another instance; left to it", reason=str(exc))
+    return Outcome("retry", released=True, taken_over=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -160,7 +172,11 @@ class Attempt:
             try:
                 with self.alarm.interruptible(self.config.pipeline.max_file_seconds):
                     produced = self._produce(run, compressing(out_kind))
-                output = run.target.publish()
+                output = run.target.publish(fence=lambda: queue.confirm_lease(claim))
+            except LeaseLostError as lost:
+                with contextlib.suppress(OSError):
+                    run.target.tmp.unlink(missing_ok=True)
+                outcome = _taken_over(lost, log)
             except (InterruptedError, DrainExpired):
                 run.target.tmp.unlink(missing_ok=True)
                 queue.release(claim)
@@ -175,7 +191,11 @@ class Attempt:
                 )
                 outcome = self._error(run, exc)
             except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
-                outcome = self._error(run, exc)
+                if isinstance(exc, OSError) and queue.lease > 0 and not queue.owns(claim):
+                    # The input went with the claim folder another instance took over.
+                    outcome = _taken_over(LeaseLostError(describe(exc)), log)
+                else:
+                    outcome = self._error(run, exc)
             else:
                 return Produced(self, run, produced, output)
         return self._end(run, outcome)
@@ -185,6 +205,8 @@ class Attempt:
         try:
             fsync_dir(target.folder)
             processed_as = queue.finish(claim, target, sync=False)
+        except LeaseLostError as exc:
+            return _taken_over(exc, log)
         except OSError as exc:
             return self._finish_failed(exc, log)
         log.info("file processed", processed_as=processed_as)
@@ -203,6 +225,8 @@ class Attempt:
                     raise commit_error  # handled like a failed finish
                 # The service group-commits finishes (Queue.sync) to save two fsyncs per file.
                 processed_as = run.queue.finish(run.claim, run.target, sync=False)
+            except LeaseLostError as exc:
+                outcome = _taken_over(exc, run.log)
             except OSError as exc:
                 outcome = self._finish_failed(exc, run.log)
             else:
@@ -228,7 +252,8 @@ class Attempt:
         return Outcome("retry", retry_in=delay, counted=False, finish_only=True)
 
     def _error(self, run: _Run, exc: Exception) -> Outcome:
-        run.target.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the filesystem may be what failed
+            run.target.tmp.unlink(missing_ok=True)
         run.span.record_exception(exc)
         run.span.set_attribute("error.type", type(exc).__qualname__)
         run.span.set_status(Status(StatusCode.ERROR, describe(exc)))

@@ -105,6 +105,10 @@ class AgentConfig:
     log_level: str = "info"
     drain_timeout: float = 30.0
     workers: int = 1
+    # How long a check that this instance still owns its claims vouches for an output published
+    # after it (see Queue.confirm_lease). None: 5 s on a network or FUSE filesystem, 0 (off) on a
+    # local one.
+    lease: float | None = field(default=None, metadata={"kind": "duration"})
 
 
 @dataclass(frozen=True, slots=True)

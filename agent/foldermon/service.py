@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -47,6 +48,7 @@ from foldermon.scheduler import DiskFree, Hold, Pending, Retries, disk_free, low
 from foldermon.sdnotify import Notifier
 from foldermon.telemetry import SPAN_DROP_REASONS, QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
+from foldermon.watch.fstype import filesystem_type, remote_reason
 
 # Finishes are fsynced together for at most this many files, and whenever the queue is empty.
 _GROUP_COMMIT_FILES = 64
@@ -76,6 +78,19 @@ class Root:
     # Names arrived while a same-named file is held here (waiting for a retry): claimed after it.
     blocked: set[str] = field(default_factory=set)
     unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
+    taken_over: bool = False  # another instance fenced this instance's claim folder
+
+
+# The lease where hosts may share a root (network and FUSE filesystems), unless configured.
+AUTO_LEASE = 5.0
+
+
+def lease_for(configured: float | None, root: Path) -> float:
+    """The lease of a root's claims (``Queue.confirm_lease``): as configured, else AUTO_LEASE on a
+    network or FUSE filesystem and none (0) on a local one, which only one host can mount."""
+    if configured is not None:
+        return configured
+    return AUTO_LEASE if remote_reason(filesystem_type(root)) else 0.0
 
 
 class Progress(Protocol):
@@ -201,6 +216,7 @@ class Agent:
                     instance,
                     output_name=self.config.output.name,
                     max_attempts=self.config.retry.max_attempts,
+                    lease=lease_for(self.config.agent.lease, layout.root),
                     wall_clock=self._wall,
                 )
             except (OSError, LifecycleError) as exc:
@@ -213,7 +229,9 @@ class Agent:
                     "error records of an earlier version renamed", root=str(layout.root), records=migrated
                 )
             self.roots.append(Root(layout, queue))
-            self.log.info("serving root", root=str(layout.root), output=str(layout.output_dir))
+            self.log.info(
+                "serving root", root=str(layout.root), output=str(layout.output_dir), lease=queue.lease
+            )
             self._recover(self.roots[-1], sweep_temps=True)
         self._zero_counters()
 
@@ -221,7 +239,13 @@ class Agent:
         """Return dead instances' claims: at start, and every rescan so survivors take over a dead host's."""
         layout = root.layout
         report = root.queue.recover(sweep_temps=sweep_temps)
-        if report.returned or report.finished or report.temps_removed or report.dead_instances:
+        if (
+            report.returned
+            or report.finished
+            or report.temps_removed
+            or report.dead_instances
+            or report.leftovers
+        ):
             self.log.info(
                 "recovered",
                 root=str(layout.root),
@@ -229,6 +253,7 @@ class Agent:
                 finished=report.finished,
                 temps_removed=report.temps_removed,
                 dead_instances=report.dead_instances,
+                leftovers=report.leftovers,
             )
         for error in report.errors:
             self.log.error(
@@ -371,7 +396,13 @@ class Agent:
             if root.unusable is not None or not root.queue.instance.is_current():
                 self._reopen(root)
 
-    def _reopen(self, root: Root) -> bool:
+    def _after_takeover(self, root: Root) -> None:
+        """Start again with a new claim folder once another instance took this one's over."""
+        if root.taken_over:
+            root.taken_over = False
+            self._reopen(root, why="claims taken over by another instance (this one was unreachable)")
+
+    def _reopen(self, root: Root, why: str = "root removed or replaced") -> bool:
         """Make a root's folders and claim folder again after they were removed or replaced."""
         log = self.log.bind(root=str(root.layout.root))
         try:
@@ -382,7 +413,7 @@ class Agent:
             root.unusable = str(exc)
             return False
         root.unusable = None
-        log.warning("claim folder was gone (root removed or replaced); made the root's folders again")
+        log.warning(f"claim folder was gone ({why}); made the root's folders again")
         root.unclaimable.clear()
         root.blocked.clear()
         # Claims held in the old folder are beyond reach now: their paths lead into the new tree.
@@ -431,6 +462,7 @@ class Agent:
         if retry.finish is not None:
             finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
             self._settle(retry.root, retry.claim, finished, retry.finish)
+            self._after_takeover(retry.root)
             if not self._pending:
                 self._group_commit()
             return True
@@ -450,6 +482,7 @@ class Agent:
             self._commit(retry.root, [outcome])
         else:
             self._settle(retry.root, claim, outcome, None)
+        self._after_takeover(retry.root)
         if not self._pending:
             self._group_commit()
         return True
@@ -617,18 +650,9 @@ class Agent:
             elif isinstance(result, Unclaimable):
                 self._unclaimable(root, result)
             elif isinstance(result, Claim):
-                root.unclaimable.pop(result.name, None)
-                if self.stopping:
-                    root.queue.release(result)
-                    continue
-                outcome = self._attempt(root, result)
-                if isinstance(outcome, Produced):
-                    group.append(outcome)
-                    if sum(p.run.claim.size for p in group) >= _COMMIT_BYTES:
-                        self._commit(root, group)
-                        group = []
-                else:
-                    self._settle(root, result, outcome, None)
+                group = self._run_claim(root, result, group)
+                if root.taken_over:
+                    break  # the rest of the batch went with the claim folder
             elif isinstance(result, Directory):
                 self._report_dir(root, result.name)
             elif isinstance(result, Rejected):
@@ -640,8 +664,25 @@ class Agent:
             else:
                 self._quarantine_exhausted(root, result)
         self._commit(root, group)
+        self._after_takeover(root)
         if not self._pending or self._finished_unsynced >= _GROUP_COMMIT_FILES:
             self._group_commit()
+
+    def _run_claim(self, root: Root, claim: Claim, group: list[Produced]) -> list[Produced]:
+        """Run one claimed file; its output joins ``group``, committed when the group is large."""
+        root.unclaimable.pop(claim.name, None)
+        if self.stopping:
+            root.queue.release(claim)
+            return group
+        outcome = self._attempt(root, claim)
+        if not isinstance(outcome, Produced):
+            self._settle(root, claim, outcome, None)
+            return group
+        group.append(outcome)
+        if sum(p.run.claim.size for p in group) < _COMMIT_BYTES:
+            return group
+        self._commit(root, group)
+        return []
 
     def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
         message = (
@@ -704,6 +745,9 @@ class Agent:
             self._settle(root, produced.run.claim, outcome, produced.run.target)
 
     def _settle(self, root: Root, claim: Claim, result: Outcome, target: OutputTarget | None) -> None:
+        if result.taken_over:
+            root.taken_over = True
+            return
         self.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             finish = target if result.finish_only else None

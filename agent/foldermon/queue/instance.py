@@ -18,6 +18,7 @@ from foldermon.queue.fsio import durable_rename, fsync_dir
 from foldermon.queue.layout import LOCK_NAME, Layout
 
 NEW_PREFIX = ".new-"
+FENCED_PREFIX = ".fenced-"
 _BUILD_TRIES = 5
 
 
@@ -107,9 +108,9 @@ class Instance:
             return False
         try:
             st = os.stat(self.dir / LOCK_NAME)
+            held = os.fstat(self._lock_fd)
         except OSError:
             return False
-        held = os.fstat(self._lock_fd)
         return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
     def _build(self, layout: Layout, staging: Path) -> int:

@@ -43,6 +43,10 @@ class ClaimFolderGoneError(LifecycleError):
     """This instance's claim folder is gone (the root was removed, or a root symlink switched)."""
 
 
+class LeaseLostError(LifecycleError):
+    """This instance's claim folder is no longer its own: another instance took its claims over."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     name: str
@@ -53,6 +57,7 @@ class Claim:
     arrived: float
     identity: str
     traces: tuple[TraceRef, ...] = ()  # of the earlier attempts
+    generation: int = 0  # of the claim folder it was claimed into (Queue.generation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +117,25 @@ class Queue:
         *,
         output_name: str = "{stem}_processed{suffix}",
         max_attempts: int = 3,
+        lease: float = 0.0,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.layout = layout
         self.instance = instance
         self.output_name = output_name
         self.max_attempts = max_attempts
+        self.lease = lease
         self._now = wall_clock
+        self.clock = clock
+        # Dead instances' claim folders fenced (renamed away) and when this instance first saw
+        # each: recovered once they are 2 * lease old (see recovery.recover).
+        self.fenced_seen: dict[str, float] = {}
         self.root_id = root_id(layout.root)
         # Names in this instance's claim folder: nobody else writes there, so a claim that is
         # not in this set can be a plain rename.
         self.held: set[str] = set()
+        self.generation = 0  # counts the claim folders made again by reopen()
         self._unsynced = False
         self._markers: list[Path] = []
 
@@ -146,6 +159,7 @@ class Queue:
         self.instance = Instance(self.layout, self.instance.id)
         self.root_id = root_id(self.layout.root)
         self.held.clear()
+        self.generation += 1
 
     # -- claim -----------------------------------------------------------------------------
 
@@ -214,6 +228,7 @@ class Queue:
                     st.st_ctime,
                     ident,
                     count.traces,
+                    self.generation,
                 )
             )
         return results
@@ -325,6 +340,34 @@ class Queue:
     def output_filename(self, name: str) -> str:
         return output_filename(self.output_name, name)
 
+    def confirm_lease(self, claim: Claim) -> None:
+        """Prove, just before an output takes its final name, that the claims are still ours.
+
+        Where hosts share a root, a host cut off from the filesystem loses its flock without
+        being told. So another instance takes a dead-looking instance's claims over in two
+        steps: it renames the claim folder away (the fence: from then on this check fails and
+        every move out of the old path fails), and settles what the folder holds only ``2 *
+        lease`` seconds later. An output published within ``lease`` of a check that passed is
+        therefore seen by that recovery (and its input finished, not processed again), and none
+        is published after it. A check slower than ``lease`` (the filesystem hung) is made
+        again. Raises LeaseLostError when the folder is no longer ours, or ``claim`` was made in
+        an earlier claim folder (before ``reopen``); nothing else when the lease is off (0).
+        """
+        if claim.generation != self.generation:
+            raise LeaseLostError(f"{claim.name} was claimed into a claim folder that is gone")
+        if self.lease <= 0:
+            return
+        while True:
+            started = self.clock()
+            if not self.instance.is_current():
+                raise LeaseLostError(f"claim folder {self.instance.dir} was taken over by another instance")
+            if self.clock() - started < self.lease:
+                return
+
+    def owns(self, claim: Claim) -> bool:
+        """Whether ``claim`` is still in this instance's current claim folder's keeping."""
+        return claim.generation == self.generation and self.instance.is_current()
+
     # -- finish / fail / release ---------------------------------------------------------
 
     def finish(self, claim: Claim, target: OutputTarget, *, sync: bool = True) -> str:
@@ -333,11 +376,17 @@ class Queue:
         With ``sync=False`` the two folders are fsynced later by ``sync()``, together for a group
         of files. The output's temp name (the proof that it is published) goes only once the
         finish is durable. An input already gone from the claim folder was moved by an earlier
-        finish of this claim whose later step failed (only this instance moves what it holds).
+        finish of this claim whose later step failed (only this instance moves what it holds),
+        or by the instance that took this one's claims over (LeaseLostError then: it finishes
+        the input, since the output was published before it settled the claim).
         """
+        if claim.generation != self.generation:
+            raise LeaseLostError(f"{claim.name} was claimed into a claim folder that is gone")
         dst = claim.name
         if os.path.lexists(claim.path):
             dst = move_unique(claim.path, self.layout.processed, claim.name, target.n)
+        elif self.lease > 0 and not self.instance.is_current():
+            raise LeaseLostError(f"claim folder {self.instance.dir} was taken over by another instance")
         self.held.discard(claim.name)
         if sync:
             fsync_dir(self.layout.processed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,12 @@ class OutputTarget:
         """Whether the output is published."""
         return is_committed(self.tmp)
 
-    def publish(self) -> Path:
+    def publish(self, fence: Callable[[], None] | None = None) -> Path:
         """Give the finished temp file its final name, never replacing one; returns the final path.
 
-        Not yet durable: the caller fsyncs the folder (once for a batch of outputs).
+        ``fence`` is called just before each try of a final name, and raises when this
+        instance may no longer publish (``Queue.confirm_lease``). Not yet durable: the caller
+        fsyncs the folder (once for a batch of outputs).
         """
         pub = publishing_name(self.tmp)
         pub.unlink(missing_ok=True)  # left by an earlier publish of this output that failed
@@ -85,6 +88,8 @@ class OutputTarget:
         try:
             while True:
                 final = self.folder / unique_name(self.name, n)
+                if fence is not None:
+                    fence()
                 try:
                     rename_noreplace(pub, final)
                 except FileExistsError:

@@ -4,6 +4,12 @@ An instance is dead when the flock on its claim folder's lock is free, never jud
 (pids repeat across hosts). Each input it left is finished when its output was published
 (its temp output has a second link) and returned to ``unprocessed/`` otherwise; then its temp
 outputs for this root are removed. Only a provably dead instance's files are touched.
+
+With a lease (hosts sharing a root on a network filesystem, see ``Queue.confirm_lease``) a
+free lock is not proof enough: a host cut off from the filesystem loses its lock without
+knowing it, and may still be running. Its claim folder is first fenced, renamed to
+``.fenced-<id>.<random>`` (from then on that host can neither publish nor move anything it
+claimed), and settled only once it has been fenced for ``2 * lease`` seconds.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
-from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.instance import NEW_PREFIX, LockInfo, read_lock, try_lock
+from foldermon.queue.fsio import fsync_dir, unique_name
+from foldermon.queue.instance import FENCED_PREFIX, NEW_PREFIX, LockInfo, read_lock, try_lock
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
-from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_owner, temp_prefix
+from foldermon.queue.output import TMP_MARK, identity, is_committed, publishing_name, temp_owner, temp_prefix
 
 if TYPE_CHECKING:
     from foldermon.queue.lifecycle import Queue
@@ -32,6 +38,9 @@ class Recovery:
     dead_instances: list[str] = field(default_factory=list)
     temps_removed: int = 0
     errors: list[str] = field(default_factory=list)
+    # Second names of inputs that a move interrupted between link and unlink had already put
+    # elsewhere (filesystems without RENAME_NOREPLACE): dropped, never processed again.
+    leftovers: list[str] = field(default_factory=list)
 
 
 def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
@@ -42,7 +51,10 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
     """
     report = Recovery()
     underprocess = queue.layout.underprocess
-    for entry in os.listdir(underprocess):
+    entries = os.listdir(underprocess)
+    for name in set(queue.fenced_seen) - set(entries):
+        del queue.fenced_seen[name]
+    for entry in entries:
         folder = underprocess / entry
         if entry == queue.instance.id or not folder.is_dir() or folder.is_symlink():
             continue
@@ -50,7 +62,13 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
         if fd is None and os.path.lexists(folder / LOCK_NAME):
             continue  # alive
         try:
+            # A half-built folder (.new-) never held a claim: nothing to fence.
+            fence = queue.lease > 0 and not entry.startswith(NEW_PREFIX)
+            if fence and not _fenced_long_enough(queue, folder):
+                continue
             _recover_folder(queue, folder, entry, report, read_lock(fd))
+        except FileNotFoundError:
+            continue  # settled meanwhile by another instance
         finally:
             if fd is not None:
                 os.close(fd)
@@ -59,10 +77,24 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
     return report
 
 
+def _fenced_long_enough(queue: Queue, folder: Path) -> bool:
+    """Fence a dead-looking instance's claim folder, or say whether it has been fenced long enough.
+
+    Called with the folder's lock held, so one instance at a time renames it. The time counts
+    from when this instance first saw it fenced, which is never before it was.
+    """
+    if not folder.name.startswith(FENCED_PREFIX):
+        fenced = f"{FENCED_PREFIX}{folder.name}.{os.urandom(4).hex()}"
+        os.rename(folder, folder.with_name(fenced))
+        fsync_dir(folder.parent)
+        queue.fenced_seen[fenced] = queue.clock()
+        return False
+    first = queue.fenced_seen.setdefault(folder.name, queue.clock())
+    return queue.clock() - first >= 2 * queue.lease
+
+
 def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lock: LockInfo) -> None:
-    instance_id = entry
-    if entry.startswith(NEW_PREFIX):  # a half-built folder, named .new-<id>.<try>
-        instance_id = entry.removeprefix(NEW_PREFIX).rsplit(".", 1)[0]
+    instance_id = owner_of(entry)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -72,13 +104,18 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
     # this instance's (another config, or output.dir changed since); in this one if it is not here.
     output_dir = lock.output_dir if lock.output_dir and lock.output_dir.is_dir() else queue.layout.output_dir
     kept: set[str] = set()
+    temps: set[str] = set()
     for name in filter(is_input_name, names):
         try:
             st = os.lstat(folder / name)
         except FileNotFoundError:
             continue
         tmp = output_dir / f"{prefix}{identity(queue.root_id, name, st)}.tmp"
-        if is_committed(tmp):
+        temps.update((tmp.name, publishing_name(tmp).name))
+        if st.st_nlink > 1 and _moved_already(queue, folder, name, st):
+            (folder / name).unlink()
+            report.leftovers.append(name)
+        elif is_committed(tmp):
             # Its output is published: the instance died before finishing it. Finish it now.
             try:
                 report.finished.append(move_unique(folder / name, queue.layout.processed, name))
@@ -93,12 +130,48 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
             report.returned.append(return_input(queue.layout, folder, name))
     if report.finished:
         fsync_dir(folder)  # the finished inputs' old names are gone before their proof is
-    report.temps_removed += _remove_temps(output_dir, instance_id, prefix, kept)
+    # A fenced instance that is running again (under the same id, in a new claim folder) has
+    # temp outputs of its new claims too: only those of this folder's inputs are removed.
+    back = entry != instance_id and os.path.lexists(queue.layout.underprocess / instance_id)
+    report.temps_removed += _remove_temps(output_dir, instance_id, prefix, kept, temps if back else None)
     if kept:
         return  # finished at a later recovery; the folder stays as the record of what is left
     shutil.rmtree(folder, ignore_errors=True)
     fsync_dir(queue.layout.underprocess)
     report.dead_instances.append(instance_id)
+
+
+def _moved_already(queue: Queue, folder: Path, name: str, st: os.stat_result) -> bool:
+    """Whether an input with more than one link was already moved out of ``folder``: a move that
+    links then unlinks (no RENAME_NOREPLACE) stopped between the two, so the same file is also
+    in ``processed/``, ``failed/`` or ``unprocessed/`` (as ``name`` or a ``.N`` form of it) or
+    in another claim folder. A file a producer hard-linked in has its other name elsewhere."""
+    layout = queue.layout
+    candidates = [layout.underprocess / entry / name for entry in os.listdir(layout.underprocess)]
+    for target in (layout.processed, layout.failed, layout.unprocessed):
+        n = 0
+        while os.path.lexists(target / unique_name(name, n)):
+            candidates.append(target / unique_name(name, n))
+            n += 1
+    for path in candidates:
+        if path.parent == folder:
+            continue
+        try:
+            other = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def owner_of(entry: str) -> str:
+    """The instance id of a claim folder's name: ``<id>``, ``.new-<id>.<try>`` (half-built) or
+    ``.fenced-<id>.<random>`` (taken over)."""
+    for prefix in (NEW_PREFIX, FENCED_PREFIX):
+        if entry.startswith(prefix):
+            return entry.removeprefix(prefix).rsplit(".", 1)[0]
+    return entry
 
 
 def _count_interrupted(queue: Queue, folder: Path, name: str, ino: int) -> None:
@@ -109,11 +182,14 @@ def _count_interrupted(queue: Queue, folder: Path, name: str, ino: int) -> None:
     )
 
 
-def _remove_temps(output_dir: Path, instance_id: str, prefix: str, keep: set[str]) -> int:
-    """Remove a dead instance's temp outputs: this root's, and unpublished ones of any root."""
+def _remove_temps(
+    output_dir: Path, instance_id: str, prefix: str, keep: set[str], only: set[str] | None
+) -> int:
+    """Remove a dead instance's temp outputs: this root's, and unpublished ones of any root
+    (with ``only``, just those names)."""
     removed = 0
     for name in _listdir(output_dir):
-        if temp_owner(name) != instance_id or name in keep:
+        if temp_owner(name) != instance_id or name in keep or (only is not None and name not in only):
             continue
         path = output_dir / name
         try:
@@ -130,12 +206,14 @@ def _sweep_orphans(queue: Queue) -> int:
     """Remove this root's temp outputs whose owner has no claim folder here (it is gone)."""
     removed = 0
     own = temp_prefix(queue.instance.id)
+    # Alive, or dead (or fenced) with claims that its folder's recovery settles.
+    owners = {owner_of(entry) for entry in os.listdir(queue.layout.underprocess)}
     for name in _listdir(queue.layout.output_dir):
         owner = temp_owner(name)
         if owner is None or name.startswith(own) or not name.startswith(temp_prefix(owner, queue.root_tag)):
             continue
-        if os.path.lexists(queue.layout.underprocess / owner):
-            continue  # alive, or dead with claims that its folder's recovery settles
+        if owner in owners:
+            continue
         try:
             (queue.layout.output_dir / name).unlink()
         except FileNotFoundError:
