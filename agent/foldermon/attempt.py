@@ -18,7 +18,7 @@ from foldermon import log as logmod
 from foldermon.compression import compressing, output_kind, output_suffix, plain_name, sniff
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.deadline import Alarm, DrainExpired, FileTimeLimit
-from foldermon.errors import InputRejectedError, ProcessingTimeLimitError, ProcessorError
+from foldermon.errors import UNREACHABLE_ERRNOS, InputRejectedError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.counter import TraceRef
@@ -30,11 +30,7 @@ from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
 # Failures of the environment, not of the file: retried without using up the file's attempts.
-# A network filesystem whose server is unreachable answers with the second line.
-_ENVIRONMENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-    | {errno.ENOTCONN, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH}
-)
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS}) | UNREACHABLE_ERRNOS
 # Failures that the same bytes will always cause: no point retrying.
 _PERMANENT = (InputRejectedError, LineTooLongError)
 
@@ -191,7 +187,7 @@ class Attempt:
                 )
                 outcome = self._error(run, exc)
             except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
-                if isinstance(exc, OSError) and queue.lease > 0 and not queue.owns(claim):
+                if isinstance(exc, OSError) and queue.lease > 0 and queue.lost(claim):
                     # The input went with the claim folder another instance took over.
                     outcome = _taken_over(LeaseLostError(describe(exc)), log)
                 else:

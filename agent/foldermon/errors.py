@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+
+# What a network filesystem answers while its server is unreachable, or after its client
+# reconnected and dropped the descriptors that held locks.
+UNREACHABLE_ERRNOS = frozenset(
+    {errno.ENOTCONN, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH}
+    | {errno.EBADFD}
+)
+
 
 class FoldermonError(Exception):
     """Base of every error the agent raises on purpose."""

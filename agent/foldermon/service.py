@@ -18,7 +18,7 @@ from foldermon import log as logmod
 from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
 from foldermon.deadline import Alarm
-from foldermon.errors import ConfigError, LifecycleError
+from foldermon.errors import UNREACHABLE_ERRNOS, ConfigError, LifecycleError
 from foldermon.processors import Registry
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.instance import Instance
@@ -172,6 +172,7 @@ class Agent:
         self.progress = progress or _NoProgress()
         self._ready = False
         self._status_at = 0.0
+        self._unreachable_said = 0.0  # when the next "filesystem unreachable" may be logged
         self.done = {"processed": 0, "failed": 0}
         if queue_gauges:
             telemetry.instruments.queue_source = self._queue_samples
@@ -285,7 +286,15 @@ class Agent:
         self.telemetry.instruments.tally.flush()
         for retry in self._retries:
             if retry.finish is None:
-                retry.root.queue.release(retry.claim)
+                try:
+                    retry.root.queue.release(retry.claim)
+                except OSError as exc:
+                    self.log.warning(
+                        "left claimed for recovery: could not release it",
+                        root=str(retry.root.layout.root),
+                        file=retry.claim.name,
+                        error=str(exc),
+                    )
             else:
                 # Its output is published: released, it would be processed again. Left claimed,
                 # the recovery after this instance finishes it.
@@ -340,24 +349,55 @@ class Agent:
 
     def _loop(self) -> None:
         while not self.stopping:
-            if self._reload:
-                self._apply_reload()
-            self._collect()
-            self._health()
-            if self._run_due_retry():
-                self.telemetry.instruments.tally.flush()
-                continue
-            batch = self._next_batch()
-            self._retain()
-            if batch is not None:
-                self._handle(*batch)
-                self.telemetry.instruments.tally.flush()
-            elif self.once:
-                due = self._retries.next_due(self._may_retry)
-                if due is None and not self._pending.ready(self._may_claim):
-                    self._say_held()
-                    return  # drained, or what is left waits for a held root
-                time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
+            try:
+                if self._turn():
+                    return
+            except OSError as exc:
+                if not self._unreachable(exc):
+                    raise
+
+    def _turn(self) -> bool:
+        """One turn of the loop; True once ``--once`` has nothing left to do."""
+        if self._reload:
+            self._apply_reload()
+        for root in self.roots:
+            self._after_takeover(root)
+        self._collect()
+        self._health()
+        if self._run_due_retry():
+            self.telemetry.instruments.tally.flush()
+            return False
+        batch = self._next_batch()
+        self._retain()
+        if batch is not None:
+            self._handle(*batch)
+            self.telemetry.instruments.tally.flush()
+        elif self.once:
+            due = self._retries.next_due(self._may_retry)
+            if due is None and not self._pending.ready(self._may_claim):
+                self._say_held()
+                return True  # drained, or what is left waits for a held root
+            time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
+        return False
+
+    def _unreachable(self, exc: OSError) -> bool:
+        """A shared root's filesystem stopped answering: wait for it, and start again with new
+        claim folders once it is back, leaving what the old ones hold to recovery (others may
+        have taken it over meanwhile). False for any other error, and on local roots."""
+        shared = [r for r in self.roots if r.queue.lease > 0]
+        if exc.errno not in UNREACHABLE_ERRNOS or not shared:
+            return False
+        if self._clock() >= self._unreachable_said:
+            self._unreachable_said = self._clock() + 60.0
+            self.log.warning(
+                "filesystem unreachable; waiting for it, files in hand are left to recovery", error=str(exc)
+            )
+        for root in shared:
+            root.taken_over = True
+        self._retries.keep(lambda r: r.root.queue.lease <= 0)
+        self.notifier.watchdog_if_due()
+        time.sleep(1.0)
+        return True
 
     def _collect(self) -> None:
         if self._clock() >= self._next_listing:
@@ -400,9 +440,9 @@ class Agent:
         """Start again with a new claim folder once another instance took this one's over."""
         if root.taken_over:
             root.taken_over = False
-            self._reopen(root, why="claims taken over by another instance (this one was unreachable)")
+            self._reopen(root, lost=True)
 
-    def _reopen(self, root: Root, why: str = "root removed or replaced") -> bool:
+    def _reopen(self, root: Root, *, lost: bool = False) -> bool:
         """Make a root's folders and claim folder again after they were removed or replaced."""
         log = self.log.bind(root=str(root.layout.root))
         try:
@@ -413,7 +453,13 @@ class Agent:
             root.unusable = str(exc)
             return False
         root.unusable = None
-        log.warning(f"claim folder was gone ({why}); made the root's folders again")
+        if lost:
+            log.warning(
+                "new claim folder: the old one was taken over, or the filesystem unreachable; "
+                "what it held is left to recovery"
+            )
+        else:
+            log.warning("claim folder was gone (root removed or replaced); made the root's folders again")
         root.unclaimable.clear()
         root.blocked.clear()
         # Claims held in the old folder are beyond reach now: their paths lead into the new tree.
@@ -427,6 +473,8 @@ class Agent:
             try:
                 self._recover(root, sweep_temps=False)
             except OSError as exc:
+                if exc.errno in UNREACHABLE_ERRNOS and root.queue.lease > 0:
+                    raise  # said once by the loop, which waits for the filesystem
                 self.log.error("recovery failed", root=str(root.layout.root), error=str(exc))
 
     def _list_roots(self, *, take_files: bool) -> None:

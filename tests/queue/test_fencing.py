@@ -87,7 +87,7 @@ def test_a_free_lock_is_fenced_first_and_settled_only_after_twice_the_lease(
     # From now on the cut-off instance can neither publish nor finish what it claimed.
     with pytest.raises(LeaseLostError):
         cut.confirm_lease(claim)
-    assert not cut.owns(claim)
+    assert cut.lost(claim)
     clock.now += 2 * LEASE - 0.1
     assert peer.recover().returned == []
     clock.now += 0.1

@@ -22,6 +22,18 @@ FENCED_PREFIX = ".fenced-"
 _BUILD_TRIES = 5
 
 
+def fence(folder: Path) -> str:
+    """Rename a claim folder to ``.fenced-<id>.<random>``; its new name.
+
+    From then on its owner can neither move anything out of it nor publish an output for it
+    (``Queue.confirm_lease``); recovery settles it once it has been fenced for ``2 * lease``.
+    """
+    name = f"{FENCED_PREFIX}{folder.name}.{os.urandom(4).hex()}"
+    os.rename(folder, folder.with_name(name))
+    fsync_dir(folder.parent)
+    return name
+
+
 def new_instance_id() -> str:
     """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
     host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
@@ -49,7 +61,9 @@ class LockInfo:
     """What a claim folder's lock file says about its instance."""
 
     active: str | None  # the input its current attempt is on
-    output_dir: Path | None  # where it writes temp outputs (None in lock files of older versions)
+    # Where it writes temp outputs: relative to the root when inside it (hosts mount a shared
+    # root at different paths); None in lock files of older versions.
+    output_dir: Path | None
 
 
 def read_lock(lock_fd: int | None) -> LockInfo:
@@ -73,6 +87,8 @@ class Instance:
         self.id = instance_id
         self.dir = layout.underprocess / instance_id
         self._output_dir = layout.output_dir
+        if layout.output_dir.is_relative_to(layout.root):
+            self._output_dir = layout.output_dir.relative_to(layout.root)
         for tries_left in reversed(range(_BUILD_TRIES)):
             try:
                 fd = self._build(layout, staging=layout.underprocess / f"{NEW_PREFIX}{self.id}.{tries_left}")
@@ -101,16 +117,24 @@ class Instance:
     def is_current(self) -> bool:
         """Whether the claim folder this instance locked is still the one at its path.
 
-        False once the root was removed (and maybe made again) or a root symlink was switched
-        to another tree: claims there would fail, or land where no one serves them.
+        False once the root was removed (and maybe made again), a root symlink was switched to
+        another tree (claims there would fail, or land where no one serves them), the folder was
+        fenced by another instance, or the lock's descriptor went bad (a network filesystem's
+        client reconnected after its locks were dropped). Raises OSError when it cannot tell
+        (the filesystem is unreachable).
         """
         if self._lock_fd is None:
             return False
         try:
             st = os.stat(self.dir / LOCK_NAME)
-            held = os.fstat(self._lock_fd)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        try:
+            held = os.fstat(self._lock_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.EBADFD):
+                return False
+            raise
         return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
     def _build(self, layout: Layout, staging: Path) -> int:
@@ -132,22 +156,26 @@ class Instance:
         return fd
 
     def close(self) -> None:
-        """Remove the claim folder if nothing is left in it, then drop the lock."""
+        """Remove the claim folder if nothing is left in it, then drop the lock.
+
+        Never raises for an unreachable filesystem: the lock is dropped, the folder is left to
+        recovery.
+        """
         if self._lock_fd is None:
             return
-        if not self.is_current():
-            # The folder at our path is not ours (the root was replaced): leave it alone.
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            return
-        leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME]
+        try:
+            # Ours, or else not (the root was replaced, the folder fenced): then left alone.
+            leftovers = [n for n in os.listdir(self.dir) if n != LOCK_NAME] if self.is_current() else None
+        except OSError:
+            leftovers = None
+        fd, self._lock_fd = self._lock_fd, None
         # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked
         # lingers under a hidden name, and the folder could not be removed.
-        os.close(self._lock_fd)
-        self._lock_fd = None
-        if not leftovers:
+        with contextlib.suppress(OSError):  # a bad descriptor is closed all the same
+            os.close(fd)
+        if leftovers == []:
             # Another instance's recovery may remove the emptied folder first.
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / LOCK_NAME).unlink()
+            with contextlib.suppress(OSError):
+                (self.dir / LOCK_NAME).unlink(missing_ok=True)
                 self.dir.rmdir()
-            fsync_dir(self.dir.parent)
+                fsync_dir(self.dir.parent)

@@ -21,7 +21,7 @@ from typing import Any
 from foldermon.errors import LifecycleError
 from foldermon.queue.counter import Count, TraceRef, counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
-from foldermon.queue.instance import Instance
+from foldermon.queue.instance import Instance, fence
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import OutputTarget, identity, output_filename, publishing_name, temp_prefix
@@ -152,10 +152,15 @@ class Queue:
         """Make the root's folders and this instance's claim folder again, after they were removed.
 
         What the old claim folder held (if it still exists somewhere, say behind a switched root
-        symlink) is left to whoever recovers it there.
+        symlink) is left to whoever recovers it there. With a lease, an old folder still at its
+        path (this instance lost its lock, or could not reach the filesystem for a while) is
+        fenced first, so that what it holds is settled by recovery, never by this instance.
         """
         self.layout.create()
         self.instance.close()
+        if self.lease > 0 and os.path.lexists(self.instance.dir):
+            with contextlib.suppress(FileNotFoundError):  # fenced by another instance meanwhile
+                fence(self.instance.dir)
         self.instance = Instance(self.layout, self.instance.id)
         self.root_id = root_id(self.layout.root)
         self.held.clear()
@@ -364,9 +369,15 @@ class Queue:
             if self.clock() - started < self.lease:
                 return
 
-    def owns(self, claim: Claim) -> bool:
-        """Whether ``claim`` is still in this instance's current claim folder's keeping."""
-        return claim.generation == self.generation and self.instance.is_current()
+    def lost(self, claim: Claim) -> bool:
+        """Whether ``claim`` is known to be out of this instance's keeping: claimed into an
+        earlier claim folder, or this one fenced or its lock gone. False when it cannot tell."""
+        if claim.generation != self.generation:
+            return True
+        try:
+            return not self.instance.is_current()
+        except OSError:
+            return False
 
     # -- finish / fail / release ---------------------------------------------------------
 

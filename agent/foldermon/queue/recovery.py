@@ -14,6 +14,7 @@ claimed), and settled only once it has been fenced for ``2 * lease`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
-from foldermon.queue.instance import FENCED_PREFIX, NEW_PREFIX, LockInfo, read_lock, try_lock
+from foldermon.queue.instance import FENCED_PREFIX, NEW_PREFIX, LockInfo, fence, read_lock, try_lock
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import TMP_MARK, identity, is_committed, publishing_name, temp_owner, temp_prefix
@@ -84,10 +85,7 @@ def _fenced_long_enough(queue: Queue, folder: Path) -> bool:
     from when this instance first saw it fenced, which is never before it was.
     """
     if not folder.name.startswith(FENCED_PREFIX):
-        fenced = f"{FENCED_PREFIX}{folder.name}.{os.urandom(4).hex()}"
-        os.rename(folder, folder.with_name(fenced))
-        fsync_dir(folder.parent)
-        queue.fenced_seen[fenced] = queue.clock()
+        queue.fenced_seen[fence(folder)] = queue.clock()
         return False
     first = queue.fenced_seen.setdefault(folder.name, queue.clock())
     return queue.clock() - first >= 2 * queue.lease
@@ -102,7 +100,7 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
     prefix = temp_prefix(instance_id, queue.root_tag)
     # Its temp outputs (and proofs of publication) are in its own output folder, which may not be
     # this instance's (another config, or output.dir changed since); in this one if it is not here.
-    output_dir = lock.output_dir if lock.output_dir and lock.output_dir.is_dir() else queue.layout.output_dir
+    output_dir = _output_dir(queue, lock)
     kept: set[str] = set()
     temps: set[str] = set()
     for name in filter(is_input_name, names):
@@ -139,6 +137,17 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
     shutil.rmtree(folder, ignore_errors=True)
     fsync_dir(queue.layout.underprocess)
     report.dead_instances.append(instance_id)
+
+
+def _output_dir(queue: Queue, lock: LockInfo) -> Path:
+    """Where the dead instance wrote its temp outputs: as its lock file says (a path inside the
+    root is relative to it, so every host finds it), else where this instance writes."""
+    if lock.output_dir is not None:
+        path = queue.layout.root / lock.output_dir  # an absolute path stays as it is
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                return path
+    return queue.layout.output_dir
 
 
 def _moved_already(queue: Queue, folder: Path, name: str, st: os.stat_result) -> bool:
