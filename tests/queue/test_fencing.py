@@ -82,7 +82,8 @@ def test_a_free_lock_is_fenced_first_and_settled_only_after_twice_the_lease(
     claim = _claim(cut, "a.txt")
     _cut_off(cut)
     first = peer.recover()
-    assert first.returned == [] and first.dead_instances == []
+    assert first.returned == []
+    assert first.dead_instances == []
     assert [n.rsplit(".", 1)[0] for n in _fenced(cut.layout)] == [FENCED_PREFIX + CUT]
     # From now on the cut-off instance can neither publish nor finish what it claimed.
     with pytest.raises(LeaseLostError):
@@ -92,7 +93,8 @@ def test_a_free_lock_is_fenced_first_and_settled_only_after_twice_the_lease(
     assert peer.recover().returned == []
     clock.now += 0.1
     settled = peer.recover()
-    assert settled.returned == ["a.txt"] and settled.dead_instances == [CUT]
+    assert settled.returned == ["a.txt"]
+    assert settled.dead_instances == [CUT]
     assert os.listdir(cut.layout.unprocessed) == ["a.txt"]
     assert _fenced(cut.layout) == []
 
@@ -107,7 +109,8 @@ def test_an_output_published_before_the_fence_is_finished_by_the_recovery_not_ma
     peer.recover()
     clock.now += 2 * LEASE
     settled = peer.recover()
-    assert settled.finished == ["b.txt"] and settled.returned == []
+    assert settled.finished == ["b.txt"]
+    assert settled.returned == []
     assert os.listdir(cut.layout.processed) == ["b.txt"]
     assert published.read_bytes() == b"B\n"
     # The cut-off instance, back, is told rather than reporting a second finish.
@@ -197,7 +200,8 @@ def test_a_move_stopped_between_link_and_unlink_leaves_a_second_name_that_is_dro
         _cut_off(cut)
         report = peer.recover()
         assert report.leftovers == ["h.txt"]
-        assert report.returned == [] and report.finished == []
+        assert report.returned == []
+        assert report.finished == []
         assert sorted(os.listdir(layout.root / folder)) == ["h.1.txt", "h.txt"]
         assert os.lstat(layout.root / folder / "h.1.txt").st_nlink == 1
     finally:
@@ -215,7 +219,8 @@ def test_an_input_a_producer_hard_linked_in_is_returned_as_usual(layout: Layout,
         assert isinstance(cut.claim("i.txt"), Claim)
         _cut_off(cut)
         report = peer.recover()
-        assert report.leftovers == [] and report.returned == ["i.txt"]
+        assert report.leftovers == []
+        assert report.returned == ["i.txt"]
     finally:
         cut.instance.close()
         peer.instance.close()
