@@ -97,6 +97,10 @@ class Decompressed:
     def read(self, size: int = -1) -> bytes:
         try:
             data: bytes = self._inner.read(size)
+            if not data and size and self._kind == "zstd":
+                # The zstd reader ends quietly where a cut-off stream ends: check that the last
+                # frame was whole, as the other codecs do themselves.
+                _zstd_frames_end(self._raw.fileno())
         except (OSError, EOFError, ValueError) as exc:
             raise self._broken(exc) from exc
         except Exception as exc:
@@ -140,6 +144,53 @@ class Decompressed:
             f"{what} {self._kind} data at compressed offset {self._offset()} "
             f"(after {self._count} bytes decompressed): {exc or type(exc).__name__}"
         )
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F
+
+
+def _zstd_frames_end(fd: int) -> None:
+    """Walk the frames and block headers of a zstd file (RFC 8878) without decompressing;
+    EOFError when the file ends inside a frame, ValueError at a structure no frame can have."""
+    size = os.fstat(fd).st_size
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        data = os.pread(fd, n, pos)
+        if len(data) < n:
+            raise EOFError(f"the file ends inside a frame (at byte {size} of it)")
+        pos += n
+        return data
+
+    while pos < size:
+        magic = int.from_bytes(take(4), "little")
+        if magic & 0xFFFFFFF0 == _SKIPPABLE:
+            skip = int.from_bytes(take(4), "little")
+            if pos + skip > size:
+                raise EOFError(f"the file ends inside a skippable frame (at byte {size} of it)")
+            pos += skip
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise ValueError(f"no zstd frame at byte {pos - 4}")
+        descriptor = take(1)[0]
+        single_segment = descriptor >> 5 & 1
+        content_size_bytes = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+        header = (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
+        take(header)
+        while True:
+            block = int.from_bytes(take(3), "little")
+            kind, length = block >> 1 & 3, block >> 3
+            if kind == 3:
+                raise ValueError(f"a reserved block type at byte {pos - 3}")
+            if pos + (1 if kind == 1 else length) > size:
+                raise EOFError(f"the file ends inside a block (at byte {size} of it)")
+            pos += 1 if kind == 1 else length
+            if block & 1:
+                break
+        if descriptor >> 2 & 1:
+            take(4)  # the content checksum
 
 
 def _writer(kind: str, out: BinaryIO) -> Any:

@@ -72,6 +72,9 @@ def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
             raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
         yield lines
     if rest:
+        # The last line, without a newline: held to the same limit as every other.
+        if len(rest) > max_line_bytes:
+            raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
         yield [rest.decode("utf-8", "surrogateescape")]
 
 

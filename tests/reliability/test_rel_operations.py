@@ -246,11 +246,14 @@ def test_outputs_can_be_compressed_like_their_input(tmp_path: Path, suffix: str)
 
 
 def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path) -> None:
-    """A truncated gzip, corrupt zstd and a bomb past max_input_bytes each go to failed/ at once
-    with a reason naming where it broke; a good file beside them is processed."""
+    """Inputs cut short in each format, a corrupt zstd and a bomb past max_input_bytes each go to
+    failed/ at once with a reason naming where it broke; a good file beside them is processed."""
     root = tmp_path / "root"
     packed = gzip.compress(PAYLOAD)
     drop(root, "cut.csv.gz", packed[: len(packed) // 2])
+    for suffix, compress in COMPRESS.items():
+        whole = compress(PAYLOAD)
+        drop(root, f"cut.{suffix}.csv.{suffix}", whole[: len(whole) * 2 // 3])
     broken = bytearray(zstandard.ZstdCompressor().compress(PAYLOAD))
     broken[20:40] = b"\xff" * 20
     drop(root, "broken.csv.zst", bytes(broken))
@@ -260,7 +263,8 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
     assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     found = census(root)
     assert found["processed"] == ["good.csv.gz"]
-    assert found["failed"] == ["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz"]
+    cut = [f"cut.{suffix}.csv.{suffix}" for suffix in COMPRESS]
+    assert found["failed"] == sorted(["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz", *cut])
 
     def reason(name: str) -> str:
         record = json.loads((root / "failed" / f".{name}.error.json").read_text())
@@ -268,5 +272,8 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
         return str(record["message"])
 
     assert "truncated gzip data at compressed offset" in reason("cut.csv.gz")
+    for name in cut:
+        assert "data at compressed offset" in reason(name), reason(name)
+    assert "truncated zstd data at compressed offset" in reason("cut.zst.csv.zst")
     assert "corrupt zstd data at compressed offset" in reason("broken.csv.zst")
     assert "expands past max_input_bytes (4000000 bytes)" in reason("bomb.txt.gz")

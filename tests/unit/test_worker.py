@@ -37,3 +37,11 @@ def test_a_line_spanning_chunks_is_held_to_the_limit(extra: int) -> None:
             _lines(data, limit)
     else:
         assert _lines(data, limit)[1] == "y" * (limit + extra)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b""])
+def test_a_last_line_is_held_to_the_limit_with_or_without_its_newline(newline: bytes) -> None:
+    """The last line shares its chunk with earlier ones; without a newline it is still checked."""
+    with pytest.raises(LineTooLongError):
+        _lines(b"a\n" + b"x" * 5000 + newline, 100)
+    assert _lines(b"a\n" + b"x" * 100 + newline, 100) == ["a", "x" * 100]
