@@ -58,6 +58,8 @@ class Sizes:
     p6_files: int
     p8_files: int
     p8_lines: int
+    p10_files: int
+    p10_lines: int
     repeat: int
 
 
@@ -71,6 +73,8 @@ FULL = Sizes(
     p6_files=100_000,
     p8_files=160,
     p8_lines=25_000,
+    p10_files=600,
+    p10_lines=2000,
     repeat=5,
 )
 SMOKE = Sizes(
@@ -83,6 +87,8 @@ SMOKE = Sizes(
     p6_files=200,
     p8_files=6,
     p8_lines=500,
+    p10_files=12,
+    p10_lines=50,
     repeat=1,
 )
 
@@ -559,6 +565,62 @@ def workers(work: Path, s: Sizes, out: Results) -> None:
     )  # fmt: skip
 
 
+# -- P10: scale-out on GlusterFS -------------------------------------------------------------
+
+
+def scale_out(work: Path, s: Sizes, out: Results) -> None:
+    """A backlog on a real GlusterFS volume drained by one, two and three agents, each on its own
+    "host" (its own client mount in its own network namespace, tests/scaleout/glusterkit.py)."""
+    if os.geteuid() != 0 or shutil.which("glusterd") is None:
+        print("P10 skipped: needs root and glusterfs-server (tests/run installs it)", file=sys.stderr)
+        return
+    sys.path.insert(0, str(REPO / "tests" / "scaleout"))
+    from glusterkit import Cluster
+
+    cfg = work / "p10.toml"
+    cfg.write_text(P1_CONFIG)
+    runs = 0
+
+    def drain(cluster: Cluster, agents: int) -> float:
+        nonlocal runs
+        runs += 1
+        name = f"p10-{runs}"
+        root = cluster.hosts[0].mount / name
+        fill_root(root, s.p10_files, s.p10_lines)
+        start = time.perf_counter()
+        procs = [
+            h.popen(
+                agent_cmd("run", "--once", "--watch", str(h.mount / name), "--config", str(cfg)),
+                work / f"p10-{h.name}.log",
+                env=agent_env(),
+            )
+            for h in cluster.hosts[:agents]
+        ]
+        if [p.wait(1800) for p in procs] != [0] * agents:
+            raise SystemExit(f"P10: an agent failed; see {work}/p10-*.log")
+        took = time.perf_counter() - start
+        if (
+            len(os.listdir(root / "processed")) != s.p10_files
+            or len(os.listdir(root / "output")) != s.p10_files
+        ):
+            raise SystemExit("P10: not every file was processed exactly once")
+        shutil.rmtree(root)
+        return took
+
+    with Cluster(work / "gluster") as cluster:
+        best = best_interleaved(
+            {str(n): lambda n=n: drain(cluster, n) for n in (1, 2, 3)}, max(1, s.repeat // 2)
+        )
+    t1 = best["1"]
+    what = f"{s.p10_files} files of {s.p10_lines:,} lines on one GlusterFS volume, P1's pipeline, `run --once` per host"
+    for n in (2, 3):
+        tn = best[str(n)]
+        out.rows.append(
+            Row(f"P10{'ab'[n - 2]}", f"{what}: {n} hosts", f"1 host {t1:.1f}s ({s.p10_files / t1:.0f} files/s)",
+                f"{tn:.1f}s ({s.p10_files / tn:.0f} files/s)", t1 / tn, f"speed-up with {n} hosts (no goal)", None)
+        )  # fmt: skip
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -606,6 +668,7 @@ SCENARIOS = {
     "p4": memory,
     "p6": backlog,
     "p8": workers,
+    "p10": scale_out,
 }
 
 

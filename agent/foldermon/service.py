@@ -433,7 +433,13 @@ class Agent:
 
     def _check_layouts(self) -> None:
         for root in self.roots:
-            if root.unusable is not None or not root.queue.instance.is_current():
+            try:
+                current = root.queue.instance.is_current()
+            except OSError:
+                if root.queue.lease > 0:
+                    raise  # a shared filesystem not answering: the loop waits for it
+                current = False
+            if root.unusable is not None or not current:
                 self._reopen(root)
 
     def _after_takeover(self, root: Root) -> None:
