@@ -159,8 +159,8 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 def reap_stale() -> None:
     """Undo what a crashed run listed: its processes, mounts, namespaces, veths and state folders."""
-    path = REGISTRY / "resources.jsonl"
-    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    registry = REGISTRY / "resources.jsonl"
+    entries = [json.loads(line) for line in registry.read_text().splitlines()] if registry.exists() else []
     for entry in entries:
         if entry["kind"] == "pid":
             _stop(entry["pid"], entry["start"], grace=2)
@@ -169,7 +169,11 @@ def reap_stale() -> None:
                 with contextlib.suppress(ValueError, OSError):
                     pid = int(pidfile.read_text())
                     if entry["path"].encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        files = _brick_files(pid)
                         _stop(pid, _start_time(pid), grace=2)
+                        for path in files:
+                            path.unlink(missing_ok=True)
+                        _forget_log_dirs(pidfile.parent.name)
     for entry in entries:
         if entry["kind"] == "netns":
             _delete_network(netns=entry["name"])
@@ -177,7 +181,7 @@ def reap_stale() -> None:
             _delete_network(link=entry["name"])
         elif entry["kind"] == "workdir":
             _remove_state(Path(entry["path"]))
-    path.unlink(missing_ok=True)
+    registry.unlink(missing_ok=True)
 
 
 class Host:
@@ -245,9 +249,10 @@ class Host:
 
     def stop(self) -> None:
         """Kill what runs on this host, unmount, stop the client, delete the namespace and veth."""
-        for proc in self.procs:
+        for proc in self.procs:  # each leads its own session: its group is what it started
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         _unmount(self.mount)
@@ -346,7 +351,8 @@ class Cluster:
             brick_start = _start_time(brick) if brick else None
             brick_files = _brick_files(brick) if brick else []
             if self.glusterd is not None and self.glusterd.poll() is None:
-                self.gluster("volume", "stop", self.volume, "force", timeout=30, check=False)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.gluster("volume", "stop", self.volume, "force", timeout=30, check=False)
             if brick:
                 _stop(brick, brick_start)
             for path in brick_files:  # the log is kept with the others, the socket removed
@@ -358,6 +364,7 @@ class Cluster:
             if self.glusterd is not None:
                 _stop(self.glusterd.pid, _start_time(self.glusterd.pid))
                 self.glusterd.wait(10)
+            _forget_log_dirs(self.volume)
             _remove_state(self.workdir)
             (REGISTRY / "resources.jsonl").unlink(missing_ok=True)
         finally:
@@ -373,3 +380,10 @@ def _brick_files(pid: int) -> list[Path]:
     except OSError:
         return []
     return [Path(args[args.index(flag) + 1]) for flag in ("-S", "-l") if flag in args]
+
+
+def _forget_log_dirs(volume: str) -> None:
+    """glusterd makes an empty folder per volume in /var/log/glusterfs/{gfproxy,snaps}."""
+    for sub in ("gfproxy", "snaps"):
+        with contextlib.suppress(OSError):
+            (Path("/var/log/glusterfs") / sub / volume).rmdir()
