@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from foldermon.queue.instance import FENCED_PREFIX, Instance
-from foldermon.queue.layout import Layout
+from foldermon.queue.instance import FENCED_PREFIX, Instance, try_lock
+from foldermon.queue.layout import LOCK_NAME, Layout
 from foldermon.queue.lifecycle import Claim, LeaseLostError, Queue
 
 CUT = "hosta-1-aaaaaa"
@@ -224,3 +224,25 @@ def test_an_input_a_producer_hard_linked_in_is_returned_as_usual(layout: Layout,
     finally:
         cut.instance.close()
         peer.instance.close()
+
+
+def test_a_lost_lock_is_noticed_and_a_dropped_free_one_taken_again(layout: Layout) -> None:
+    """The server of a network filesystem drops a cut-off client's locks without telling it: the
+    check notices when another instance holds the lock, and takes a free one back."""
+    cut = Queue(layout, Instance(layout, CUT), lease=LEASE)
+    try:
+        claim = _claim(cut, "j.txt")
+        _cut_off(cut)
+        assert cut.instance.is_current()  # free: taken again
+        assert try_lock(cut.instance.dir / LOCK_NAME) is None  # so nobody else gets it
+        _cut_off(cut)
+        other = try_lock(cut.instance.dir / LOCK_NAME)
+        assert other is not None
+        try:
+            assert not cut.instance.is_current()
+            with pytest.raises(LeaseLostError):
+                cut.confirm_lease(claim)
+        finally:
+            os.close(other)
+    finally:
+        cut.instance.close()

@@ -119,9 +119,10 @@ class Instance:
 
         False once the root was removed (and maybe made again), a root symlink was switched to
         another tree (claims there would fail, or land where no one serves them), the folder was
-        fenced by another instance, or the lock's descriptor went bad (a network filesystem's
-        client reconnected after its locks were dropped). Raises OSError when it cannot tell
-        (the filesystem is unreachable).
+        fenced by another instance, or the lock is lost: another instance holds it, or its
+        descriptor went bad (a network filesystem's server dropped this client's locks, which
+        the client is not told). A lock dropped and free is taken again here, before anyone
+        fences the folder. Raises OSError when it cannot tell (the filesystem is unreachable).
         """
         if self._lock_fd is None:
             return False
@@ -131,8 +132,9 @@ class Instance:
             return False
         try:
             held = os.fstat(self._lock_fd)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held already: a no-op
         except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.EBADFD):
+            if exc.errno in (errno.EBADF, errno.EBADFD, errno.EWOULDBLOCK, errno.EAGAIN):
                 return False
             raise
         return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
