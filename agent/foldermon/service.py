@@ -233,6 +233,13 @@ class Agent:
             self.log.info(
                 "serving root", root=str(layout.root), output=str(layout.output_dir), lease=queue.lease
             )
+            if queue.lease <= 0 and (shared := remote_reason(filesystem_type(layout.root))):
+                self.log.warning(
+                    "lease off on a filesystem other hosts may share: a host cut off from it could "
+                    "publish an output again after another took its files over",
+                    root=str(layout.root),
+                    filesystem=shared.split(" ", 1)[0],
+                )
             self._recover(self.roots[-1], sweep_temps=True)
         self._zero_counters()
 

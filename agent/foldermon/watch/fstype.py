@@ -91,11 +91,20 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
     try:
         text = MOUNTINFO.read_text(encoding="latin-1") if mountinfo is None else mountinfo
         st = path.stat()
-        real = os.path.realpath(path)
     except OSError:
         return UNKNOWN
     device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    mount = find_mount(parse_mountinfo(text), real, device)
+    mounts = parse_mountinfo(text)
+    same_device = [m for m in mounts if m.device == device]
+    if same_device:
+        # Every mount of one device shares its superblock, and so its type: no need to resolve
+        # the path (which would look at every folder above the root).
+        return same_device[-1].fstype
+    try:
+        real = os.path.realpath(path)
+    except OSError:
+        return UNKNOWN
+    mount = find_mount(mounts, real, device)
     return UNKNOWN if mount is None else mount.fstype
 
 
