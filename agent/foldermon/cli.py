@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldermon import __version__, early
-from foldermon.configcheck import LOG_LEVELS
+from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS
 from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
 
 if TYPE_CHECKING:
     from foldermon import config as cfg
     from foldermon.processors import Registry
+    from foldermon.telemetry import Telemetry
 
 
 EX_OK = 0
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = _verb(sub, "run", "watch the roots and process files as they arrive")
     run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
-    run.add_argument("--workers", metavar="N", type=int, help="agent processes sharing the roots (default 1)")
+    run.add_argument(
+        "--workers", metavar="N", type=_workers, help="agent processes sharing the roots (default 1)"
+    )
     run.add_argument(
         "--create-parents", action="store_true", help="make a watch root's missing parent folders too"
     )
@@ -135,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = _verb(sub, "explain", "replay a file and show each processor's step for chosen lines")
     explain.add_argument("file", metavar="FILE", type=Path, help="a path, or a name in processed/ or failed/")
-    explain.add_argument("--line", required=True, metavar="N[,M-K]", help="line numbers and ranges, from 1")
+    explain.add_argument(
+        "--line", required=True, metavar="N[,M-K]", type=_lines, help="line numbers and ranges, from 1"
+    )
     explain.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root to look in")
     explain.add_argument("--config", metavar="FILE", type=Path, help="the pipeline to replay (TOML or JSON)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
@@ -146,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     completion = _verb(sub, "completion", "print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
+
+
+def _workers(text: str) -> int:
+    """``--workers N``: the same range as ``[agent] workers``, refused as a usage error."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_WORKERS):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: give a number of agent processes from 1 to {MAX_WORKERS}, as [agent] workers"
+        )
+    return int(text)
+
+
+def _lines(text: str) -> list[int]:
+    """``--line``: a malformed list is a usage error (exit 2), said in a sentence."""
+    from foldermon import explain
+
+    try:
+        return explain.parse_lines(text)
+    except explain.LineSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _roots(parser: argparse.ArgumentParser) -> None:
@@ -301,11 +325,7 @@ def _process(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
     logmod.configure(config.agent.log_level, stream=sys.stderr)
     if not config.telemetry.wanted(os.environ):  # nothing to export: no spans are made at all
         return process_file(config, registry, None, args.input, args.output, progress=show)
-    from foldermon.queue.instance import new_instance_id
-    from foldermon.telemetry import Telemetry
-
-    telemetry = Telemetry(config.telemetry, new_instance_id())
-    logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
+    telemetry = _command_telemetry(config, data_on_stdout=args.output is None or str(args.output) == "-")
     try:
         return process_file(config, registry, telemetry, args.input, args.output, progress=show)
     finally:
@@ -321,33 +341,49 @@ def _check_config(path: Path, registry: Registry) -> int:
     return EX_OK
 
 
+def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry:
+    """Telemetry for a one-shot verb: its log on stderr (JSON unless a terminal), as is the
+    console exporters' output when stdout carries the verb's data (a file's records, a report)."""
+    from foldermon import log as logmod
+    from foldermon.queue.instance import new_instance_id
+    from foldermon.telemetry import Telemetry
+
+    # Configured before Telemetry is built: it takes its logger then.
+    logmod.configure(config.agent.log_level, stream=sys.stderr)
+    console = sys.stderr if data_on_stdout else None
+    telemetry = Telemetry(config.telemetry, new_instance_id(), console=console)
+    logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
+    return telemetry
+
+
 def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
-    import json
+    from foldermon import commands, explain
 
-    from foldermon import explain
-
-    numbers = explain.parse_lines(args.line)
-    roots = [d.expanduser().absolute() for d in args.watch] if args.watch else list(config.watch.dirs)
+    if args.watch:
+        roots = [d.expanduser().absolute() for d in args.watch]
+        if commands.not_roots(roots, explicit=True):
+            return EX_FAILURE
+    else:
+        roots = list(config.watch.dirs)
     path, folder = explain.find_file(args.file, roots)
     record = explain.record_summary(path, folder)
+    if record and not args.json:  # said before the replay, which may take long
+        print(explain.record_text(record), flush=True)
     if not config.telemetry.wanted(os.environ):
-        doc = explain.explain(config, registry, path, numbers)
+        doc = explain.explain(config, registry, path, args.line)
     else:
-        from foldermon import log as logmod
-        from foldermon.queue.instance import new_instance_id
-        from foldermon.telemetry import Telemetry, record_links
+        from foldermon.telemetry import record_links
 
-        telemetry = Telemetry(config.telemetry, new_instance_id())
-        logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
+        telemetry = _command_telemetry(config, data_on_stdout=True)
         try:
             links = record_links(record or {})
-            doc = explain.explain(config, registry, path, numbers, tracer=telemetry.tracer, links=links)
+            doc = explain.explain(config, registry, path, args.line, tracer=telemetry.tracer, links=links)
         finally:
             telemetry.shutdown()
     if args.json:
-        print(json.dumps({**doc, "record": record}, indent=2, ensure_ascii=False))
+        print(explain.to_json({**doc, "record": record}))
     else:
-        print(explain.render(doc, record))
+        print(explain.render(doc, None))
     return EX_OK
 
 

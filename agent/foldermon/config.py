@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from foldermon.configcheck import (
     short,
     validate,
 )
+from foldermon.configtext import file_places, place, toml_problem
 from foldermon.errors import ConfigError
 from foldermon.processors import ProcessorSpec, Registry
 
@@ -175,7 +175,8 @@ def load(path: Path | None, registry: Registry) -> Config:
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([f"the file is larger than {MAX_FILE_BYTES} bytes; a config file is small"], source)
     raw = _parse(text, path, source)
-    return from_mapping(raw, registry, source)
+    places = None if _looks_json(text, path) else file_places(text, raw)
+    return from_mapping(raw, registry, source, places=places)
 
 
 def _read_regular(path: Path) -> bytes:
@@ -193,15 +194,14 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     import json
     import tomllib
 
-    looks_json = path.suffix == ".json" or text.lstrip().startswith("{")
     try:
-        data: Any = json.loads(text) if looks_json else tomllib.loads(text)
+        data: Any = json.loads(text) if _looks_json(text, path) else tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source
         ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_toml_problem(exc, text)], source) from exc
+        raise ConfigError([toml_problem(exc, text)], source) from exc
     except RecursionError as exc:
         raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source) from exc
     except ValueError as exc:  # an integer of thousands of digits, say
@@ -213,22 +213,8 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     return data
 
 
-def _toml_problem(exc: ValueError, text: str) -> str:
-    """A TOML syntax error with its line shown. The parser names the place where it stopped: at
-    the start of a line the mistake is usually at the end of the line before (an unclosed
-    bracket or quote), so both are named then."""
-    message = str(exc)
-    at = re.search(r" \(at line (\d+), column (\d+)\)$", message)
-    if at is None:
-        return f"invalid TOML: {message}"
-    line, column = int(at[1]), int(at[2])
-    lines = text.splitlines()
-    where = f"line {line}, column {column}"
-    if column == 1 and line > 1:
-        where = f"line {line} (or the end of line {line - 1})"
-    shown = [n for n in (line - 1, line) if (n == line or column == 1) and 0 < n <= len(lines)]
-    quoted = "; ".join(f"line {n}: {short(lines[n - 1].strip())}" for n in shown)
-    return f"invalid TOML at {where}: {message[: at.start()]}" + (f" ({quoted})" if quoted else "")
+def _looks_json(text: str, path: Path) -> bool:
+    return path.suffix == ".json" or text.lstrip().startswith("{")
 
 
 def _depth(data: Any) -> int:
@@ -245,8 +231,15 @@ def _depth(data: Any) -> int:
     return deepest
 
 
-def from_mapping(raw: Mapping[str, Any], registry: Registry, source: str = "") -> Config:
-    """Build a Config from parsed data, reporting every problem at once."""
+def from_mapping(
+    raw: Mapping[str, Any],
+    registry: Registry,
+    source: str = "",
+    *,
+    places: list[tuple[str, int | None]] | None = None,
+) -> Config:
+    """Build a Config from parsed data, reporting every problem at once, in the file's order:
+    that of ``places`` (see :func:`configtext.file_places`), by default that of ``raw``'s keys."""
     problems: list[str] = []
     sections: dict[str, Any] = {}
     for name, value in raw.items():
@@ -263,30 +256,9 @@ def from_mapping(raw: Mapping[str, Any], registry: Registry, source: str = "") -
     config = Config(**sections, processors=specs, source=source)
     problems.extend(validate(config))
     if problems:
-        raise ConfigError(sorted(problems, key=lambda p: _place(p, raw)), source)
+        order: list[tuple[str, int | None]] = places if places is not None else [(n, None) for n in raw]
+        raise ConfigError(sorted(problems, key=lambda p: place(p, raw, order)), source)
     return config
-
-
-_PROBLEM_PLACE = re.compile(
-    r'^(?:\[(?P<section>\w+)\] (?:unknown key "(?P<unknown>[^"]*)"|(?P<key>\w+))?'
-    r'|processors\[(?P<index>\d+)\]|unknown section "(?P<name>[^"]*)")'
-)
-
-
-def _place(problem: str, raw: Mapping[str, Any]) -> tuple[int, int]:
-    """Where a problem's section and key come in the file, so problems are listed in its order
-    (parsed tables keep the file's order of keys)."""
-    m = _PROBLEM_PLACE.match(problem)
-    if m is None:
-        return (len(raw), 0)
-    sections = list(raw)
-    section = m["section"] or m["name"] or ("processors" if m["index"] else "")
-    first = sections.index(section) if section in sections else len(raw)
-    if m["index"]:
-        return (first, int(m["index"]))
-    keys = list(raw[section]) if isinstance(raw.get(section), Mapping) else []
-    key = m["unknown"] or m["key"]
-    return (first, keys.index(key) if key in keys else len(keys))
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:

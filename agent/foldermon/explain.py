@@ -5,7 +5,8 @@ deterministic (a processor's state is per file), so the answer can be recomputed
 is replayed from its start through fresh processors: batches before an asked line run as
 the agent runs them, each asked line runs alone, recording what each processor took in and
 gave out, and reading stops after the last asked line. Memory stays that of one batch plus
-the asked lines, whatever the file's size.
+the asked lines, whatever the file's size. ``[pipeline] max_file_seconds`` interrupts the
+replay where it interrupts the agent.
 
 A processor that may emit more at the end of the file (a held line, a summary) is named in
 the notes: what it will emit after the point where reading stopped is not shown.
@@ -14,12 +15,19 @@ the notes: what it will emit after the point where reading stopped is not shown.
 from __future__ import annotations
 
 import bisect
+import json
+import os
+import re
+import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
+from foldermon.configcheck import short
+from foldermon.deadline import Alarm, FileTimeLimit
 from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.pipeline import Pipeline, Step, build_pipeline, step_result
 from foldermon.processors import Registry
@@ -30,7 +38,9 @@ from foldermon.worker import open_input, read_batches
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Tracer
 
-MAX_LINES = 10_000  # line numbers one command may ask about
+MAX_LINES = 10_000  # distinct line numbers one command may ask about
+# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() refuses or reads as 3.
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 class LineSpecError(FoldermonError):
@@ -38,32 +48,69 @@ class LineSpecError(FoldermonError):
 
 
 def parse_lines(text: str) -> list[int]:
-    """``"10,200-205"`` as sorted line numbers (1-based); a sentence for anything else."""
-    numbers: set[int] = set()
+    """``"10,200-205"`` as sorted distinct line numbers (1-based); a sentence for anything else."""
+    spans: list[tuple[int, int]] = []
     for part in text.split(","):
         low, dash, high = part.strip().partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise LineSpecError(f"--line {text!r}: give line numbers and ranges such as 10,200-205")
+        if not _NUMBER.fullmatch(low) or (dash and not _NUMBER.fullmatch(high)):
+            raise LineSpecError(
+                f"{short(text)}: give line numbers and ranges in digits 0-9, such as 10,200-205"
+            )
         first, last = int(low), int(high) if dash else int(low)
         if first < 1 or last < first:
-            raise LineSpecError(f"--line {text!r}: lines are numbered from 1, ranges go upwards ({part})")
-        if last - first + 1 + len(numbers) > MAX_LINES:
-            raise LineSpecError(f"--line {text!r}: at most {MAX_LINES} lines at once")
-        numbers.update(range(first, last + 1))
-    return sorted(numbers)
+            raise LineSpecError(
+                f"{short(text)}: lines are numbered from 1, ranges go upwards ({short(part)})"
+            )
+        spans.append((first, last))
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):  # overlapping ranges count their lines once
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    count = sum(last - first + 1 for first, last in merged)
+    if count > MAX_LINES:
+        raise LineSpecError(f"{short(text)}: at most {MAX_LINES} lines at once, this asks for {count}")
+    return [n for first, last in merged for n in range(first, last + 1)]
 
 
 def find_file(name: Path, roots: Iterable[Path]) -> tuple[Path, str | None]:
     """The file to replay and the queue folder it was found in (None: the path as given)."""
-    if name.exists():
-        return name, None
-    for root in roots:
-        for folder in (PROCESSED, FAILED):
-            candidate = root / folder / name.name
-            if candidate.is_file():
-                return candidate, folder
+    roots = list(roots)
+    for path, folder in [(name, None)] + [(r / f / name.name, f) for r in roots for f in (PROCESSED, FAILED)]:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            # The agent quarantines a FIFO, socket or folder unread: there are no lines to replay.
+            raise FoldermonError(
+                f"{path} is {_kind(mode)}, not a regular file: the agent does not read it, so there "
+                "is nothing to replay"
+            )
+        return path, folder
     where = " or ".join(f"{r}/{{processed,failed}}/" for r in roots)
     raise FoldermonError(f"no such file: {name}" + (f" (nor {name.name} in {where})" if where else ""))
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link (links are never followed, as by the agent)"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def to_json(doc: Mapping[str, Any]) -> str:
+    """The ``--json`` document, UTF-8 text as it is; a byte that is not UTF-8 (a lone surrogate
+    after decoding) is written as its ``\\udcXX`` escape, as ``status --json`` writes it: raw, it
+    would make the output invalid JSON (RFC 8259 requires UTF-8)."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def explain(
@@ -77,19 +124,17 @@ def explain(
 ) -> dict[str, Any]:
     """Replay ``path`` until the last of ``numbers`` has been through the pipeline; the
     ``explain --json`` document (with ``notes`` and ``lines_read`` beside ``file`` and ``lines``)."""
-    replay = _Replay(build_pipeline(config.processors, registry), numbers)
-    limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+    limit = config.pipeline.max_file_seconds
+    replay = _Replay(build_pipeline(config.processors, registry), numbers, limit)
     span = None
     if tracer is not None:
         attributes = {"file.path": str(path.absolute()), "file.name": path.name}
         span = tracer.start_span("foldermon.explain", attributes=attributes, links=list(links))
     try:
-        with open_input(path, max_input_bytes=limit) as fin:
-            for batch in read_batches(fin, config.pipeline.max_line_bytes):
-                if not replay.feed(batch):
-                    break
-    except OSError as exc:
-        raise FoldermonError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        with _time_limit(limit):
+            _read(replay, path, config)
+    except FileTimeLimit:
+        replay.out_of_time()
     finally:
         if span is not None and tracer is not None:
             replay.export(tracer, span)
@@ -106,45 +151,100 @@ def explain(
     return doc
 
 
-class _Replay:
-    """The pipeline fed as the agent feeds it, with the asked lines run one at a time."""
+def _read(replay: _Replay, path: Path, config: Config) -> None:
+    limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+    try:
+        with open_input(path, max_input_bytes=limit) as fin:
+            for batch in read_batches(fin, config.pipeline.max_line_bytes):
+                if not replay.feed(batch):
+                    break
+    except OSError as exc:
+        raise FoldermonError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
-    def __init__(self, pipeline: Pipeline, numbers: list[int]) -> None:
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """``[pipeline] max_file_seconds`` as the agent applies it: a processor still running when it
+    is spent is interrupted mid-call (FileTimeLimit), so a replay never hangs where the agent gave up."""
+    if seconds <= 0:
+        yield
+        return
+    alarm = Alarm()
+    alarm.install()
+    try:
+        with alarm.interruptible(seconds):
+            yield
+    finally:
+        alarm.close()
+
+
+class _Replay:
+    """The pipeline fed as the agent feeds it, with the asked lines run one at a time.
+
+    An asked line a processor holds (``line_joiner`` waiting for the next line) is followed: the
+    lines after it run one at a time too, until that processor emits something containing what it
+    held; the output lines of that call are the held line's.
+    """
+
+    def __init__(self, pipeline: Pipeline, numbers: list[int], time_limit: float = 0.0) -> None:
         self.pipeline = pipeline
         self.numbers = numbers
         self.wanted = set(numbers)
+        self.time_limit = time_limit
         self.entries: list[dict[str, Any]] = []
         self.read = 0  # input lines read so far
         self.written = 0  # output lines so far
         self.failure: str | None = None
+        self.stopped = False  # by the time limit
+        self._at = (0, 0)  # the input lines being fed
+        self._held: list[tuple[dict[str, Any], int, list[str]]] = []  # entry, stage, what it held
+        self._holding = {
+            i
+            for i, s in enumerate(pipeline.stages)
+            if getattr(s.processor, "emits_at_finish", True) is not False
+        }
         self._times: list[tuple[int, int]] = []  # per entry: start and end, in ns
 
     def feed(self, batch: list[str]) -> bool:
         """Run one batch; False once nothing more is needed (or the file would fail)."""
         first, end = self.read + 1, self.read + len(batch)
         at = bisect.bisect_left(self.numbers, first)
-        if at == len(self.numbers) or self.numbers[at] > end:
-            return self._run(lambda: self.pipeline.feed(batch), first, end)
+        if not self._held and (at == len(self.numbers) or self.numbers[at] > end):
+            return self._run(batch, first)
         for offset, line in enumerate(batch):
             number = first + offset
-            if number in self.wanted:
-                if not self._asked(number, line):
-                    return False
-            elif not self._run(lambda line=line: self.pipeline.feed([line]), number, number):
-                return False
-            if number >= self.numbers[-1]:
+            done = self._asked(number, line) if number in self.wanted else self._one(number, line)
+            if not done or number >= self.numbers[-1]:
                 return False
         return True
 
-    def _run(self, feed: Any, first: int, end: int) -> bool:
+    def _run(self, lines: list[str], first: int) -> bool:
+        end = first + len(lines) - 1
+        self._at = (first, end)
         try:
-            self.written += len(feed())
+            self.written += len(self.pipeline.feed(lines))
         except ProcessorError as exc:
-            where = f"line {first}" if first == end else f"lines {first}-{end}"
-            self.failure = f"{_failure(exc)} on {where}"
+            self.failure = f"{_failure(exc)} on {_where(first, end)}"
             self.read = end
             return False
         self.read = end
+        return True
+
+    def _one(self, number: int, line: str) -> bool:
+        """A line nobody asked about; alone, and step by step while an asked line is held."""
+        if not self._held:
+            return self._run([line], number)
+        steps: list[Step] = []
+        self._at = (number, number)
+        try:
+            out = self.pipeline.feed_steps(line, steps)
+        except ProcessorError as exc:
+            self.failure = f"{_failure(exc)} on line {number}"
+            self.read = number
+            return False
+        self._release(steps, len(out))
+        self.written += len(out)
+        self.read = number
         return True
 
     def _asked(self, number: int, line: str) -> bool:
@@ -152,20 +252,52 @@ class _Replay:
         start = time.time_ns()
         entry: dict[str, Any] = {"number": number, "text": line, "steps": [], "output_lines": []}
         self.entries.append(entry)
+        self._at = (number, number)
         try:
             out = self.pipeline.feed_steps(line, steps)
         except ProcessorError as exc:
-            entry["steps"] = [*self._steps(steps), _failed_step(exc)]
+            cause = exc.__cause__ or exc
+            failed = self._failed(steps, line, exc.processor_id, exc.processor_type, _error(cause))
+            entry["steps"] = [*self._steps(steps), failed]
             self.failure = f"{_failure(exc)} on line {number}"
             self.read = number
-            self._times.append((start, time.time_ns()))
             return False
+        except FileTimeLimit:
+            stage = self.pipeline.active_stage()
+            error = f"stopped by [pipeline] max_file_seconds ({self.time_limit:g} s)"
+            stopped = [self._failed(steps, line, stage.id, stage.type, error)] if stage else []
+            entry["steps"] = [*self._steps(steps), *stopped]
+            raise
+        finally:
+            self._times.append((start, time.time_ns()))
         entry["steps"] = self._steps(steps)
+        self._release(steps, len(out))
         entry["output_lines"] = list(range(self.written + 1, self.written + len(out) + 1))
         self.written += len(out)
         self.read = number
-        self._times.append((start, time.time_ns()))
+        if steps and not steps[-1][2] and steps[-1][0] in self._holding:
+            self._held.append((entry, steps[-1][0], steps[-1][1]))
         return True
+
+    def _release(self, steps: list[Step], count: int) -> None:
+        """Held asked lines whose processor emitted them in this call get its output lines."""
+        emitted = {index: after for index, _before, after in steps}
+        lines = list(range(self.written + 1, self.written + count + 1))
+        still = []
+        for entry, index, held in self._held:
+            if any(h in e for h in held for e in emitted.get(index, ())):
+                entry["output_lines"] = lines
+            else:
+                still.append((entry, index, held))
+        self._held = still
+
+    def out_of_time(self) -> None:
+        """The time limit interrupted the replay, as it interrupts the agent's attempt."""
+        stage = self.pipeline.active_stage()
+        who = f"{stage.id} ({stage.type}) was still running" if stage else "the file was being read"
+        self.failure = f"{who} on {_where(*self._at)}"
+        self.stopped = True
+        self.read = self._at[1]
 
     def _steps(self, steps: list[Step]) -> list[dict[str, Any]]:
         stages = self.pipeline.stages
@@ -180,23 +312,38 @@ class _Replay:
             for index, before, after in steps
         ]
 
+    @staticmethod
+    def _failed(steps: list[Step], line: str, ident: str, kind: str, error: str) -> dict[str, Any]:
+        """The step of the processor that failed (or was stopped), with what came into it."""
+        return {
+            "processor_id": ident,
+            "processor_type": kind,
+            "result": "failed",
+            "in": list(steps[-1][2]) if steps else [line],
+            "out": [],
+            "error": error,
+        }
+
     def holders(self) -> list[str]:
         """The ids of the processors that may emit more for lines already read."""
-        return [
-            s.id for s in self.pipeline.stages if getattr(s.processor, "emits_at_finish", True) is not False
-        ]
+        return [self.pipeline.stages[i].id for i in sorted(self._holding)]
 
     def notes(self) -> list[str]:
         said = []
         asked = {e["number"] for e in self.entries}
-        if self.failure is not None:
+        if self.stopped:
+            said.append(
+                f"the replay was stopped by [pipeline] max_file_seconds ({self.time_limit:g} s): "
+                f"{self.failure}; the agent's attempts stop the same way and it writes no output for the file"
+            )
+        elif self.failure is not None:
             said.append(f"the file fails: {self.failure}; the agent writes no output for it")
         missing = [n for n in self.numbers if n not in asked]
         if missing and self.failure is None:
             said.append(f"the file has {self.read} lines: {_ranges(missing)} not in it")
         elif missing:
             said.append(f"not reached, the file failing before: {_ranges(missing)}")
-        later = [f"{s.id} ({s.type})" for s in self.pipeline.stages if s.id in self.holders()]
+        later = [f"{s.id} ({s.type})" for i, s in enumerate(self.pipeline.stages) if i in self._holding]
         if later and self.failure is None:
             said.append(
                 f"reading stopped after line {self.read}: {', '.join(later)} may emit more later "
@@ -237,20 +384,16 @@ class _Replay:
             parent.set_status(Status(StatusCode.ERROR, self.failure))
 
 
+def _where(first: int, end: int) -> str:
+    return f"line {first}" if first == end else f"lines {first}-{end}"
+
+
+def _error(cause: BaseException) -> str:
+    return f"{type(cause).__name__}: {cause}"
+
+
 def _failure(exc: ProcessorError) -> str:
-    cause = exc.__cause__ or exc
-    return f"{exc.processor_id} ({exc.processor_type}) raised {type(cause).__name__}: {cause}"
-
-
-def _failed_step(exc: ProcessorError) -> dict[str, Any]:
-    cause = exc.__cause__ or exc
-    return {
-        "processor_id": exc.processor_id,
-        "processor_type": exc.processor_type,
-        "result": "failed",
-        "out": [],
-        "error": f"{type(cause).__name__}: {cause}",
-    }
+    return f"{exc.processor_id} ({exc.processor_type}) raised {_error(exc.__cause__ or exc)}"
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -275,13 +418,15 @@ def render(doc: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
     """``explain`` for people: each asked line, each processor it reached, its output lines."""
     out = []
     if record:
-        out.append(_record_text(record))
+        out.append(record_text(record))
     for entry in doc["lines"]:
         out.append(f"line {entry['number']}: {_show(entry['text'])}")
         for i, step in enumerate(entry["steps"], 1):
             what = f"{step['processor_id']} ({step['processor_type']})"
             if step["result"] == "failed":
                 out.append(f"  {i}. {what}: failed: {step['error']}")
+            elif step["result"] == "dropped" and entry["output_lines"]:
+                out.append(f"  {i}. {what}: nothing out now; held, and emitted with a later line")
             elif step["result"] == "dropped" and step["processor_id"] in doc["may_emit_later"]:
                 out.append(f"  {i}. {what}: nothing out now; it may hold the line for later (see the note)")
             elif step["result"] == "dropped":
@@ -303,7 +448,8 @@ def render(doc: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
     return "\n".join(out)
 
 
-def _record_text(record: Mapping[str, Any]) -> str:
+def record_text(record: Mapping[str, Any]) -> str:
+    """What the error record of a quarantined file says: the attempts, the error, the failing trace."""
     attempts = record.get("attempts")
     text = f"the agent quarantined this file after {attempts} attempt(s): {record.get('error_type')}"
     if record.get("processor_id"):

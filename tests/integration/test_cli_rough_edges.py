@@ -214,3 +214,45 @@ def _records(stdout: str) -> list[dict[str, object]]:
         except ValueError:
             continue
     return out
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "65", "1000", "²"])
+def test_run_workers_out_of_range_is_a_usage_error(tmp_path: Path, workers: str) -> None:
+    """--workers takes 1 to 64, as [agent] workers: anything else is refused before any process
+    starts (exit 2, a sentence), and nothing is processed."""
+    root = tmp_path / "root"
+    drop(root, "f.txt", "x\n")
+    result = run_cli("run", "--watch", str(root), "--once", f"--workers={workers}")
+    assert result.returncode == 2
+    assert "argument --workers" in result.stderr
+    assert "from 1 to 64" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "worker started" not in result.stdout
+    assert census(root)["unprocessed"] == ["f.txt"]
+
+
+@pytest.mark.parametrize("verb", [["process"], ["explain", "--line", "1", "--json"]])
+def test_the_console_exporter_writes_to_stderr_when_stdout_is_the_data(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    """OTEL_TRACES_EXPORTER=console: the spans go to stderr, stdout holds only the file's records
+    (process) or the report (explain)."""
+    src = tmp_path / "in.txt"
+    src.write_text("x\n")
+    result = run_cli(verb[0], str(src), *verb[1:], env={"OTEL_TRACES_EXPORTER": "console"})
+    assert result.returncode == 0, result.stderr
+    if verb[0] == "process":
+        assert result.stdout == "x\n"
+    else:
+        assert json.loads(result.stdout)["lines"][0]["text"] == "x"
+    assert f'"name": "foldermon.{"process_file" if verb[0] == "process" else "explain"}"' in result.stderr
+
+
+def test_the_console_exporter_keeps_stdout_when_process_writes_a_file(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("x\n")
+    out = tmp_path / "out.txt"
+    result = run_cli("process", str(src), "--output", str(out), env={"OTEL_TRACES_EXPORTER": "console"})
+    assert result.returncode == 0, result.stderr
+    assert '"name": "foldermon.process_file"' in result.stdout
+    assert out.read_text() == "x\n"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import select
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +121,7 @@ def test_a_line_held_by_a_stateful_processor_is_said_to_be_held(tmp_path: Path) 
     doc = _explain(str(src), "--line", "1,2", "--config", str(config))
     first, second = doc["lines"]
     assert first["steps"][0]["result"] == "dropped"
-    assert first["output_lines"] == []
+    assert first["output_lines"] == [1]  # emitted with line 2
     assert second["output_lines"] == [1]
     assert second["steps"][0]["out"] == ["a | b"]
     assert doc["may_emit_later"] == ["line_joiner_0"]
@@ -136,14 +139,28 @@ def test_lines_past_the_end_are_named(tmp_path: Path) -> None:
     assert doc["notes"] == ["the file has 2 lines: 3-4 not in it"]
 
 
-@pytest.mark.parametrize("spec", ["0", "3-1", "x", "1,,2", "5-", "-3", "1-99999"])
-def test_a_bad_line_list_is_refused_with_a_sentence(tmp_path: Path, spec: str) -> None:
+@pytest.mark.parametrize(
+    "spec", ["0", "3-1", "x", "1,,2", "5-", "-3", "1-99999", "\u00b2", "1-\u2460", "\u0663", "9" * 5000]
+)
+def test_a_bad_line_list_is_a_usage_error_with_a_sentence(tmp_path: Path, spec: str) -> None:
+    """A malformed --line (Unicode digits too: "²", "①", "٣") exits 2 like other usage errors."""
     src = tmp_path / "f.txt"
-    src.write_text("x\n")
+    src.write_text("x\ny\nz\n")
     result = run_cli("explain", str(src), "--line", spec)
-    assert result.returncode == 1
-    assert "--line" in result.stderr
+    assert result.returncode == 2
+    assert "argument --line" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_line_limit_counts_overlapping_ranges_once(tmp_path: Path) -> None:
+    """1-9999 asked twice is 9,999 lines, within the limit; 10,001 distinct lines are not."""
+    src = tmp_path / "f.txt"
+    src.write_text("".join(f"{i}\n" for i in range(1, 20001)))
+    doc = _explain(str(src), "--line", "1-9999,1-9999,5000-6000")
+    assert [e["number"] for e in doc["lines"]] == list(range(1, 10000))
+    refused = run_cli("explain", str(src), "--line", "1-6000,5000-10001")
+    assert refused.returncode == 2
+    assert "this asks for 10001" in refused.stderr
 
 
 def test_a_missing_file_is_an_error_naming_where_it_looked(tmp_path: Path) -> None:
@@ -209,3 +226,153 @@ def test_a_quarantined_file_is_explained_with_its_record_and_its_trace_linked(tm
     assert doc["record"]["line"] == 3
     assert [s["result"] for s in doc["lines"][1]["steps"]] == ["failed"]
     assert "not reached, the file failing before: 4" in doc["notes"]
+
+
+def test_json_escapes_bytes_that_are_not_utf8_as_status_does(tmp_path: Path) -> None:
+    """A line with bytes that are not UTF-8 gives valid JSON: those bytes as \\udcXX escapes
+    (which decode back to the same bytes), other text as UTF-8."""
+    src = tmp_path / "in.txt"
+    raw = b"\xff\xfe bad \xe9t\xe9 caf\xc3\xa9"
+    src.write_bytes(b"ok\n" + raw + b"\nend\n")
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "uppercase"\n')
+    result = subprocess.run(
+        command("explain", str(src), "--line", "2", "--config", str(config), "--json"),
+        env=agent_env(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"\\udcff" in result.stdout
+    assert "café".encode() in result.stdout
+    entry = json.loads(result.stdout)["lines"][0]
+    assert entry["text"].encode("utf-8", "surrogateescape") == raw
+    assert (
+        entry["steps"][0]["out"][0].encode("utf-8", "surrogateescape")
+        == b"\xff\xfe BAD \xe9T\xe9 CAF\xc3\x89"
+    )
+
+
+def test_a_failed_step_has_every_documented_key(tmp_path: Path) -> None:
+    """The failing step says what came into it, as every other step does, and the error."""
+    config = write_config(
+        tmp_path / "c.toml", '[[processors]]\ntype = "uppercase"\n[[processors]]\ntype = "raise_on"\n'
+    )
+    src = tmp_path / "in.txt"
+    src.write_text("a\nBAD line\n")
+    doc = _explain(str(src), "--line", "1-2", "--config", str(config))
+    for entry in doc["lines"]:
+        for step in entry["steps"]:
+            assert {"processor_id", "processor_type", "result", "in", "out"} <= set(step), step
+    first, failed = doc["lines"][1]["steps"]
+    assert failed["result"] == "failed"
+    assert failed["in"] == first["out"] == ["BAD LINE"]
+    assert failed["out"] == []
+    assert failed["error"].startswith("ValueError: ")
+
+
+def test_a_hung_processor_is_stopped_by_max_file_seconds(tmp_path: Path) -> None:
+    """The replay honours [pipeline] max_file_seconds as the agent does, and says it stopped there."""
+    config = write_config(
+        tmp_path / "c.toml", '[pipeline]\nmax_file_seconds = 1\n[[processors]]\ntype = "hang"\n'
+    )
+    src = tmp_path / "h.txt"
+    src.write_text("a\nHANG\nb\n")
+    doc = _explain(str(src), "--line", "1-3", "--config", str(config))
+    assert [e["number"] for e in doc["lines"]] == [1, 2]
+    (stopped,) = doc["lines"][1]["steps"]
+    assert (stopped["processor_id"], stopped["result"], stopped["in"]) == ("hang_0", "failed", ["HANG"])
+    assert "max_file_seconds (1 s)" in stopped["error"]
+    assert doc["notes"][0].startswith("the replay was stopped by [pipeline] max_file_seconds (1 s)")
+    assert "hang_0 (hang) was still running on line 2" in doc["notes"][0]
+    assert doc["notes"][1] == "not reached, the file failing before: 3"
+
+
+def test_the_error_record_is_printed_before_the_replay(tmp_path: Path) -> None:
+    """For a quarantined file the record comes out at once, even while the replay is still running."""
+    root = tmp_path / "root"
+    agent_config = write_config(
+        tmp_path / "a.toml",
+        '[retry]\nmax_attempts = 1\n[pipeline]\nmax_file_seconds = 0.5\n[[processors]]\ntype = "hang"\n',
+    )
+    drop(root, "h.txt", "a\nHANG\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(agent_config)).returncode == 1
+    forever = write_config(tmp_path / "f.toml", '[[processors]]\ntype = "hang"\n')
+    with subprocess.Popen(
+        command("explain", "h.txt", "--watch", str(root), "--line", "2", "--config", str(forever)),
+        env=agent_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            first = proc.stdout.readline().decode() if ready else ""
+            assert proc.poll() is None  # still replaying
+        finally:
+            proc.kill()
+    assert first.startswith("the agent quarantined this file after 1 attempt(s): ProcessingTimeLimitError")
+
+
+def test_a_line_joined_into_an_earlier_output_line_names_it(tmp_path: Path) -> None:
+    """line_joiner holds line 1 and emits it with line 2: both are in output line 1."""
+    config = write_config(tmp_path / "j.toml", '[[processors]]\ntype = "line_joiner"\n')
+    src = tmp_path / "j.txt"
+    src.write_text("x\ny\nz\nw\n")
+    doc = _explain(str(src), "--line", "1,3-4", "--config", str(config))
+    assert [e["output_lines"] for e in doc["lines"]] == [[1], [2], [2]]
+    text = run_cli("explain", str(src), "--line", "1-3", "--config", str(config)).stdout
+    assert "line_joiner_0 (line_joiner): nothing out now; held, and emitted with a later line" in text
+    assert text.count("output line 1") == 2
+
+
+def test_a_held_line_is_not_given_an_unrelated_output_line(tmp_path: Path) -> None:
+    """A line a tag_router's route dropped stays out of the output lines of the lines after it."""
+    config = write_config(
+        tmp_path / "t.toml",
+        '[[processors]]\ntype = "tag_router"\nroutes = { d = { type = "filter", pattern = "KEEP" } }\n',
+    )
+    src = tmp_path / "t.txt"
+    src.write_text("d,drop me\ni,info\n")
+    first, second = _explain(str(src), "--line", "1-2", "--config", str(config))["lines"]
+    assert first["output_lines"] == []
+    assert second["output_lines"] == [1]
+
+
+def test_a_folder_that_is_not_a_watch_root_is_said_to_be_one(tmp_path: Path) -> None:
+    (tmp_path / "notroot").mkdir()
+    result = run_cli("explain", "x.txt", "--watch", str(tmp_path / "notroot"), "--line", "1")
+    assert result.returncode == 1
+    assert f"{tmp_path / 'notroot'} is not a watch root" in result.stderr
+
+
+def test_a_fifo_in_failed_is_named_as_one(tmp_path: Path) -> None:
+    """A quarantined FIFO is there, but has no lines: said so, not "no such file"."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    (root / "failed").mkdir()
+    os.mkfifo(root / "failed" / "pipe")
+    result = run_cli("explain", "pipe", "--watch", str(root), "--line", "1", timeout=30)
+    assert result.returncode == 1
+    assert f"{root}/failed/pipe is a FIFO (named pipe), not a regular file" in result.stderr
+
+
+def test_telemetry_logs_go_to_stderr_as_json_and_stdout_is_the_report(tmp_path: Path) -> None:
+    """With telemetry on, what the telemetry logs (here: a Prometheus port already taken) goes to
+    stderr as JSON lines, as for `process`; stdout holds only the report."""
+    src = tmp_path / "in.txt"
+    src.write_text("x\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(taken.getsockname()[1]),
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        result = run_cli("explain", str(src), "--line", "1", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["lines"][0]["text"] == "x"
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(r["event"].startswith("prometheus endpoint could not listen") for r in records)

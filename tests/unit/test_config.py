@@ -17,9 +17,9 @@ from foldermon.config import (
     TelemetryConfig,
     WatchConfig,
     load,
-    validate,
     with_overrides,
 )
+from foldermon.configcheck import validate
 from foldermon.errors import ConfigError
 from foldermon.processors import ProcessorSpec, Registry
 
@@ -430,3 +430,50 @@ def test_with_overrides_keeps_the_source() -> None:
     base = Config(source="/etc/foldermon/agent.toml")
     overrides: dict[str, Any] = {"agent": {"log_level": "debug"}}
     assert with_overrides(base, **overrides).source == "/etc/foldermon/agent.toml"
+
+
+def test_a_processor_entry_is_listed_at_its_own_place_in_the_file(tmp_path: Path) -> None:
+    """A [[processors]] entry after [agent] has its problem listed after [agent]'s, not beside the
+    first entry's."""
+    text = (
+        '[watch]\nmode = "bogus"\n[[processors]]\ntype = "frobnicate"\n'
+        '[agent]\nworkers = 0\n[[processors]]\ntype = "zork"\n'
+    )
+    starts = [p.split()[0] for p in problems_of(tmp_path, text)]
+    assert starts == ["[watch]", "processors[0]", "[agent]", "processors[1]"]
+
+
+def test_a_header_inside_a_multiline_string_does_not_move_a_table(tmp_path: Path) -> None:
+    """Only real table headers set the order: "[agent]" inside a string is text."""
+    text = (
+        '[[processors]]\ntype = "nosuch"\n[watch]\nnote = """\n[agent]\n"""\n'
+        "[telemetry]\nline_sample_ratio = 2.0\n[agent]\nworkers = 0\n"
+    )
+    starts = [p.split()[0] for p in problems_of(tmp_path, text)]
+    assert starts == ["processors[0]", "[watch]", "[telemetry]", "[agent]"]
+
+
+def test_tables_set_before_the_first_header_come_first(tmp_path: Path) -> None:
+    text = 'processors = [{type = "nosuch"}]\n[agent]\nworkers = 0\n'
+    starts = [p.split()[0] for p in problems_of(tmp_path, text)]
+    assert starts == ["processors[0]", "[agent]"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "shown"),
+    [
+        ('[watch]\nmode = "poll"\n\nexclude = [\n', 4, "exclude = ["),  # to the end of the file
+        ('[watch]\nmode = "poll"\n[output]\nname = """{stem}\n\n', 4, 'name = """{stem}'),
+        ("[watch]\nexclude = [\n\n# a comment\n", 2, "exclude = ["),
+        ("a = 'abc", 1, "a = 'abc"),
+        ("[watch]\nexclude = [\n\n# a comment\nmode = 1\n", 2, "exclude = ["),  # stopped later on
+    ],
+)
+def test_an_unclosed_bracket_or_string_names_the_line_it_opens_on(
+    tmp_path: Path, text: str, line: int, shown: str
+) -> None:
+    """The parser reads on to the end of the file (or to a later line): the problem names and shows
+    the line where the bracket or string that was never closed begins."""
+    problem = only_problem(tmp_path, text)
+    assert f"opened on line {line} is" in problem
+    assert f"line {line}: {shown!r}" in problem

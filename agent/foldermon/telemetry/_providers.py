@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import IO, Any
 
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
@@ -56,8 +57,12 @@ class Telemetry:
         env: Mapping[str, str] | None = None,
         log: logmod.Logger | None = None,
         worker: int = 0,
+        console: IO[str] | None = None,
     ) -> None:
+        """``console``: where the ``console`` exporters write (default stdout); a verb whose
+        stdout is its data (``process`` to stdout, ``explain``) passes stderr."""
         env = os.environ if env is None else env
+        self._console = console
         settings = resolve(config, env)
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
         self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
@@ -106,7 +111,7 @@ class Telemetry:
         kind = self.settings.exporters["traces"]
         exporter: SpanExporter
         if kind == "console":
-            exporter = ConsoleSpanExporter()
+            exporter = ConsoleSpanExporter(out=self._console or sys.stdout)
         elif kind == "otlp":
             from foldermon.telemetry._otlp import GuardedSpanExporter, otlp_span_exporter
 
@@ -135,7 +140,8 @@ class Telemetry:
         interval = self.settings.metric_interval_ms
         reader: MetricReader
         if kind == "console":
-            reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
+            console = ConsoleMetricExporter(out=self._console or sys.stdout)
+            reader = PeriodicExportingMetricReader(console, export_interval_millis=interval)
         elif kind == "otlp":
             from foldermon.telemetry._otlp import GuardedMetricExporter, otlp_metric_exporter
 
@@ -154,7 +160,8 @@ class Telemetry:
 
         provider = LoggerProvider(resource=resource)
         if kind == "console":
-            provider.add_log_record_processor(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
+            console = ConsoleLogRecordExporter(out=self._console or sys.stdout)
+            provider.add_log_record_processor(BatchLogRecordProcessor(console))
         else:
             from foldermon.telemetry._otlp import GuardedLogExporter, otlp_log_exporter
 
