@@ -341,6 +341,11 @@ def _check_config(path: Path, registry: Registry) -> int:
     return EX_OK
 
 
+# Seconds each OTLP export of a one-shot verb may take: a collector that is down costs that, once
+# per signal, not the exporters' 10 s of retries.
+_ONE_SHOT_EXPORT = 1.0
+
+
 def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry:
     """Telemetry for a one-shot verb: its log on stderr (JSON unless a terminal), as is the
     console exporters' output when stdout carries the verb's data (a file's records, a report)."""
@@ -351,7 +356,9 @@ def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry
     # Configured before Telemetry is built: it takes its logger then.
     logmod.configure(config.agent.log_level, stream=sys.stderr)
     console = sys.stderr if data_on_stdout else None
-    telemetry = Telemetry(config.telemetry, new_instance_id(), console=console)
+    telemetry = Telemetry(
+        config.telemetry, new_instance_id(), console=console, export_timeout=_ONE_SHOT_EXPORT
+    )
     logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
     return telemetry
 

@@ -256,3 +256,22 @@ def test_the_console_exporter_keeps_stdout_when_process_writes_a_file(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert '"name": "foldermon.process_file"' in result.stdout
     assert out.read_text() == "x\n"
+
+
+def test_a_collector_that_is_down_does_not_hold_a_one_shot_verb(tmp_path: Path) -> None:
+    """With the endpoint refusing connections, `process` still writes its output, says the export
+    failed on stderr, and ends after a short export timeout instead of the exporters' 10 s of
+    retries per signal (it used to take 14-16 s)."""
+    (tmp_path / "in.txt").write_text("x\n")
+    env = agent_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    result = subprocess.run(
+        command("process", str(tmp_path / "in.txt")),
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=8,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "x\n"
+    assert "export" in result.stderr

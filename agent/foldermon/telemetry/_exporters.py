@@ -62,6 +62,7 @@ class ExportSettings:
     metric_interval_ms: float | None
     sampler: Sampler
     resource_attributes: Mapping[str, str]
+    export_timeout: float | None = None  # seconds per OTLP export; None: the exporter's default
 
     @property
     def anything_exported(self) -> bool:

@@ -23,6 +23,8 @@ def _otlp_kwargs(settings: ExportSettings, signal: str) -> dict[str, Any]:
         kwargs["endpoint"] = base + f"/v1/{signal}" if settings.protocol == "http/protobuf" else base
     if settings.headers:
         kwargs["headers"] = pairs(settings.headers)
+    if settings.export_timeout is not None:
+        kwargs["timeout"] = settings.export_timeout
     return kwargs
 
 

@@ -58,12 +58,20 @@ class Telemetry:
         log: logmod.Logger | None = None,
         worker: int = 0,
         console: IO[str] | None = None,
+        export_timeout: float | None = None,
     ) -> None:
         """``console``: where the ``console`` exporters write (default stdout); a verb whose
-        stdout is its data (``process`` to stdout, ``explain``) passes stderr."""
+        stdout is its data (``process`` to stdout, ``explain``) passes stderr.
+        ``export_timeout``: seconds an OTLP export may take, retries included, unless
+        OTEL_EXPORTER_OTLP_TIMEOUT says; a one-shot verb must not wait long for a collector
+        that is down."""
         env = os.environ if env is None else env
         self._console = console
         settings = resolve(config, env)
+        if export_timeout is not None and not any(
+            k.endswith("_TIMEOUT") and k.startswith("OTEL_EXPORTER_OTLP") for k in env
+        ):
+            settings = replace(settings, export_timeout=export_timeout)
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
         self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
         self.log = log or logmod.get()
