@@ -304,6 +304,9 @@ def test_root_symlink_switched_to_another_tree_is_served_in_the_new_tree(tmp_pat
     wait_for_event(log, "watching")
     drop(root, "first.txt", b"into v1\n")
     wait_until(lambda: census(v1)["processed"] == ["first.txt"], timeout=15)
+    # Switched once the group commit is done too: a switch before it leaves that commit's proof
+    # of publication (a temp name of the output) in the old tree, which no agent serves any more.
+    wait_until(lambda: os.listdir(v1 / "output") == ["first_processed.txt"], timeout=15)
     (v2 / "unprocessed").mkdir(parents=True)
     (tmp_path / "ROOT.new").symlink_to(v2)
     os.replace(tmp_path / "ROOT.new", root)
