@@ -9,7 +9,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -78,6 +77,7 @@ class Root:
     # Names arrived while a same-named file is held here (waiting for a retry): claimed after it.
     blocked: set[str] = field(default_factory=set)
     unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
+    shared: bool = False  # on a network or FUSE filesystem: other hosts may serve it, it may stop answering
     taken_over: bool = False  # another instance fenced this instance's claim folder
 
 
@@ -85,12 +85,12 @@ class Root:
 AUTO_LEASE = 5.0
 
 
-def lease_for(configured: float | None, root: Path) -> float:
+def lease_for(configured: float | None, shared: bool) -> float:
     """The lease of a root's claims (``Queue.confirm_lease``): as configured, else AUTO_LEASE on a
-    network or FUSE filesystem and none (0) on a local one, which only one host can mount."""
+    network or FUSE filesystem (``shared``) and none (0) on a local one, which one host mounts."""
     if configured is not None:
         return configured
-    return AUTO_LEASE if remote_reason(filesystem_type(root)) else 0.0
+    return AUTO_LEASE if shared else 0.0
 
 
 class Progress(Protocol):
@@ -208,6 +208,7 @@ class Agent:
             try:
                 for made in layout.create(parents=self.config.watch.create_parents):
                     self.log.warning("folder created", root=str(layout.root), folder=str(made))
+                shared = remote_reason(filesystem_type(layout.root))
                 check_writable(layout)
                 instance = Instance(layout, self.instance_id)
                 check_one_filesystem(layout)
@@ -217,7 +218,7 @@ class Agent:
                     instance,
                     output_name=self.config.output.name,
                     max_attempts=self.config.retry.max_attempts,
-                    lease=lease_for(self.config.agent.lease, layout.root),
+                    lease=lease_for(self.config.agent.lease, shared is not None),
                     wall_clock=self._wall,
                 )
             except (OSError, LifecycleError) as exc:
@@ -229,11 +230,11 @@ class Agent:
                 self.log.info(
                     "error records of an earlier version renamed", root=str(layout.root), records=migrated
                 )
-            self.roots.append(Root(layout, queue))
+            self.roots.append(Root(layout, queue, shared=shared is not None))
             self.log.info(
                 "serving root", root=str(layout.root), output=str(layout.output_dir), lease=queue.lease
             )
-            if queue.lease <= 0 and (shared := remote_reason(filesystem_type(layout.root))):
+            if queue.lease <= 0 and shared:
                 self.log.warning(
                     "lease off on a filesystem other hosts may share: a host cut off from it could "
                     "publish an output again after another took its files over",
@@ -391,7 +392,7 @@ class Agent:
         """A shared root's filesystem stopped answering: wait for it, and start again with new
         claim folders once it is back, leaving what the old ones hold to recovery (others may
         have taken it over meanwhile). False for any other error, and on local roots."""
-        shared = [r for r in self.roots if r.queue.lease > 0]
+        shared = [r for r in self.roots if r.shared]
         if exc.errno not in UNREACHABLE_ERRNOS or not shared:
             return False
         if self._clock() >= self._unreachable_said:
@@ -401,7 +402,7 @@ class Agent:
             )
         for root in shared:
             root.taken_over = True
-        self._retries.keep(lambda r: r.root.queue.lease <= 0)
+        self._retries.keep(lambda r: not r.root.shared)
         self.notifier.watchdog_if_due()
         time.sleep(1.0)
         return True
@@ -443,7 +444,7 @@ class Agent:
             try:
                 current = root.queue.instance.is_current()
             except OSError:
-                if root.queue.lease > 0:
+                if root.shared:
                     raise  # a shared filesystem not answering: the loop waits for it
                 current = False
             if root.unusable is not None or not current:
@@ -486,7 +487,7 @@ class Agent:
             try:
                 self._recover(root, sweep_temps=False)
             except OSError as exc:
-                if exc.errno in UNREACHABLE_ERRNOS and root.queue.lease > 0:
+                if exc.errno in UNREACHABLE_ERRNOS and root.shared:
                     raise  # said once by the loop, which waits for the filesystem
                 self.log.error("recovery failed", root=str(root.layout.root), error=str(exc))
 

@@ -209,3 +209,38 @@ def test_a_host_cut_off_mid_run_publishes_nothing_the_others_took_over(
     counts = processed_counts(agents.logs.values())
     assert [n for n, c in counts.items() if c > 1] == []
     assert_all_processed_once(root, producer.produced, numbered)
+
+
+def test_with_the_lease_off_an_unreachable_volume_is_waited_for_too(cluster: Cluster, tmp_path: Path) -> None:
+    """`lease = 0` turns fencing off (and is warned about on a shared filesystem), not the wait:
+    a cut-off agent keeps running and serves the root again once its mount answers."""
+    agents = Agents(cluster, tmp_path, "nolease", "[agent]\nlease = 0\n" + COUNTER_CONFIG)
+    hosta, hostb = cluster.hosts[:2]
+    root = agents.at(hostb)  # what the test does goes through a mount that is never cut
+    agents.start(hosta)
+    producer = Producer(root, per_second=1000, seed=14)
+    try:
+        producer.drop_one()
+        wait_until(lambda: len(census(root)["processed"]) == 1, timeout=30)
+        hosta.cut()
+        try:
+            wait_for_event(
+                agents.logs["hosta"],
+                "filesystem unreachable; waiting for it, files in hand are left to recovery",
+                timeout=30,
+            )
+            assert agents.procs["hosta"].poll() is None
+        finally:
+            hosta.restore()
+        for _ in range(3):
+            producer.drop_one()
+        wait_until(lambda: len(census(root)["processed"]) == 4, timeout=60, interval=0.5)
+    finally:
+        codes = agents.stop()
+    assert codes == {"hosta": 0}, codes
+    assert agents.tracebacks() == []
+    assert events(
+        [agents.logs["hosta"]],
+        "lease off on a filesystem other hosts may share: a host cut off from it could publish an output again after another took its files over",
+    )
+    assert_all_processed_once(root, producer.produced, numbered)

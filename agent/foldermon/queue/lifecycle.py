@@ -152,13 +152,13 @@ class Queue:
         """Make the root's folders and this instance's claim folder again, after they were removed.
 
         What the old claim folder held (if it still exists somewhere, say behind a switched root
-        symlink) is left to whoever recovers it there. With a lease, an old folder still at its
-        path (this instance lost its lock, or could not reach the filesystem for a while) is
-        fenced first, so that what it holds is settled by recovery, never by this instance.
+        symlink) is left to whoever recovers it there. An old folder still at its path (this
+        instance lost its lock, or could not reach the filesystem for a while) is fenced first,
+        so that what it holds is settled by recovery, never by this instance.
         """
         self.layout.create()
         self.instance.close()
-        if self.lease > 0 and os.path.lexists(self.instance.dir):
+        if os.path.lexists(self.instance.dir):
             with contextlib.suppress(FileNotFoundError):  # fenced by another instance meanwhile
                 fence(self.instance.dir)
         self.instance = Instance(self.layout, self.instance.id)
