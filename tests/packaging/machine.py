@@ -10,6 +10,7 @@ of its PID 1 with nsenter.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -112,6 +113,19 @@ class Container:
                 f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
             )
         return result
+
+    def records(self, unit: str) -> list[dict[str, object]]:
+        """The JSON log records ``unit`` wrote to the journal, oldest first."""
+        out = self.run("journalctl", "--unit", unit, "--output", "cat", "--no-pager", check=False).stdout
+        found = []
+        for line in out.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+        return found
 
     def wait_booted(self, timeout: float = 90) -> str:
         """Wait until systemd in the container finished booting; return its state."""

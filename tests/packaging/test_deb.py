@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import subprocess
 from pathlib import Path
@@ -13,10 +14,16 @@ from pkgsupport import RELEASES, REPO, in_build_root, package_version
 VENV = "opt/venvs/foldermon-agent"
 
 
-def debian_version(py_version: str) -> str:
-    """The Debian form of a PEP 440 version, as build-deb computes it."""
-    text = re.sub(r"\.?(a|b|rc|dev)(\d+)", r"~\1\2", py_version)
-    return re.sub(r"\.?post(\d+)", r"+post\1", text)
+def package_version_of(py_version: str | None, release: str = "bookworm") -> str:
+    """The package version build-deb gives ``py_version`` (the tree's own when None)."""
+    version = ["--version", py_version] if py_version else []
+    result = subprocess.run(
+        [str(REPO / "packaging" / "build-deb"), "--release", release, *version, "--print-version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
 
 
 def dpkg_deb(*args: str) -> str:
@@ -47,16 +54,33 @@ def test_changelog_version_matches_the_agent_version() -> None:
     first = (REPO / "packaging" / "debian" / "changelog").read_text().splitlines()[0]
     match = re.match(r"foldermon-agent \(([^)]+)\)", first)
     assert match, first
-    assert match.group(1) == debian_version(package_version())
+    assert f"{match.group(1)}~deb12" == package_version_of(None)
+    assert package_version_of(package_version()) == package_version_of(None)
 
 
-@pytest.mark.parametrize(
-    ("py_version", "expected"),
-    [("0.1.0", "0.1.0"), ("1.2rc1", "1.2~rc1"), ("1.2.0.dev3", "1.2.0~dev3"), ("1.0.post2", "1.0+post2")],
-)
-def test_debian_version_sorts_prereleases_first(py_version: str, expected: str) -> None:
-    """Pre-releases get "~" (sorting before the release) and post-releases "+", as build-deb does."""
-    assert debian_version(py_version) == expected
+def test_package_versions_sort_as_pip_sorts_them_and_by_release() -> None:
+    """dev < alpha < rc < release < post, for each release; a release's packages before the next one's."""
+    order = ["1.2.dev1", "1.2a1", "1.2b2", "1.2rc1", "1.2", "1.2.post1", "1.3.dev1"]
+    for release in RELEASES:
+        versions = [package_version_of(v, release) for v in order]
+        for low, high in itertools.pairwise(versions):
+            assert (
+                subprocess.run(["dpkg", "--compare-versions", low, "lt", high], check=False).returncode == 0
+            ), f"{low} does not sort before {high}"
+    bookworm, trixie = (package_version_of("1.2", r) for r in ("bookworm", "trixie"))
+    assert subprocess.run(["dpkg", "--compare-versions", bookworm, "lt", trixie], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("bad", ["1.0/2", "1.0_x", "1.0 rc1", "v1.0", "1.0-1"])
+def test_a_version_build_deb_cannot_package_is_refused_with_a_sentence(bad: str) -> None:
+    result = subprocess.run(
+        [str(REPO / "packaging" / "build-deb"), "--release", "bookworm", "--version", bad, "--print-version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "is not a version this script can package" in result.stderr
 
 
 def site(release: str) -> str:
@@ -71,7 +95,7 @@ def test_package_is_named_by_version_release_and_architecture(deb: Path, release
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    version = f"{debian_version(package_version())}~{RELEASES[release][0]}"
+    version = package_version_of(None, release)
     assert deb.name == f"foldermon-agent_{version}_{arch}.deb"
     fields = dpkg_deb("-f", str(deb), "Package", "Version", "Architecture")
     assert fields.split("\n")[:3] == [
@@ -211,8 +235,8 @@ def test_maintainer_scripts_create_user_and_queue_and_enable_the_unit(deb: Path,
     postinst = (tmp_path / "control" / "postinst").read_text()
     postrm = (tmp_path / "control" / "postrm").read_text()
     assert "adduser --system" in postinst
-    for folder in ("unprocessed", "underprocess processed failed"):
-        assert folder in postinst
+    for folder in ("unprocessed", "underprocess", "processed", "failed"):
+        assert f"$STATE/watch/{folder}:" in postinst
     assert "deb-systemd-helper" in postinst
     assert "enable" in postinst
     assert 'if [ "$1" = purge ]; then\n    rm -rf /var/lib/foldermon' in postrm

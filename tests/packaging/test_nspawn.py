@@ -6,7 +6,6 @@ before left: install → process → reload → stop → watchdog restarts → r
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -57,16 +56,7 @@ def show(box: Container, prop: str) -> str:
 
 def events(box: Container) -> list[str]:
     """The "event" of every JSON record the agent logged to the journal, oldest first."""
-    out = box.run("journalctl", "--unit", UNIT, "--output", "cat", "--no-pager", check=False).stdout
-    found = []
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "event" in record:
-            found.append(str(record["event"]))
-    return found
+    return [str(r["event"]) for r in box.records(UNIT) if "event" in r]
 
 
 def journal(box: Container) -> str:

@@ -9,7 +9,6 @@ process had claimed are finished by the new one, and the operator's edits stay.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -44,6 +43,11 @@ type = "sleepy"
 seconds = 0.1
 """
 EDITED_DEFAULTS = "# edited by the operator\nFOLDERMON_OPERATOR_MARK=kept\n"
+# A second agent, an instance of the template unit with a config file of its own.
+INSTANCE = "foldermon-agent@extra.service"
+INSTANCE_CONFIG = '[watch]\ndirs = ["/var/lib/foldermon/extra"]\n'
+# unprocessed/ opened to a producers' group by the operator: an upgrade must keep it so.
+PRODUCERS_MODE = "2770"
 SMALL = 200  # lines of the files the producer drops
 BIG = 300_000  # lines of the one file in flight at the upgrade: about 60 batches, 6 s of work
 # Runs inside the container (Debian's python3). "drop WATCH NAME LINES" drops one file;
@@ -115,7 +119,10 @@ def box(
         machine.run("sh", "-c", f"cp -r {SHARE}/plugins/. {site}/")
         machine.write(CONFIG, EDITED_CONFIG)
         machine.write(DEFAULTS, EDITED_DEFAULTS)
+        machine.write("/etc/foldermon/extra.toml", INSTANCE_CONFIG)
+        machine.run("chmod", PRODUCERS_MODE, f"{WATCH}/unprocessed")
         machine.run("systemctl", "restart", UNIT, timeout=60)
+        machine.run("systemctl", "enable", "--now", INSTANCE, timeout=60)
         yield machine
     finally:
         machine.close()
@@ -125,18 +132,9 @@ def installed_version(box: Container) -> str:
     return box.run("dpkg-query", "-W", "-f", "${Version}", "foldermon-agent").stdout.strip()
 
 
-def records(box: Container) -> list[dict[str, object]]:
+def records(box: Container, unit: str = UNIT) -> list[dict[str, object]]:
     """The agent's JSON log records in the journal, oldest first."""
-    out = box.run("journalctl", "--unit", UNIT, "--output", "cat", "--no-pager", check=False).stdout
-    found = []
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
+    return box.records(unit)
 
 
 def listing(box: Container, folder: str) -> list[str]:
@@ -222,14 +220,15 @@ def check_operator_edits_kept(box: Container) -> None:
     assert box.run("cat", CONFIG).stdout == EDITED_CONFIG
     assert box.run("cat", DEFAULTS).stdout == EDITED_DEFAULTS
     assert box.run("systemctl", "is-active", UNIT, check=False).stdout.strip() == "active"
+    assert box.run("stat", "-c", "%a", f"{WATCH}/unprocessed").stdout.strip() == PRODUCERS_MODE
 
 
-def main_pid(box: Container) -> int:
-    return int(box.run("systemctl", "show", "--property", "MainPID", "--value", UNIT).stdout.strip())
+def main_pid(box: Container, unit: str = UNIT) -> int:
+    return int(box.run("systemctl", "show", "--property", "MainPID", "--value", unit).stdout.strip())
 
 
-def started_version(box: Container, pid: int) -> str:
-    for record in records(box):
+def started_version(box: Container, pid: int, unit: str = UNIT) -> str:
+    for record in records(box, unit):
         if record.get("event") == "starting" and record.get("pid") == pid:
             return str(record.get("version"))
     raise AssertionError(f"no 'starting' record of pid {pid}")
@@ -248,6 +247,9 @@ def test_upgrade_under_load_loses_nothing_and_keeps_the_operators_edits(
     assert started_version(box, pid) == package_version()
     check_everything_once(box, prefix="up", names=names, big=big, old=old_instance, new=instance_of(box, pid))
     check_operator_edits_kept(box)
+    # The instance was stopped before the virtualenv was replaced, and runs the new version.
+    assert box.run("systemctl", "is-active", INSTANCE, check=False).stdout.strip() == "active"
+    assert started_version(box, main_pid(box, INSTANCE), INSTANCE) == package_version()
 
 
 def test_downgrade_under_load_loses_nothing_either(
@@ -263,3 +265,25 @@ def test_downgrade_under_load_loses_nothing_either(
         box, prefix="down", names=names, big=big, old=old_instance, new=instance_of(box, pid)
     )
     check_operator_edits_kept(box)
+    assert started_version(box, main_pid(box, INSTANCE), INSTANCE) == OLD_VERSION
+
+
+def test_an_invalid_config_fails_the_upgrade_clearly_and_loses_nothing(
+    box: Container, packages: tuple[Path, Path], release: str
+) -> None:
+    """The operator saved a broken agent.toml (the running agent refused it on reload): the
+    upgrade says so and starts nothing; fixed, `dpkg --configure -a` finishes it."""
+    _, new = packages
+    box.write(CONFIG, EDITED_CONFIG + "[agent]\nworkers = 0\n")
+    upgrade = box.run(*APT, f"{SHARE}/{new.name}", timeout=600, check=False)
+    assert upgrade.returncode != 0
+    said = upgrade.stdout + upgrade.stderr
+    assert f"{CONFIG} is invalid, so foldermon-agent.service was not started" in said, said[-3000:]
+    assert "dpkg --configure -a" in said
+    assert box.run("systemctl", "is-active", UNIT, check=False).stdout.strip() != "active"
+    box.run("python3", f"{SHARE}/producer.py", "drop", WATCH, "waited.txt", "3")
+    box.write(CONFIG, EDITED_CONFIG)
+    box.run("dpkg", "--configure", "-a", timeout=300)
+    assert installed_version(box) == f"{package_version()}~{RELEASES[release][0]}"
+    wait_for(lambda: "waited.txt" in listing(box, "processed"), 60, "the file that waited")
+    assert started_version(box, main_pid(box)) == package_version()

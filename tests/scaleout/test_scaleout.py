@@ -74,6 +74,17 @@ class Agents:
         return [name for name, log in self.logs.items() if log.exists() and "Traceback" in log.read_text()]
 
 
+def _arriving(root: Path, *, per_second: float, seed: int, limit: int) -> Producer:
+    """Files of 1 to 20 short lines arriving while the agents run."""
+    return Producer(
+        root,
+        per_second=per_second,
+        seed=seed,
+        limit=limit,
+        payload=lambda rng, name: f"{name}\n".encode() * rng.randint(1, 20),
+    )
+
+
 def _claims(root: Path, instance: str) -> list[str]:
     try:
         return [n for n in os.listdir(root / "underprocess" / instance) if not n.startswith(".")]
@@ -120,13 +131,7 @@ def test_a_host_killed_mid_run_is_taken_over_and_nothing_is_lost_or_doubled(
     root = agents.at(hosta)
     ids = agents.start(*cluster.hosts)
     try:
-        with Producer(
-            root,
-            per_second=40,
-            seed=12,
-            limit=240,
-            payload=lambda rng, name: f"{name}\n".encode() * rng.randint(1, 20),
-        ) as producer:
+        with _arriving(root, per_second=40, seed=12, limit=240) as producer:
             wait_until(lambda: len(census(root)["processed"]) > 40, timeout=120)
             wait_until(lambda: _claims(root, ids["hostb"]), timeout=60, interval=0.01)
             agents.procs["hostb"].kill()
@@ -166,13 +171,7 @@ def test_a_host_cut_off_mid_run_publishes_nothing_the_others_took_over(
     ids = agents.start(*cluster.hosts)
     victim = ids["hostc"]
     try:
-        with Producer(
-            root,
-            per_second=30,
-            seed=13,
-            limit=300,
-            payload=lambda rng, name: f"{name}\n".encode() * rng.randint(1, 20),
-        ) as producer:
+        with _arriving(root, per_second=30, seed=13, limit=300) as producer:
             wait_until(lambda: len(census(root)["processed"]) > 30, timeout=120)
             wait_until(lambda: _claims(root, victim), timeout=60, interval=0.01)
             hostc.cut()
