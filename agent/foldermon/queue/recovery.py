@@ -64,8 +64,8 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
             continue  # alive
         try:
             # A half-built folder (.new-) never held a claim: nothing to fence.
-            fence = queue.lease > 0 and not entry.startswith(NEW_PREFIX)
-            if fence and not _fenced_long_enough(queue, folder):
+            fencing = queue.lease > 0 and not entry.startswith(NEW_PREFIX)
+            if fencing and not _fenced_long_enough(queue, folder):
                 continue
             _recover_folder(queue, folder, entry, report, read_lock(fd))
         except FileNotFoundError:
