@@ -53,6 +53,10 @@ def open_input(path: Path, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) ->
     return cast(BinaryIO, Decompressed(raw, kind, max_input_bytes))
 
 
+def _too_long(max_line_bytes: int) -> LineTooLongError:
+    return LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
+
+
 def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
     """Yield lists of complete lines (newline removed), decoded so that every byte survives."""
     rest = bytearray()
@@ -61,20 +65,20 @@ def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
         if cut < 0:
             rest += chunk
             if len(rest) > max_line_bytes:
-                raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
+                raise _too_long(max_line_bytes)
             continue
         if rest and len(rest) + chunk.find(b"\n") > max_line_bytes:
-            raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
+            raise _too_long(max_line_bytes)
         head = bytes(rest) + chunk[:cut] if rest else chunk[:cut]
         rest = bytearray(chunk[cut + 1 :])
         lines = head.decode("utf-8", "surrogateescape").split("\n")
         if max_line_bytes < CHUNK_BYTES and max(map(len, lines)) > max_line_bytes:
-            raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
+            raise _too_long(max_line_bytes)
         yield lines
     if rest:
         # The last line, without a newline: held to the same limit as every other.
         if len(rest) > max_line_bytes:
-            raise LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
+            raise _too_long(max_line_bytes)
         yield [rest.decode("utf-8", "surrogateescape")]
 
 

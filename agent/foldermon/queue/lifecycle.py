@@ -358,8 +358,7 @@ class Queue:
         again. Raises LeaseLostError when the folder is no longer ours, or ``claim`` was made in
         an earlier claim folder (before ``reopen``); nothing else when the lease is off (0).
         """
-        if claim.generation != self.generation:
-            raise LeaseLostError(f"{claim.name} was claimed into a claim folder that is gone")
+        self._same_generation(claim)
         if self.lease <= 0:
             return
         while True:
@@ -368,6 +367,10 @@ class Queue:
                 raise LeaseLostError(f"claim folder {self.instance.dir} was taken over by another instance")
             if self.clock() - started < self.lease:
                 return
+
+    def _same_generation(self, claim: Claim) -> None:
+        if claim.generation != self.generation:
+            raise LeaseLostError(f"{claim.name} was claimed into a claim folder that is gone")
 
     def lost(self, claim: Claim) -> bool:
         """Whether ``claim`` is known to be out of this instance's keeping: claimed into an
@@ -391,8 +394,7 @@ class Queue:
         or by the instance that took this one's claims over (LeaseLostError then: it finishes
         the input, since the output was published before it settled the claim).
         """
-        if claim.generation != self.generation:
-            raise LeaseLostError(f"{claim.name} was claimed into a claim folder that is gone")
+        self._same_generation(claim)
         dst = claim.name
         if os.path.lexists(claim.path):
             dst = move_unique(claim.path, self.layout.processed, claim.name, target.n)

@@ -66,7 +66,7 @@ class Telemetry:
         OTEL_EXPORTER_OTLP_TIMEOUT says; a one-shot verb must not wait long for a collector
         that is down."""
         env = os.environ if env is None else env
-        self._console = console
+        self._console = console or sys.stdout
         settings = resolve(config, env)
         if export_timeout is not None and not any(
             k.endswith("_TIMEOUT") and k.startswith("OTEL_EXPORTER_OTLP") for k in env
@@ -119,7 +119,7 @@ class Telemetry:
         kind = self.settings.exporters["traces"]
         exporter: SpanExporter
         if kind == "console":
-            exporter = ConsoleSpanExporter(out=self._console or sys.stdout)
+            exporter = ConsoleSpanExporter(out=self._console)
         elif kind == "otlp":
             from foldermon.telemetry._otlp import GuardedSpanExporter, otlp_span_exporter
 
@@ -148,7 +148,7 @@ class Telemetry:
         interval = self.settings.metric_interval_ms
         reader: MetricReader
         if kind == "console":
-            console = ConsoleMetricExporter(out=self._console or sys.stdout)
+            console = ConsoleMetricExporter(out=self._console)
             reader = PeriodicExportingMetricReader(console, export_interval_millis=interval)
         elif kind == "otlp":
             from foldermon.telemetry._otlp import GuardedMetricExporter, otlp_metric_exporter
@@ -168,7 +168,7 @@ class Telemetry:
 
         provider = LoggerProvider(resource=resource)
         if kind == "console":
-            console = ConsoleLogRecordExporter(out=self._console or sys.stdout)
+            console = ConsoleLogRecordExporter(out=self._console)
             provider.add_log_record_processor(BatchLogRecordProcessor(console))
         else:
             from foldermon.telemetry._otlp import GuardedLogExporter, otlp_log_exporter
