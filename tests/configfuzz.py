@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
@@ -49,7 +48,7 @@ VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-_FIELDS = {name: [f.name for f in dataclasses.fields(kind)] for name, kind in cfg._SECTIONS.items()}
+_FIELDS = {name: list(kind._fields) for name, kind in cfg._SECTIONS.items()}
 _DEFAULTS = {name: kind() for name, kind in cfg._SECTIONS.items()}
 TEXT = st.text(max_size=20) | st.sampled_from(NASTY)
 

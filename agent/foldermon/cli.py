@@ -11,9 +11,9 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from foldermon import __version__, early
 from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS
@@ -80,8 +80,42 @@ def _verb(
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _UnparsedError(Exception):
+    """The arguments do not parse with a one-verb parser (see :func:`parse`)."""
+
+
+class _OneVerbParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UnparsedError(message)
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse the command line, building only the verb it names when that is clear.
+
+    Each verb's parser costs start-up time and a command runs one verb, so the arguments are
+    first parsed by a parser that knows only the first argument naming a verb. Whatever does
+    not parse that way to that verb (a value that happens to be a verb's name, a usage error,
+    help) is parsed again by the whole parser, whose messages and help are the ones shown.
+    """
+    verb = next((a for a in argv if a in _VERBS), None)
+    if verb is not None and not {"-h", "--help"} & set(argv):
+        light = build_parser(only=verb, parser_class=_OneVerbParser)
+        try:
+            args = light.parse_args(argv)
+        except _UnparsedError:
+            pass
+        else:
+            if args.command == verb:
+                return light, args
+    parser = build_parser()
+    return parser, parser.parse_args(argv)
+
+
+def build_parser(
+    only: str | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """The command line: every verb, or with ``only`` the top level and that one verb."""
+    parser = parser_class(
         prog="foldermon-agent",
         description="Watch folders for new files and run their lines through a pipeline of processors.",
         epilog="exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error (EX_CONFIG)",
@@ -93,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="OUT", type=Path, help=argparse.SUPPRESS)
     _common(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (text, add_arguments) in _VERBS.items():
+        if only in (None, name):
+            add_arguments(_verb(sub, name, text))
+    return parser
 
-    run = _verb(sub, "run", "watch the roots and process files as they arrive")
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
     run.add_argument(
@@ -106,37 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     _quiet(run)
 
-    process = _verb(sub, "process", "run one file through the pipeline")
+
+def _process_arguments(process: argparse.ArgumentParser) -> None:
     process.add_argument("input", metavar="FILE", type=Path)
     process.add_argument("--output", metavar="FILE", type=Path, help="written atomically; default: stdout")
     _common(process)
     _quiet(process)
 
-    status = _verb(sub, "status", "show queue counts per watch root")
-    _roots(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    failed = _verb(sub, "failed", "list quarantined files with their reasons and trace ids")
-    _roots(failed)
-    failed.add_argument("--json", action="store_true", help="machine-readable output")
+def _listing_arguments(listing: argparse.ArgumentParser) -> None:
+    _roots(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
 
-    retry = _verb(sub, "retry", "move quarantined files back to unprocessed/ with a fresh attempt count")
+
+def _retry_arguments(retry: argparse.ArgumentParser) -> None:
     _roots(retry)
     retry.add_argument("names", metavar="NAME", nargs="*", help="file names in failed/")
     retry.add_argument("--all", action="store_true", help="every file in failed/")
 
-    pause = _verb(sub, "pause", "hold every agent serving the roots: nothing new is claimed")
+
+def _pause_arguments(pause: argparse.ArgumentParser) -> None:
     _roots(pause)
     pause.add_argument("--reason", default="", help="said in status and in the agents' logs")
 
-    resume = _verb(sub, "resume", "let the agents claim again after a pause")
-    _roots(resume)
 
-    gc = _verb(sub, "gc", "remove what [retention] says is old enough, once")
+def _gc_arguments(gc: argparse.ArgumentParser) -> None:
     _roots(gc)
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
-    explain = _verb(sub, "explain", "replay a file and show each processor's step for chosen lines")
+
+def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument("file", metavar="FILE", type=Path, help="a path, or a name in processed/ or failed/")
     explain.add_argument(
         "--line", required=True, metavar="N[,M-K]", type=_lines, help="line numbers and ranges, from 1"
@@ -145,12 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", metavar="FILE", type=Path, help="the pipeline to replay (TOML or JSON)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
-    check = _verb(sub, "check-config", "validate a config file without running")
+
+def _file_argument(check: argparse.ArgumentParser) -> None:
     check.add_argument("file", metavar="FILE", type=Path)
 
-    completion = _verb(sub, "completion", "print a shell completion script")
+
+def _completion_arguments(completion: argparse.ArgumentParser) -> None:
     completion.add_argument("shell", choices=("bash", "zsh"))
-    return parser
 
 
 def _workers(text: str) -> int:
@@ -190,8 +229,24 @@ def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=default)
 
 
+_VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("watch the roots and process files as they arrive", _run_arguments),
+    "process": ("run one file through the pipeline", _process_arguments),
+    "status": ("show queue counts per watch root", _listing_arguments),
+    "failed": ("list quarantined files with their reasons and trace ids", _listing_arguments),
+    "retry": ("move quarantined files back to unprocessed/ with a fresh attempt count", _retry_arguments),
+    "pause": ("hold every agent serving the roots: nothing new is claimed", _pause_arguments),
+    "resume": ("let the agents claim again after a pause", _roots),
+    "gc": ("remove what [retention] says is old enough, once", _gc_arguments),
+    "explain": ("replay a file and show each processor's step for chosen lines", _explain_arguments),
+    "check-config": ("validate a config file without running", _file_argument),
+    "completion": ("print a shell completion script", _completion_arguments),
+}
+
+
 def config_path(explicit: Path | None) -> Path | None:
-    """--config, else the system file when running as root, else the per-user file, if present."""
+    """--config, else FOLDERMON_CONFIG, else the default file if present: the system file when
+    running as root, the per-user file otherwise."""
     from foldermon import config as cfg
 
     if explicit is not None:
@@ -199,10 +254,8 @@ def config_path(explicit: Path | None) -> Path | None:
     env = os.environ.get("FOLDERMON_CONFIG")
     if env:
         return Path(env)
-    for candidate in ((cfg.SYSTEM_CONFIG,) if os.geteuid() == 0 else ()) + (cfg.user_config_path(),):
-        if candidate.is_file():
-            return candidate
-    return None
+    default = cfg.SYSTEM_CONFIG if os.geteuid() == 0 else cfg.user_config_path()
+    return default if default.is_file() else None
 
 
 def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
@@ -244,8 +297,7 @@ def _legacy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, args = parse(sys.argv[1:] if argv is None else argv)
     # Workers of `run --workers N` are started with the same arguments.
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from foldermon.configcheck import (
     MAX_DEPTH,
@@ -18,7 +16,6 @@ from foldermon.configcheck import (
     short,
     validate,
 )
-from foldermon.configtext import file_places, place, toml_problem
 from foldermon.errors import ConfigError
 from foldermon.processors import ProcessorSpec, Registry
 
@@ -48,8 +45,7 @@ def default_watch_dir() -> Path:
     return Path(platformdirs.user_data_dir("foldermon")) / "watch"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchConfig:
+class WatchConfig(NamedTuple):
     dirs: tuple[Path, ...] = ()
     mode: str = "auto"
     poll_interval: float = 1.0
@@ -62,21 +58,18 @@ class WatchConfig:
     priority: tuple[str, ...] = ()  # globs: names matching an earlier one are claimed first
 
 
-@dataclass(frozen=True, slots=True)
-class OutputConfig:
+class OutputConfig(NamedTuple):
     dir: Path | None = None
     name: str = "{stem}_processed{suffix}"
     compress: str = "none"  # none | same | gzip | zstd
 
 
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
+class RetryConfig(NamedTuple):
     max_attempts: int = 3
     backoff: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
+class PipelineConfig(NamedTuple):
     max_line_bytes: int = 64 * 1024 * 1024
     max_file_seconds: float = 0.0  # 0: no limit
     max_input_bytes: int = 0  # decompressed bytes per file; 0: DEFAULT_MAX_INPUT_BYTES
@@ -86,33 +79,29 @@ class PipelineConfig:
 DEFAULT_MAX_INPUT_BYTES = 1 << 40
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionConfig:
+class RetentionConfig(NamedTuple):
     """Ages in seconds after which files are removed; None keeps them forever."""
 
-    processed_max_age: float | None = field(default=None, metadata={"kind": "duration"})
-    output_max_age: float | None = field(default=None, metadata={"kind": "duration"})
-    failed_max_age: float | None = field(default=None, metadata={"kind": "duration"})
+    processed_max_age: float | None = None
+    output_max_age: float | None = None
+    failed_max_age: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    min_free: str = field(default="", metadata={"kind": "size"})  # bytes, "500MB" or "5%"
+class GuardConfig(NamedTuple):
+    min_free: str = ""  # bytes, "500MB" or "5%"
 
 
-@dataclass(frozen=True, slots=True)
-class AgentConfig:
+class AgentConfig(NamedTuple):
     log_level: str = "info"
     drain_timeout: float = 30.0
     workers: int = 1
     # How long a check that this instance still owns its claims vouches for an output published
     # after it (see Queue.confirm_lease). None: 5 s on a network or FUSE filesystem, 0 (off) on a
     # local one.
-    lease: float | None = field(default=None, metadata={"kind": "duration"})
+    lease: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TelemetryConfig:
+class TelemetryConfig(NamedTuple):
     trace_lines: bool = False
     line_sample_ratio: float = 1.0
     max_line_spans_per_file: int = 1000
@@ -136,8 +125,7 @@ class TelemetryConfig:
         return self != TelemetryConfig() or any(key.startswith("OTEL_") for key in env)
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     watch: WatchConfig = WatchConfig()
     output: OutputConfig = OutputConfig()
     retry: RetryConfig = RetryConfig()
@@ -147,8 +135,19 @@ class Config:
     agent: AgentConfig = AgentConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     processors: tuple[ProcessorSpec, ...] = ()
-    source: str = field(default="", compare=False)
+    source: str = ""  # the file it was read from
 
+
+# Keys whose values are not of their default's type: durations ("12h"), sizes ("500MB", "5%"),
+# and folders (strings made Paths).
+_KINDS = {
+    ("watch", "dirs"): "paths",
+    ("retention", "processed_max_age"): "duration",
+    ("retention", "output_max_age"): "duration",
+    ("retention", "failed_max_age"): "duration",
+    ("guard", "min_free"): "size",
+    ("agent", "lease"): "duration",
+}
 
 _SECTIONS: dict[str, type[Any]] = {
     "watch": WatchConfig,
@@ -175,7 +174,9 @@ def load(path: Path | None, registry: Registry) -> Config:
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([f"the file is larger than {MAX_FILE_BYTES} bytes; a config file is small"], source)
     raw = _parse(text, path, source)
-    places = None if _looks_json(text, path) else file_places(text, raw)
+    from foldermon import configtext  # only with a file to read
+
+    places = None if _looks_json(text, path) else configtext.file_places(text, raw)
     return from_mapping(raw, registry, source, places=places)
 
 
@@ -201,6 +202,8 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
             [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source
         ) from exc
     except tomllib.TOMLDecodeError as exc:
+        from foldermon.configtext import toml_problem
+
         raise ConfigError([toml_problem(exc, text)], source) from exc
     except RecursionError as exc:
         raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source) from exc
@@ -257,6 +260,8 @@ def from_mapping(
     problems.extend(validate(config))
     if problems:
         order: list[tuple[str, int | None]] = places if places is not None else [(n, None) for n in raw]
+        from foldermon.configtext import place
+
         raise ConfigError(sorted(problems, key=lambda p: place(p, raw, order)), source)
     return config
 
@@ -271,14 +276,13 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 
 
 def _section(name: str, cls: type[Any], values: Mapping[str, Any], problems: list[str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults: dict[str, Any] = cls._field_defaults
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        f = fields.get(key)
-        if f is None:
-            problems.append(f"[{name}] " + _unknown("key", key, list(fields)))
+        if key not in defaults:
+            problems.append(f"[{name}] " + _unknown("key", key, list(defaults)))
             continue
-        kind = f.metadata.get("kind")
+        kind = _KINDS.get((name, key))
         converted: Any
         if kind == "duration":
             converted = _BAD if (seconds := parse_duration(value)) is None else seconds
@@ -286,12 +290,12 @@ def _section(name: str, cls: type[Any], values: Mapping[str, Any], problems: lis
             ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
             converted = str(value) if ok else _BAD
         else:
-            converted = _convert(value, getattr(cls(), key))
-        if converted is not _BAD and f.type == "tuple[Path, ...]":
-            converted = tuple(Path(v) for v in converted)  # the default () does not say Path
+            converted = _convert(value, defaults[key])
+        if converted is not _BAD and kind == "paths":
+            converted = tuple(Path(v) for v in converted)
         if converted is _BAD:
             expected = {"duration": 'seconds or a duration such as "12h"', "size": 'bytes, "500MB" or "5%"'}
-            what = expected.get(kind or "", _kind(getattr(cls(), key)))
+            what = expected.get(kind or "", _kind(defaults[key]))
             problems.append(f"[{name}] {key}: expected {what}, got {short(value)}")
         else:
             kwargs[key] = converted
@@ -370,7 +374,5 @@ def spec_from_entry(entry: Mapping[str, Any], index: int) -> ProcessorSpec:
 
 def with_overrides(config: Config, **sections: Any) -> Config:
     """A copy with some section fields replaced, e.g. ``with_overrides(c, watch={"dirs": (...)})``."""
-    changes = {
-        name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()
-    }
-    return dataclasses.replace(config, **changes)
+    changes = {name: getattr(config, name)._replace(**values) for name, values in sections.items()}
+    return config._replace(**changes)

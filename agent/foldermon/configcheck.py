@@ -8,7 +8,6 @@ import ipaddress
 import math
 import os
 import re
-import string
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -253,6 +252,8 @@ def _check_name_template(template: str) -> list[str]:  # noqa: PLR0911 - one rul
     if "\0" in template or len(template) > 200:
         return [f"[output] name: {short(template)} must be at most 200 characters, without NUL"]
     try:
+        import string  # only for a configured format
+
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         return [f"[output] name: {short(template)} is not a valid template ({exc}); {hint}"]

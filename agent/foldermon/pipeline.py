@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from foldermon.errors import ProcessorError
 from foldermon.processors import Processor, ProcessorSpec, Registry
@@ -25,8 +24,7 @@ Step = tuple[int, list[str], list[str]]
 """A stage's index, the lines that went into it and the lines that came out."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stage:
+class Stage(NamedTuple):
     """One configured processor of a pipeline."""
 
     id: str
@@ -34,8 +32,7 @@ class Stage:
     processor: Processor
 
 
-@dataclass(frozen=True, slots=True)
-class StageStats:
+class StageStats(NamedTuple):
     """What one stage did so far for the current file."""
 
     id: str

@@ -6,9 +6,8 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from foldermon.compression import Decompressed, kind_of
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES
@@ -26,8 +25,7 @@ class LineTooLongError(FoldermonError):
     """A line is longer than ``[pipeline] max_line_bytes``; the file fails instead of exhausting memory."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamResult:
+class StreamResult(NamedTuple):
     lines_in: int
     lines_out: int
     bytes_in: int

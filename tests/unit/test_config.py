@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,8 @@ def only_problem(tmp_path: Path, text: str, name: str = "agent.toml") -> str:
     return problems[0]
 
 
-def test_toml_with_every_section_parses_to_dataclass_values(tmp_path: Path) -> None:
-    """Every section and key of a full TOML file lands in the matching dataclass field."""
+def test_toml_with_every_section_parses_to_section_values(tmp_path: Path) -> None:
+    """Every section and key of a full TOML file lands in the matching section field."""
     expected = Config(
         watch=WatchConfig(
             dirs=(Path("/srv/a"), Path("/srv/b")),
@@ -121,7 +122,7 @@ def test_toml_with_every_section_parses_to_dataclass_values(tmp_path: Path) -> N
             ProcessorSpec("uppercase", "uppercase_1", {}),
         ),
     )
-    assert load_text(tmp_path, FULL_TOML) == expected
+    assert load_text(tmp_path, FULL_TOML) == expected._replace(source=str(tmp_path / "agent.toml"))
 
 
 def test_watch_dirs_are_paths(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_int_for_a_float_key_becomes_a_float(tmp_path: Path) -> None:
 def test_keys_not_given_keep_their_defaults(tmp_path: Path) -> None:
     """A file setting one key leaves every other key at its default."""
     config = load_text(tmp_path, "[retry]\nmax_attempts = 7\n")
-    assert config == Config(retry=RetryConfig(max_attempts=7))
+    assert config == Config(retry=RetryConfig(max_attempts=7), source=config.source)
 
 
 def test_no_config_file_gives_the_defaults() -> None:
@@ -477,3 +478,28 @@ def test_an_unclosed_bracket_or_string_names_the_line_it_opens_on(
     problem = only_problem(tmp_path, text)
     assert f"opened on line {line} is" in problem
     assert f"line {line}: {shown!r}" in problem
+
+
+def test_the_default_file_is_the_system_one_for_root_and_the_per_user_one_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --config or FOLDERMON_CONFIG: root reads /etc/foldermon/agent.toml, anyone else
+    the platformdirs per-user file; a missing default file means the built-in defaults."""
+    from foldermon import cli
+    from foldermon import config as cfg
+
+    monkeypatch.delenv("FOLDERMON_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "xdg" / "foldermon").mkdir(parents=True)
+    user = write(tmp_path / "xdg" / "foldermon", "", "agent.toml")
+    system = write(tmp_path, "", "system.toml")
+    monkeypatch.setattr(cfg, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.config_path(None) == user
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert cli.config_path(None) == system
+    system.unlink()
+    assert cli.config_path(None) is None  # root does not fall back to a per-user file
+    monkeypatch.setenv("FOLDERMON_CONFIG", str(user))
+    assert cli.config_path(None) == user
+    assert cli.config_path(tmp_path / "given.toml") == tmp_path / "given.toml"

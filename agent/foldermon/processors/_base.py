@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from foldermon.errors import OptionError
 
@@ -95,8 +93,7 @@ ProcessorFactory = Callable[..., Processor]
 """A processor type: called with the options as keyword arguments."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessorSpec:
+class ProcessorSpec(NamedTuple):
     """One configured processor: its type, its id and its options.
 
     ``options`` holds every configured key except ``type`` and ``id``.
@@ -194,6 +191,8 @@ def format_option(key: str, value: object, *samples: Mapping[str, object]) -> st
     text = str_option(key, value)
     allowed = ", ".join("{" + name + "}" for name in samples[0])
     try:
+        import string  # only for a configured format
+
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise OptionError(key, f"invalid format string: {exc}") from exc

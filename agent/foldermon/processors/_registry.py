@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from foldermon.errors import OptionError
 from foldermon.processors._base import Processor, ProcessorFactory, ProcessorSpec, SpecError
@@ -40,8 +39,7 @@ BUILTINS: Mapping[str, ProcessorFactory] = MappingProxyType(
 _Problem = tuple[str, str]  # (key the problem is about, sentence)
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(NamedTuple):
     """A processor type and what its signature says about its options."""
 
     factory: ProcessorFactory
@@ -52,6 +50,8 @@ class _Entry:
     @classmethod
     def of(cls, factory: ProcessorFactory) -> _Entry:
         """Read the option names off the factory's signature."""
+        import inspect  # only once a processor is checked or built
+
         try:
             params = list(inspect.signature(factory).parameters.values())
         except (TypeError, ValueError):

@@ -7,7 +7,6 @@ the routes' own processors) starts fresh for every file.
 from __future__ import annotations
 
 import math
-import string
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -45,6 +44,8 @@ def _counter_renderer(template: str) -> _Render:
     twice as fast as ``str.format`` or ``%`` per line. Anything else (format
     specs, conversions) uses ``str.format``.
     """
+    import string  # only for a configured format
+
     parsed = list(string.Formatter().parse(template))
     plain = all(spec == "" and conv is None for _, f, spec, conv in parsed if f is not None)
     if not plain:
