@@ -15,15 +15,18 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from foldermon.configcheck import parse_min_free
 from foldermon.queue.fsio import fsync_dir, write_new
 from foldermon.queue.layout import Layout
+
+if TYPE_CHECKING:
+    from foldermon.log import Logger
 
 ORDERS = ("arrival", "oldest", "name")
 PAUSE_NAME = ".foldermon-paused"
@@ -178,6 +181,66 @@ class DiskFree:
     path: Path
     free: int
     size: int
+
+
+class Holds:
+    """Which roots (by number) may neither claim nor run retries now, and why: a manual pause
+    marker in the root, whoever put it there, or too little free disk. Said in the log when it
+    changes."""
+
+    def __init__(self, log: Logger) -> None:
+        self._log = log
+        self._holds: dict[int, Hold] = {}
+        self.disk: list[tuple[int, DiskFree]] = []  # free space per root number, last looked at
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._holds
+
+    def get(self, index: int) -> Hold | None:
+        return self._holds.get(index)
+
+    def items(self) -> list[tuple[int, Hold]]:
+        return list(self._holds.items())
+
+    def update(self, layouts: Sequence[Layout], min_free: str) -> None:
+        """Look at each root's pause marker and free disk again."""
+        disk: list[tuple[int, DiskFree]] = []
+        for index, layout in enumerate(layouts):
+            hold = None
+            paused = read_pause(layout)
+            if paused is not None:
+                hold = Hold(
+                    "manual", f"paused by {paused.get('by', 'someone')} since {paused.get('since_iso', '?')}"
+                )
+            try:
+                free = disk_free(layout)
+            except OSError:
+                free = []
+            disk += [(index, d) for d in free]
+            low = low_disk(free, min_free)
+            if hold is None and low is not None:
+                hold = Hold("low_disk", low)
+            self._set(index, layout, hold)
+        self.disk = disk
+
+    def _set(self, index: int, layout: Layout, hold: Hold | None) -> None:
+        before = self._holds.get(index)
+        if hold == before:
+            return
+        log = self._log.bind(root=str(layout.root))
+        if hold is None:
+            del self._holds[index]
+            log.info("claiming resumed", was=before.reason if before else None)
+        else:
+            self._holds[index] = hold
+            log.warning("claiming held; files wait in unprocessed/", hold=hold.kind, reason=hold.reason)
+
+    def say_held(self, layouts: Sequence[Layout]) -> None:
+        """Warn of the roots whose files are left waiting (at the end of ``--once``)."""
+        for index, hold in self._holds.items():
+            self._log.warning(
+                "files left waiting in a held root", root=str(layouts[index].root), reason=hold.reason
+            )
 
 
 def disk_free(layout: Layout) -> list[DiskFree]:

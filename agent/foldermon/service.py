@@ -1,59 +1,39 @@
-"""The agent: recovery, the watch loop, files through the queue in claim batches, signals and drain."""
+"""The agent: recovery, the watch loop, signals and drain; wiring of the roots, the scheduling
+and the files through the queue."""
 
 from __future__ import annotations
 
-import errno
 import faulthandler
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol
 
 from foldermon import __version__, early
 from foldermon import log as logmod
-from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
 from foldermon.deadline import Alarm
 from foldermon.errors import UNREACHABLE_ERRNOS, ConfigError, LifecycleError
+from foldermon.files import Context, Files, NoProgress, Progress, Retry
 from foldermon.processors import Registry
-from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.instance import Instance
-from foldermon.queue.layout import (
-    Layout,
-    check_one_filesystem,
-    check_writable,
-    claimed_count,
-    input_names,
-    oldest_age,
-)
-from foldermon.queue.lifecycle import (
-    Claim,
-    ClaimFolderGoneError,
-    ClaimResult,
-    Directory,
-    Exhausted,
-    Held,
-    Queue,
-    Rejected,
-    Unclaimable,
-)
-from foldermon.queue.output import OutputTarget
-from foldermon.queue.records import fail_record, migrate_legacy_records
 from foldermon.retention import Retention
-from foldermon.scheduler import DiskFree, Hold, Pending, Retries, disk_free, low_disk, read_pause
+from foldermon.roots import (
+    Root,
+    disk_samples,
+    hold_samples,
+    mode_samples,
+    open_root,
+    queue_samples,
+    recover,
+    recover_all,
+    zero_counters,
+)
+from foldermon.scheduler import Holds, Pending, Retries
 from foldermon.sdnotify import Notifier
-from foldermon.telemetry import SPAN_DROP_REASONS, QueueSample, Telemetry, WatchModeSample
-from foldermon.watch import EntryKind, NameRules, Watcher, open_watcher, scan_dir
-from foldermon.watch.fstype import filesystem_type, remote_reason
+from foldermon.telemetry import Telemetry
+from foldermon.watch import NameRules, Watcher, open_watcher
 
-# Finishes are fsynced together for at most this many files, and whenever the queue is empty.
-_GROUP_COMMIT_FILES = 64
-# Outputs of a claim batch are made durable together (one fsync of the output folder), or as
-# soon as the inputs produced since the last such fsync add up to this many bytes.
-_COMMIT_BYTES = 4 << 20
 # A backlog is claimed this many files at a time (one fsync pair per batch); small enough that
 # other instances on the same root still get their share and a stop has little to give back.
 _CLAIM_BATCH = 16
@@ -65,68 +45,6 @@ _CLAIM_BYTES = 1 << 20
 _EXIT_GRACE = 10.0
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
-
-
-@dataclass(slots=True)
-class Root:
-    layout: Layout
-    queue: Queue
-    reported_dirs: set[str] = field(default_factory=set)
-    # Names that could not be claimed, with the errno reported (each is reported once).
-    unclaimable: dict[str, int | None] = field(default_factory=dict)
-    # Names arrived while a same-named file is held here (waiting for a retry): claimed after it.
-    blocked: set[str] = field(default_factory=set)
-    unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
-    shared: bool = False  # on a network or FUSE filesystem: other hosts may serve it, it may stop answering
-    taken_over: bool = False  # another instance fenced this instance's claim folder
-
-
-# The lease where hosts may share a root (network and FUSE filesystems), unless configured.
-AUTO_LEASE = 5.0
-
-
-def lease_for(configured: float | None, shared: bool) -> float:
-    """The lease of a root's claims (``Queue.confirm_lease``): as configured, else AUTO_LEASE on a
-    network or FUSE filesystem (``shared``) and none (0) on a local one, which one host mounts."""
-    if configured is not None:
-        return configured
-    return AUTO_LEASE if shared else 0.0
-
-
-class Progress(Protocol):
-    """Told about files as they are queued and done (the terminal display of ``run --once``)."""
-
-    def add_total(self, files: int) -> None: ...
-
-    def file_done(self, outcome: str, lines: int) -> None: ...
-
-
-class _NoProgress:
-    def add_total(self, files: int) -> None:
-        pass
-
-    def file_done(self, outcome: str, lines: int) -> None:
-        pass
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    due: float
-    root: Root
-    claim: Claim
-    counted: bool
-    exact: bool = False  # run line by line, to name the line a processor fails on
-    finish: OutputTarget | None = None  # the output is published: only the finish is retried
-
-
-def _forbidden(root: Root, name: str) -> bool:
-    """A name this agent was refused the right to move: trying again changes nothing."""
-    return root.unclaimable.get(name, None) in (errno.EPERM, errno.EACCES)
-
-
-def _unless_unusable(root: Root, mode: str, reason: str) -> tuple[str, str]:
-    """A root that cannot be served now shows as mode "unavailable" with why."""
-    return ("unavailable", root.unusable) if root.unusable else (mode, reason)
 
 
 class Agent:
@@ -159,26 +77,42 @@ class Agent:
         self.roots: list[Root] = []
         self._pending = Pending(self.config.watch.order, self.config.watch.priority)
         self._retries: Retries[Retry] = Retries()
-        self._holds: dict[int, Hold] = {}  # roots that may not claim or retry now, and why
+        self._holds = Holds(self.log)
         self._retention = Retention(lambda: [r.layout for r in self.roots], self.config.retention)
         self._retain_at = 0.0
-        self._disk: list[tuple[Root, DiskFree]] = []
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
         self._next_listing = 0.0
-        self._finished_unsynced = 0
         self._reload = False
         self.notifier = notifier or Notifier.from_environ()
-        self.progress = progress or _NoProgress()
+        self.files = Files(
+            Context(
+                self.config,
+                registry,
+                telemetry,
+                instance_id,
+                self.alarm,
+                self.log,
+                progress or NoProgress(),
+                clock,
+                wall_clock,
+                keep_going=self._keep_going,
+                stopping=lambda: self.stopping,
+                reopen=self._reopen,
+                after_takeover=self._after_takeover,
+            ),
+            self.roots,
+            self._pending,
+            self._retries,
+        )
         self._ready = False
         self._status_at = 0.0
         self._unreachable_said = 0.0  # when the next "filesystem unreachable" may be logged
-        self.done = {"processed": 0, "failed": 0}
         if queue_gauges:
-            telemetry.instruments.queue_source = self._queue_samples
-            telemetry.instruments.disk_source = self._disk_samples
-            telemetry.instruments.hold_source = self._hold_samples
-        telemetry.instruments.mode_source = self._mode_samples
+            telemetry.instruments.queue_source = lambda: queue_samples(list(self.roots), self._wall())
+            telemetry.instruments.disk_source = lambda: disk_samples(list(self.roots), self._holds)
+            telemetry.instruments.hold_source = lambda: hold_samples(list(self.roots), self._holds)
+        telemetry.instruments.mode_source = lambda: mode_samples(list(self.roots), self._watcher)
 
     # -- lifecycle of the agent ------------------------------------------------------------
 
@@ -199,98 +133,16 @@ class Agent:
                 self.alarm.close()
                 faulthandler.cancel_dump_traceback_later()
         # --once says in its exit code whether any file went to failed/ (for cron and scripts).
-        return 1 if self.once and self.done["failed"] else 0
+        return 1 if self.once and self.files.done["failed"] else 0
 
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:
-            layout = Layout.for_root(root_dir, self.config.output.dir)
-            instance: Instance | None = None
-            try:
-                for made in layout.create(parents=self.config.watch.create_parents):
-                    self.log.warning("folder created", root=str(layout.root), folder=str(made))
-                shared = remote_reason(filesystem_type(layout.root))
-                check_writable(layout)
-                instance = Instance(layout, self.instance_id)
-                check_one_filesystem(layout)
-                migrated = migrate_legacy_records(layout)
-                queue = Queue(
-                    layout,
-                    instance,
-                    output_name=self.config.output.name,
-                    max_attempts=self.config.retry.max_attempts,
-                    lease=lease_for(self.config.agent.lease, shared is not None),
-                    wall_clock=self._wall,
-                )
-            except (OSError, LifecycleError) as exc:
-                if instance is not None:
-                    instance.close()
-                reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-                raise LifecycleError(f"cannot use watch root {layout.root}: {reason}") from exc
-            if migrated:
-                self.log.info(
-                    "error records of an earlier version renamed", root=str(layout.root), records=migrated
-                )
-            self.roots.append(Root(layout, queue, shared=shared is not None))
-            self.log.info(
-                "serving root", root=str(layout.root), output=str(layout.output_dir), lease=queue.lease
-            )
-            if queue.lease <= 0 and shared:
-                self.log.warning(
-                    "lease off on a filesystem other hosts may share: a host cut off from it could "
-                    "publish an output again after another took its files over",
-                    root=str(layout.root),
-                    filesystem=shared.split(" ", 1)[0],
-                )
-            self._recover(self.roots[-1], sweep_temps=True)
-        self._zero_counters()
-
-    def _recover(self, root: Root, *, sweep_temps: bool) -> None:
-        """Return dead instances' claims: at start, and every rescan so survivors take over a dead host's."""
-        layout = root.layout
-        report = root.queue.recover(sweep_temps=sweep_temps)
-        if (
-            report.returned
-            or report.finished
-            or report.temps_removed
-            or report.dead_instances
-            or report.leftovers
-        ):
-            self.log.info(
-                "recovered",
-                root=str(layout.root),
-                returned=len(report.returned),
-                finished=report.finished,
-                temps_removed=report.temps_removed,
-                dead_instances=report.dead_instances,
-                leftovers=report.leftovers,
-            )
-        for error in report.errors:
-            self.log.error(
-                "recovery could not finish a published input; will retry", root=str(layout.root), error=error
-            )
-        self.telemetry.instruments.recovered.add(len(report.returned), root.queue.attributes)
-
-    def _zero_counters(self) -> None:
-        """Start every counter series at 0, so the first failure after a start shows as an increase."""
-        ins = self.telemetry.instruments
-        for root in self.roots:
-            for outcome in ("processed", "retry", "failed"):
-                ins.files.add(0, {"foldermon.outcome": outcome, **root.queue.attributes})
-            for folder in ("processed", "output", "failed", "history"):
-                ins.expired.add(0, {**root.queue.attributes, "foldermon.folder": folder})
-        for spec in self.config.processors:
-            attrs = {"foldermon.processor.id": spec.id, "foldermon.processor.type": spec.type}
-            for counter in (ins.lines_in, ins.lines_out, ins.processor_errors):
-                counter.add(0, attrs)
-        for signal_name, kind in self.telemetry.settings.exporters.items():
-            if kind == "otlp":
-                ins.export_failures.add(0, {"foldermon.telemetry.signal": signal_name})
-        if self.telemetry.settings.exporters["traces"] != "none":
-            for reason in SPAN_DROP_REASONS:
-                ins.spans_dropped.add(0, {"foldermon.telemetry.reason": reason})
+            self.roots.append(open_root(root_dir, self.config, self.instance_id, self._wall, self.log))
+            recover(self.roots[-1], self.log, self.telemetry.instruments, sweep_temps=True)
+        zero_counters(self.roots, self.config, self.telemetry)
 
     def _shutdown(self) -> None:
-        self._group_commit()
+        self.files.group_commit()
         self.telemetry.instruments.tally.flush()
         for retry in self._retries:
             if retry.finish is None:
@@ -372,18 +224,18 @@ class Agent:
             self._after_takeover(root)
         self._collect()
         self._health()
-        if self._run_due_retry():
+        if self.files.run_due_retry(self._may_retry):
             self.telemetry.instruments.tally.flush()
             return False
         batch = self._next_batch()
         self._retain()
         if batch is not None:
-            self._handle(*batch)
+            self.files.handle(*batch)
             self.telemetry.instruments.tally.flush()
         elif self.once:
             due = self._retries.next_due(self._may_retry)
             if due is None and not self._pending.ready(self._may_claim):
-                self._say_held()
+                self._holds.say_held([r.layout for r in self.roots])
                 return True  # drained, or what is left waits for a held root
             time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
         return False
@@ -413,7 +265,7 @@ class Agent:
             self._next_listing = self._clock() + self.config.watch.rescan_interval
             if not first:
                 self._check_layouts()
-                self._recover_all()
+                recover_all(self.roots, self.log, self.telemetry.instruments)
             self._list_roots(take_files=self._watcher is None)
         if self._watcher is None:
             if not self._pending and not self._retries:
@@ -431,7 +283,7 @@ class Agent:
                 self._offer(by_root[event.root], event.name)
 
     def _offer(self, index: int, name: str) -> bool:
-        return self._pending.add(index, name, self.roots[index].layout.unprocessed)
+        return self.files.offer(self.roots[index], name)
 
     def _may_claim(self, index: int) -> bool:
         return index not in self._holds
@@ -482,15 +334,6 @@ class Agent:
             self._watcher.rescan(root.layout.root)
         return True
 
-    def _recover_all(self) -> None:
-        for root in self.roots:
-            try:
-                self._recover(root, sweep_temps=False)
-            except OSError as exc:
-                if exc.errno in UNREACHABLE_ERRNOS and root.shared:
-                    raise  # said once by the loop, which waits for the filesystem
-                self.log.error("recovery failed", root=str(root.layout.root), error=str(exc))
-
     def _list_roots(self, *, take_files: bool) -> None:
         """Report directories; with ``take_files`` (``--once``) also queue every ready name.
 
@@ -498,56 +341,11 @@ class Agent:
         """
         rules = NameRules.from_settings(self.config.watch)
         for index, root in enumerate(self.roots):
-            entries = scan_dir(root.layout.unprocessed)
-            for entry in entries:
-                if entry.kind is EntryKind.DIR:
-                    self._report_dir(root, entry.name)
+            names = root.listing(rules, self.log)
             if take_files:
-                listing = rules.split(entries)
-                added = 0
-                for entry in sorted((*listing.ready, *listing.settling), key=lambda e: e.name):
-                    # --once tries a name it may not move (permissions) once, then leaves it.
-                    if entry.name[:1] != "." and not (self.once and _forbidden(root, entry.name)):
-                        added += self._offer(index, entry.name)
-                self.progress.add_total(added)
-
-    def _report_dir(self, root: Root, name: str) -> None:
-        if name not in root.reported_dirs:
-            root.reported_dirs.add(name)
-            self.log.warning("directory in unprocessed/ left in place", root=str(root.layout.root), file=name)
-
-    def _run_due_retry(self) -> bool:
-        retry = self._retries.pop_due(self._clock(), self._may_retry)
-        if retry is None:
-            return False
-        log = self.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
-        if retry.finish is not None:
-            finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
-            self._settle(retry.root, retry.claim, finished, retry.finish)
-            self._after_takeover(retry.root)
-            if not self._pending:
-                self._group_commit()
-            return True
-        if not os.path.lexists(retry.claim.path):
-            # Moved on by the failed attempt itself (say, into processed/ before a failed fsync).
-            log.warning("claimed file is gone; retry dropped")
-            return True
-        try:
-            claim = retry.root.queue.again(retry.claim) if retry.counted else retry.claim
-        except OSError as exc:
-            # The attempt cannot be counted on disk; running it uncounted could crash-loop.
-            log.warning("could not count the attempt; will retry", error=str(exc))
-            self._retries.add(replace(retry, due=self._clock() + self.config.retry.backoff))
-            return True
-        outcome = self._attempt(retry.root, claim, exact=retry.exact)
-        if isinstance(outcome, Produced):
-            self._commit(retry.root, [outcome])
-        else:
-            self._settle(retry.root, claim, outcome, None)
-        self._after_takeover(retry.root)
-        if not self._pending:
-            self._group_commit()
-        return True
+                # --once tries a name it may not move (permissions) once, then leaves it.
+                added = sum(self._offer(index, n) for n in names if not (self.once and root.forbidden(n)))
+                self.files.ctx.progress.add_total(added)
 
     def _health(self) -> None:
         """READY after recovery and the first scan; then a current STATUS and watchdog pings.
@@ -560,10 +358,10 @@ class Agent:
         if self._ready and now - self._status_at < 1.0:
             return
         self._status_at = now
-        self._update_holds()
+        self._holds.update([r.layout for r in self.roots], self.config.guard.min_free)
         waiting = len(self._pending) + len(self._retries)
         text = (
-            f"processed {self.done['processed']}, failed {self.done['failed']}, "
+            f"processed {self.files.done['processed']}, failed {self.files.done['failed']}, "
             f"queued {waiting} across {len(self.roots)} root(s)"
         )
         text += "".join(f"; cannot serve {r.layout.root}: {r.unusable}" for r in self.roots if r.unusable)
@@ -573,28 +371,6 @@ class Agent:
             self.notifier.ready(text)
         else:
             self.notifier.status(text)
-
-    def _update_holds(self) -> None:
-        """Which roots may claim now: none paused by hand (the marker in the root, whoever put
-        it there) or short of free disk; said in the log when it changes."""
-        disk: list[tuple[Root, DiskFree]] = []
-        for index, root in enumerate(self.roots):
-            hold = None
-            paused = read_pause(root.layout)
-            if paused is not None:
-                hold = Hold(
-                    "manual", f"paused by {paused.get('by', 'someone')} since {paused.get('since_iso', '?')}"
-                )
-            try:
-                free = disk_free(root.layout)
-            except OSError:
-                free = []
-            disk += [(root, d) for d in free]
-            low = low_disk(free, self.config.guard.min_free)
-            if hold is None and low is not None:
-                hold = Hold("low_disk", low)
-            self._set_hold(index, root, hold)
-        self._disk = disk
 
     def _retain(self) -> None:
         """A bounded step of retention, at most five times a second, so it never stalls the queue."""
@@ -614,26 +390,6 @@ class Agent:
         if done is not None:
             removed = {f"{p}:{folder}": n for (p, folder), n in done.counts.items()}
             self.log.info("retention removed old files", removed=removed)
-
-    def _say_held(self) -> None:
-        for index, hold in self._holds.items():
-            self.log.warning(
-                "files left waiting in a held root",
-                root=str(self.roots[index].layout.root),
-                reason=hold.reason,
-            )
-
-    def _set_hold(self, index: int, root: Root, hold: Hold | None) -> None:
-        before = self._holds.get(index)
-        if hold == before:
-            return
-        log = self.log.bind(root=str(root.layout.root))
-        if hold is None:
-            del self._holds[index]
-            log.info("claiming resumed", was=before.reason if before else None)
-        else:
-            self._holds[index] = hold
-            log.warning("claiming held; files wait in unprocessed/", hold=hold.kind, reason=hold.reason)
 
     def _apply_reload(self) -> None:
         self._reload = False
@@ -661,7 +417,7 @@ class Agent:
             root.queue.max_attempts = new.retry.max_attempts
         self._retention.config = new.retention
         self._pending.reorder(new.watch.order, new.watch.priority)
-        self.config = new
+        self.config = self.files.ctx.config = new
         self.notifier.ready("configuration reloaded")
         self.log.info("reloaded", processors=[s.id for s in new.processors])
 
@@ -678,210 +434,3 @@ class Agent:
             return os.stat(self.roots[index].layout.unprocessed / name, follow_symlinks=False).st_size
         except OSError:
             return 0  # gone: the claim will leave it out
-
-    def _claim(self, root: Root, names: list[str]) -> list[ClaimResult]:
-        index = self.roots.index(root)
-        try:
-            return root.queue.claim_batch(names)
-        except ClaimFolderGoneError:
-            if self._reopen(root):
-                for name in names:  # offered again; those that went with the old folder are gone
-                    self._offer(index, name)
-            return []
-        except OSError as exc:
-            for name in names:  # every name of the batch was given back (or never moved)
-                self.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
-            return []
-
-    def _unclaimable(self, root: Root, result: Unclaimable) -> None:
-        if root.unclaimable.get(result.name, -1) != result.error.errno:
-            root.unclaimable[result.name] = result.error.errno
-            self.log.error(
-                "cannot claim file; left in place and tried again at each scan",
-                root=str(root.layout.root),
-                file=result.name,
-                error=result.error.strerror or str(result.error),
-            )
-
-    def _handle(self, root: Root, names: list[str]) -> None:
-        results = self._claim(root, names)
-        group: list[Produced] = []
-        for result in results:
-            if isinstance(result, Held):
-                root.blocked.add(result.name)
-            elif isinstance(result, Unclaimable):
-                self._unclaimable(root, result)
-            elif isinstance(result, Claim):
-                group = self._run_claim(root, result, group)
-                if root.taken_over:
-                    break  # the rest of the batch went with the claim folder
-            elif isinstance(result, Directory):
-                self._report_dir(root, result.name)
-            elif isinstance(result, Rejected):
-                self.done["failed"] += 1
-                self.progress.file_done("failed", 0)
-                self.log.error(
-                    "input rejected", root=str(root.layout.root), file=result.name, reason=result.reason
-                )
-            else:
-                self._quarantine_exhausted(root, result)
-        self._commit(root, group)
-        self._after_takeover(root)
-        if not self._pending or self._finished_unsynced >= _GROUP_COMMIT_FILES:
-            self._group_commit()
-
-    def _run_claim(self, root: Root, claim: Claim, group: list[Produced]) -> list[Produced]:
-        """Run one claimed file; its output joins ``group``, committed when the group is large."""
-        root.unclaimable.pop(claim.name, None)
-        if self.stopping:
-            root.queue.release(claim)
-            return group
-        outcome = self._attempt(root, claim)
-        if not isinstance(outcome, Produced):
-            self._settle(root, claim, outcome, None)
-            return group
-        group.append(outcome)
-        if sum(p.run.claim.size for p in group) < _COMMIT_BYTES:
-            return group
-        self._commit(root, group)
-        return []
-
-    def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
-        message = (
-            f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
-            "quarantined so it cannot crash-loop the agent"
-        )
-        record = fail_record(
-            RuntimeError(message), result.attempts, None, now=self._wall(), instance=self.instance_id
-        )
-        record["error_type"] = "AttemptsExhausted"
-        log = self.log.bind(root=str(root.layout.root), file=result.name)
-        try:
-            failed_as = root.queue.fail(result, record)
-        except OSError as exc:
-            # Still claimed by this instance; the next start's recovery offers it again.
-            log.error("quarantine failed", error=str(exc))
-            return
-        self.done["failed"] += 1
-        self.progress.file_done("failed", 0)
-        self._drop_marker(root, result.name)
-        log.error("file failed", failed_as=failed_as, error=message)
-
-    def _attempt(self, root: Root, claim: Claim, *, exact: bool = False) -> Outcome | Produced:
-        log = self.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
-        try:
-            root.queue.instance.mark_active(claim.name)
-        except OSError as exc:
-            log.warning(
-                "could not record the active file; a crash now would not count its attempt", error=str(exc)
-            )
-        return self._new_attempt(exact=exact).run(root.queue, claim, log)
-
-    def _new_attempt(self, *, exact: bool = False) -> Attempt:
-        return Attempt(
-            self.config,
-            self.registry,
-            self.telemetry,
-            instance_id=self.instance_id,
-            keep_going=self._keep_going,
-            alarm=self.alarm,
-            wall_clock=self._wall,
-            exact_lines=exact,
-        )
-
-    def _commit(self, root: Root, group: list[Produced]) -> None:
-        """fsync the output folder once for a group of produced files, then finish each of them.
-
-        Their finishes are fsynced later still, by the group commit: the outputs are durable
-        before any input moves to processed/.
-        """
-        if not group:
-            return
-        error = None
-        try:
-            fsync_dir(root.layout.output_dir)
-        except OSError as exc:
-            error = exc
-        for produced in group:
-            outcome = produced.complete(error)
-            self._settle(root, produced.run.claim, outcome, produced.run.target)
-
-    def _settle(self, root: Root, claim: Claim, result: Outcome, target: OutputTarget | None) -> None:
-        if result.taken_over:
-            root.taken_over = True
-            return
-        self.progress.file_done(result.outcome, result.lines_in)
-        if result.retry_in is not None:
-            finish = target if result.finish_only else None
-            if result.trace is not None:  # the next attempt links to this one's trace
-                claim = replace(claim, traces=(*claim.traces, result.trace))
-            retry = Retry(self._clock() + result.retry_in, root, claim, result.counted, result.exact, finish)
-            self._retries.add(retry)
-            return
-        if not result.released:
-            self._drop_marker(root, claim.name)
-            self.done[result.outcome] += 1
-            self._finished_unsynced += result.outcome == "processed"
-        if claim.name in root.blocked:  # a same-named file waited for this one to leave
-            root.blocked.discard(claim.name)
-            self._offer(self.roots.index(root), claim.name)
-
-    def _queue_samples(self) -> list[QueueSample]:
-        """Queue depths for the gauges; called from the metrics thread."""
-        samples = []
-        for root in list(self.roots):
-            layout = root.layout
-            waiting = input_names(layout.unprocessed)
-            age = oldest_age(layout.unprocessed, waiting, self._wall())
-            depths = {
-                "unprocessed": len(waiting),
-                "underprocess": claimed_count(layout),
-                "failed": len(input_names(layout.failed)),
-            }
-            samples.append(QueueSample(str(layout.root), root.queue.root_id, depths, age))
-        return samples
-
-    def _disk_samples(self) -> list[tuple[dict[str, str], int]]:
-        return [
-            ({**root.queue.attributes, "foldermon.disk.folder": d.folder}, d.free) for root, d in self._disk
-        ]
-
-    def _hold_samples(self) -> list[tuple[dict[str, str], int]]:
-        """1 per held root with why ("manual" or "low_disk"), 0 for the others."""
-        samples = []
-        for index, root in enumerate(list(self.roots)):
-            hold = self._holds.get(index)
-            attrs = {**root.queue.attributes, "foldermon.pause.reason": hold.kind if hold else "none"}
-            samples.append((attrs, int(hold is not None)))
-        return samples
-
-    def _mode_samples(self) -> list[WatchModeSample]:
-        roots = {r.layout.root: r for r in self.roots}
-        if self._watcher is None:
-            modes = [(r.layout.root, "once", "run --once lists the folder") for r in self.roots]
-        else:
-            modes = [(m.root, m.mode, m.reason) for m in self._watcher.modes]
-        return [
-            WatchModeSample(
-                str(path), roots[path].queue.root_id, *_unless_unusable(roots[path], mode, reason)
-            )
-            for path, mode, reason in modes
-        ]
-
-    def _group_commit(self) -> None:
-        """fsync processed/ and the claim folders once for all the finishes since the last commit."""
-        for root in self.roots:
-            try:
-                root.queue.sync()
-            except OSError as exc:
-                # The finishes stay marked unsynced, so the next group commit tries again.
-                self.log.error(
-                    "fsync of finished files failed; will retry", root=str(root.layout.root), error=str(exc)
-                )
-        self._finished_unsynced = 0
-
-    def _drop_marker(self, root: Root, name: str) -> None:
-        """In done-file mode the marker has served its purpose once its input is finished or failed."""
-        suffix = self.config.watch.done_suffix
-        if suffix:
-            (root.layout.unprocessed / (name + suffix)).unlink(missing_ok=True)

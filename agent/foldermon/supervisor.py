@@ -41,7 +41,7 @@ from foldermon.queue.layout import Layout, claimed_names, input_names
 from foldermon.sdnotify import Notifier
 
 if TYPE_CHECKING:
-    from foldermon.service import Progress
+    from foldermon.files import Progress
 
 # Set in a worker's environment: its index (0-based) and the supervisor's pid.
 WORKER_ENV = "FOLDERMON_WORKER"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import tempfile
@@ -16,23 +15,9 @@ from typing import Any
 
 import pytest
 
+from foldermon.config import WatchConfig
 from foldermon.errors import ConfigError
 from foldermon.watch import FileEvent, Watcher, open_watcher
-
-try:
-    from foldermon.config import WatchConfig
-except ImportError:  # until the full config module imports, a stand-in with the same fields
-
-    @dataclass(frozen=True, slots=True)
-    class WatchConfig:  # type: ignore[no-redef]
-        dirs: tuple[Path, ...] = ()
-        mode: str = "auto"
-        poll_interval: float = 1.0
-        settle: float = 0.5
-        rescan_interval: float = 30.0
-        exclude: tuple[str, ...] = (".*", "*.tmp", "*.part", "*.swp")
-        done_suffix: str = ""
-
 
 SETTLE = 0.3
 BACKENDS = {
@@ -71,7 +56,7 @@ def watch(request: pytest.FixtureRequest) -> Iterator[Callable[..., Watcher]]:
     opened: list[Watcher] = []
 
     def opener(root: Root, *, started: bool = True, **changes: Any) -> Watcher:
-        config = dataclasses.replace(BACKENDS[request.param], **changes)
+        config = BACKENDS[request.param]._replace(**changes)
         watcher = open_watcher(config, [root.path])
         opened.append(watcher)
         assert watcher.modes[0].mode == request.param

@@ -1,0 +1,304 @@
+"""Files through the queue: a claim batch claimed, each file attempted, the outputs of the batch
+made durable together, the inputs finished and their finishes fsynced in groups; retries and
+quarantine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
+
+from foldermon.attempt import Attempt, Outcome, Produced
+from foldermon.config import Config
+from foldermon.deadline import Alarm
+from foldermon.processors import Registry
+from foldermon.queue.fsio import fsync_dir
+from foldermon.queue.lifecycle import (
+    Claim,
+    ClaimFolderGoneError,
+    ClaimResult,
+    Directory,
+    Exhausted,
+    Held,
+    Rejected,
+    Unclaimable,
+)
+from foldermon.queue.output import OutputTarget
+from foldermon.queue.records import fail_record
+from foldermon.roots import Root
+from foldermon.scheduler import Pending, Retries
+from foldermon.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from foldermon.log import Logger
+
+# Finishes are fsynced together for at most this many files, and whenever the queue is empty.
+GROUP_COMMIT_FILES = 64
+# Outputs of a claim batch are made durable together (one fsync of the output folder), or as
+# soon as the inputs produced since the last such fsync add up to this many bytes.
+COMMIT_BYTES = 4 << 20
+
+
+class Progress(Protocol):
+    """Told about files as they are queued and done (the terminal display of ``run --once``)."""
+
+    def add_total(self, files: int) -> None: ...
+
+    def file_done(self, outcome: str, lines: int) -> None: ...
+
+
+class NoProgress:
+    def add_total(self, files: int) -> None:
+        pass
+
+    def file_done(self, outcome: str, lines: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    due: float
+    root: Root
+    claim: Claim
+    counted: bool
+    exact: bool = False  # run line by line, to name the line a processor fails on
+    finish: OutputTarget | None = None  # the output is published: only the finish is retried
+
+
+@dataclass(slots=True)
+class Context:
+    """What running files needs from the agent around it."""
+
+    config: Config  # replaced on reload
+    registry: Registry
+    telemetry: Telemetry
+    instance_id: str
+    alarm: Alarm
+    log: Logger
+    progress: Progress
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    keep_going: Callable[[], bool]  # asked between batches of a file
+    stopping: Callable[[], bool]
+    reopen: Callable[[Root], bool]  # the claim folder was gone: make it again
+    after_takeover: Callable[[Root], None]  # start again if another instance fenced the claims
+
+
+class Files:
+    """Runs claim batches and retries of the roots; counts what was processed and failed."""
+
+    def __init__(
+        self, ctx: Context, roots: Sequence[Root], pending: Pending, retries: Retries[Retry]
+    ) -> None:
+        self.ctx = ctx
+        self._roots = roots
+        self._pending = pending
+        self.retries = retries
+        self.done = {"processed": 0, "failed": 0}
+        self._finished_unsynced = 0
+
+    def offer(self, root: Root, name: str) -> bool:
+        return self._pending.add(self._roots.index(root), name, root.layout.unprocessed)
+
+    def handle(self, root: Root, names: list[str]) -> None:
+        """Claim ``names`` of ``root`` in one batch and run each file claimed."""
+        group: list[Produced] = []
+        for result in self._claim(root, names):
+            if isinstance(result, Held):
+                root.blocked.add(result.name)
+            elif isinstance(result, Unclaimable):
+                self._unclaimable(root, result)
+            elif isinstance(result, Claim):
+                group = self._run_claim(root, result, group)
+                if root.taken_over:
+                    break  # the rest of the batch went with the claim folder
+            elif isinstance(result, Directory):
+                root.report_dir(result.name, self.ctx.log)
+            elif isinstance(result, Rejected):
+                self.done["failed"] += 1
+                self.ctx.progress.file_done("failed", 0)
+                self.ctx.log.error(
+                    "input rejected", root=str(root.layout.root), file=result.name, reason=result.reason
+                )
+            else:
+                self._quarantine_exhausted(root, result)
+        self._commit(root, group)
+        self.ctx.after_takeover(root)
+        if not self._pending or self._finished_unsynced >= GROUP_COMMIT_FILES:
+            self.group_commit()
+
+    def run_due_retry(self, allowed: Callable[[Retry], bool]) -> bool:
+        """Run the retry that is due, if any (False when none is)."""
+        retry = self.retries.pop_due(self.ctx.clock(), allowed)
+        if retry is None:
+            return False
+        log = self.ctx.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
+        if retry.finish is not None:
+            finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
+            self._settle(retry.root, retry.claim, finished, retry.finish)
+        elif not os.path.lexists(retry.claim.path):
+            # Moved on by the failed attempt itself (say, into processed/ before a failed fsync).
+            log.warning("claimed file is gone; retry dropped")
+            return True
+        else:
+            try:
+                claim = retry.root.queue.again(retry.claim) if retry.counted else retry.claim
+            except OSError as exc:
+                # The attempt cannot be counted on disk; running it uncounted could crash-loop.
+                log.warning("could not count the attempt; will retry", error=str(exc))
+                self.retries.add(replace(retry, due=self.ctx.clock() + self.ctx.config.retry.backoff))
+                return True
+            outcome = self._attempt(retry.root, claim, exact=retry.exact)
+            if isinstance(outcome, Produced):
+                self._commit(retry.root, [outcome])
+            else:
+                self._settle(retry.root, claim, outcome, None)
+        self.ctx.after_takeover(retry.root)
+        if not self._pending:
+            self.group_commit()
+        return True
+
+    def group_commit(self) -> None:
+        """fsync processed/ and the claim folders once for all the finishes since the last commit."""
+        for root in self._roots:
+            try:
+                root.queue.sync()
+            except OSError as exc:
+                # The finishes stay marked unsynced, so the next group commit tries again.
+                self.ctx.log.error(
+                    "fsync of finished files failed; will retry", root=str(root.layout.root), error=str(exc)
+                )
+        self._finished_unsynced = 0
+
+    def _claim(self, root: Root, names: list[str]) -> list[ClaimResult]:
+        try:
+            return root.queue.claim_batch(names)
+        except ClaimFolderGoneError:
+            if self.ctx.reopen(root):
+                for name in names:  # offered again; those that went with the old folder are gone
+                    self.offer(root, name)
+            return []
+        except OSError as exc:
+            for name in names:  # every name of the batch was given back (or never moved)
+                self.ctx.log.error("claim failed", root=str(root.layout.root), file=name, error=str(exc))
+            return []
+
+    def _unclaimable(self, root: Root, result: Unclaimable) -> None:
+        if root.unclaimable.get(result.name, -1) != result.error.errno:
+            root.unclaimable[result.name] = result.error.errno
+            self.ctx.log.error(
+                "cannot claim file; left in place and tried again at each scan",
+                root=str(root.layout.root),
+                file=result.name,
+                error=result.error.strerror or str(result.error),
+            )
+
+    def _run_claim(self, root: Root, claim: Claim, group: list[Produced]) -> list[Produced]:
+        """Run one claimed file; its output joins ``group``, committed when the group is large."""
+        root.unclaimable.pop(claim.name, None)
+        if self.ctx.stopping():
+            root.queue.release(claim)
+            return group
+        outcome = self._attempt(root, claim)
+        if not isinstance(outcome, Produced):
+            self._settle(root, claim, outcome, None)
+            return group
+        group.append(outcome)
+        if sum(p.run.claim.size for p in group) < COMMIT_BYTES:
+            return group
+        self._commit(root, group)
+        return []
+
+    def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
+        message = (
+            f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
+            "quarantined so it cannot crash-loop the agent"
+        )
+        record = fail_record(
+            RuntimeError(message),
+            result.attempts,
+            None,
+            now=self.ctx.wall_clock(),
+            instance=self.ctx.instance_id,
+        )
+        record["error_type"] = "AttemptsExhausted"
+        log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
+        try:
+            failed_as = root.queue.fail(result, record)
+        except OSError as exc:
+            # Still claimed by this instance; the next start's recovery offers it again.
+            log.error("quarantine failed", error=str(exc))
+            return
+        self.done["failed"] += 1
+        self.ctx.progress.file_done("failed", 0)
+        self._drop_marker(root, result.name)
+        log.error("file failed", failed_as=failed_as, error=message)
+
+    def _attempt(self, root: Root, claim: Claim, *, exact: bool = False) -> Outcome | Produced:
+        log = self.ctx.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
+        try:
+            root.queue.instance.mark_active(claim.name)
+        except OSError as exc:
+            log.warning(
+                "could not record the active file; a crash now would not count its attempt", error=str(exc)
+            )
+        return self._new_attempt(exact=exact).run(root.queue, claim, log)
+
+    def _new_attempt(self, *, exact: bool = False) -> Attempt:
+        ctx = self.ctx
+        return Attempt(
+            ctx.config,
+            ctx.registry,
+            ctx.telemetry,
+            instance_id=ctx.instance_id,
+            keep_going=ctx.keep_going,
+            alarm=ctx.alarm,
+            wall_clock=ctx.wall_clock,
+            exact_lines=exact,
+        )
+
+    def _commit(self, root: Root, group: list[Produced]) -> None:
+        """fsync the output folder once for a group of produced files, then finish each of them.
+
+        Their finishes are fsynced later still, by the group commit: the outputs are durable
+        before any input moves to processed/.
+        """
+        if not group:
+            return
+        error = None
+        try:
+            fsync_dir(root.layout.output_dir)
+        except OSError as exc:
+            error = exc
+        for produced in group:
+            outcome = produced.complete(error)
+            self._settle(root, produced.run.claim, outcome, produced.run.target)
+
+    def _settle(self, root: Root, claim: Claim, result: Outcome, target: OutputTarget | None) -> None:
+        if result.taken_over:
+            root.taken_over = True
+            return
+        self.ctx.progress.file_done(result.outcome, result.lines_in)
+        if result.retry_in is not None:
+            finish = target if result.finish_only else None
+            if result.trace is not None:  # the next attempt links to this one's trace
+                claim = replace(claim, traces=(*claim.traces, result.trace))
+            retry = Retry(
+                self.ctx.clock() + result.retry_in, root, claim, result.counted, result.exact, finish
+            )
+            self.retries.add(retry)
+            return
+        if not result.released:
+            self._drop_marker(root, claim.name)
+            self.done[result.outcome] += 1
+            self._finished_unsynced += result.outcome == "processed"
+        if claim.name in root.blocked:  # a same-named file waited for this one to leave
+            root.blocked.discard(claim.name)
+            self.offer(root, claim.name)
+
+    def _drop_marker(self, root: Root, name: str) -> None:
+        """In done-file mode the marker has served its purpose once its input is finished or failed."""
+        suffix = self.ctx.config.watch.done_suffix
+        if suffix:
+            (root.layout.unprocessed / (name + suffix)).unlink(missing_ok=True)
