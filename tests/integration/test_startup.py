@@ -21,7 +21,8 @@ try:
 except SystemExit as exc:
     code = exc.code
 heavy = ("opentelemetry", "structlog", "rich", "importlib.metadata", "gzip", "zstandard", "grpc",
-         "foldermon.service", "foldermon.telemetry", "foldermon.config", "secrets")
+         "foldermon.service", "foldermon.telemetry", "foldermon.config", "secrets", "dataclasses",
+         "inspect")
 loaded = sorted({h for h in heavy for m in sys.modules if m == h or m.startswith(h + ".")})
 print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """

@@ -1,0 +1,224 @@
+"""The command line's grammar: the verbs, their arguments and examples, and a parse that builds
+only the verb asked for."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from foldermon import __version__
+from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS
+
+EXAMPLES = {
+    "run": """examples:
+  foldermon-agent run --watch /srv/drop --config /etc/foldermon/agent.toml
+  foldermon-agent run --watch ./watch_dir --once            # drain and exit
+  foldermon-agent run --watch /srv/drop --workers 4         # four agent processes share the root""",
+    "process": """examples:
+  foldermon-agent process big.log --output big_processed.log --config pipeline.json
+  foldermon-agent process data.csv --config agent.toml | less""",
+    "status": """examples:
+  foldermon-agent status --watch /srv/drop
+  foldermon-agent status --json | jq '.roots[].failed'""",
+    "failed": """examples:
+  foldermon-agent failed --watch /srv/drop
+  foldermon-agent failed --json""",
+    "retry": """examples:
+  foldermon-agent retry --watch /srv/drop orders.csv
+  foldermon-agent retry --all""",
+    "pause": """examples:
+  foldermon-agent pause --watch /srv/drop --reason "disk swap"   # every agent on the root holds
+  foldermon-agent status --watch /srv/drop                      # shows who paused it, since when""",
+    "resume": """examples:
+  foldermon-agent resume --watch /srv/drop""",
+    "gc": """examples:
+  foldermon-agent gc --watch /srv/drop --dry-run     # what retention would remove now
+  foldermon-agent gc --config /etc/foldermon/agent.toml""",
+    "explain": """examples:
+  foldermon-agent explain orders.csv --line 53211 --config /etc/foldermon/agent.toml
+  foldermon-agent explain orders.csv --watch /srv/drop --line 10,200-205   # in processed/ or failed/
+  foldermon-agent explain big.log --line 7 --json | jq '.lines[0].steps'""",
+    "check-config": """examples:
+  foldermon-agent check-config /etc/foldermon/agent.toml""",
+    "completion": """examples:
+  foldermon-agent completion bash > ~/.local/share/bash-completion/completions/foldermon-agent
+  foldermon-agent completion zsh > ~/.zfunc/_foldermon-agent""",
+}
+
+
+def _verb(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=text,
+        description=text[0].upper() + text[1:] + ".",
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+class _UnparsedError(Exception):
+    """The arguments do not parse with a one-verb parser (see :func:`parse`)."""
+
+
+class _OneVerbParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UnparsedError(message)
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse the command line, building only the verb it names when that is clear.
+
+    Each verb's parser costs start-up time and a command runs one verb, so the arguments are
+    first parsed by a parser that knows only the first argument naming a verb. Whatever does
+    not parse that way to that verb (a value that happens to be a verb's name, a usage error,
+    help) is parsed again by the whole parser, whose messages and help are the ones shown.
+    """
+    verb = next((a for a in argv if a in _VERBS), None)
+    if verb is not None and not {"-h", "--help"} & set(argv):
+        light = build_parser(only=verb, parser_class=_OneVerbParser)
+        try:
+            args = light.parse_args(argv)
+        except _UnparsedError:
+            pass
+        else:
+            if args.command == verb:
+                return light, args
+    parser = build_parser()
+    return parser, parser.parse_args(argv)
+
+
+def build_parser(
+    only: str | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """The command line: every verb, or with ``only`` the top level and that one verb."""
+    parser = parser_class(
+        prog="foldermon-agent",
+        description="Watch folders for new files and run their lines through a pipeline of processors.",
+        epilog="exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error (EX_CONFIG)",
+    )
+    parser.add_argument("--version", action="version", version=f"foldermon-agent {__version__}")
+    # The original tool's flags, kept working.
+    parser.add_argument("--monitor", metavar="DIR", type=Path, help="original form of: run --watch DIR")
+    parser.add_argument("--file", metavar="IN", type=Path, help="original form of: process IN")
+    parser.add_argument("--output", metavar="OUT", type=Path, help=argparse.SUPPRESS)
+    _common(parser, default=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (text, add_arguments) in _VERBS.items():
+        if only in (None, name):
+            add_arguments(_verb(sub, name, text))
+    return parser
+
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
+    run.add_argument("--once", action="store_true", help="drain what is there and exit")
+    run.add_argument(
+        "--workers", metavar="N", type=_workers, help="agent processes sharing the roots (default 1)"
+    )
+    run.add_argument(
+        "--create-parents", action="store_true", help="make a watch root's missing parent folders too"
+    )
+    _common(run)
+    _quiet(run)
+
+
+def _process_arguments(process: argparse.ArgumentParser) -> None:
+    process.add_argument("input", metavar="FILE", type=Path)
+    process.add_argument("--output", metavar="FILE", type=Path, help="written atomically; default: stdout")
+    _common(process)
+    _quiet(process)
+
+
+def _listing_arguments(listing: argparse.ArgumentParser) -> None:
+    _roots(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _retry_arguments(retry: argparse.ArgumentParser) -> None:
+    _roots(retry)
+    retry.add_argument("names", metavar="NAME", nargs="*", help="file names in failed/")
+    retry.add_argument("--all", action="store_true", help="every file in failed/")
+
+
+def _pause_arguments(pause: argparse.ArgumentParser) -> None:
+    _roots(pause)
+    pause.add_argument("--reason", default="", help="said in status and in the agents' logs")
+
+
+def _gc_arguments(gc: argparse.ArgumentParser) -> None:
+    _roots(gc)
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+
+def _explain_arguments(explain: argparse.ArgumentParser) -> None:
+    explain.add_argument("file", metavar="FILE", type=Path, help="a path, or a name in processed/ or failed/")
+    explain.add_argument(
+        "--line", required=True, metavar="N[,M-K]", type=_lines, help="line numbers and ranges, from 1"
+    )
+    explain.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root to look in")
+    explain.add_argument("--config", metavar="FILE", type=Path, help="the pipeline to replay (TOML or JSON)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _file_argument(check: argparse.ArgumentParser) -> None:
+    check.add_argument("file", metavar="FILE", type=Path)
+
+
+def _completion_arguments(completion: argparse.ArgumentParser) -> None:
+    completion.add_argument("shell", choices=("bash", "zsh"))
+
+
+def _workers(text: str) -> int:
+    """``--workers N``: the same range as ``[agent] workers``, refused as a usage error."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_WORKERS):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: give a number of agent processes from 1 to {MAX_WORKERS}, as [agent] workers"
+        )
+    return int(text)
+
+
+def _lines(text: str) -> list[int]:
+    """``--line``: a malformed list is a usage error (exit 2), said in a sentence."""
+    from foldermon import explain
+
+    try:
+        return explain.parse_lines(text)
+    except explain.LineSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _roots(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="read the watch roots from this config")
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress display on a terminal")
+
+
+def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline"
+    )
+    parser.add_argument("--output-dir", metavar="DIR", type=Path, default=default, help="where outputs go")
+    parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default)
+
+
+_VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("watch the roots and process files as they arrive", _run_arguments),
+    "process": ("run one file through the pipeline", _process_arguments),
+    "status": ("show queue counts per watch root", _listing_arguments),
+    "failed": ("list quarantined files with their reasons and trace ids", _listing_arguments),
+    "retry": ("move quarantined files back to unprocessed/ with a fresh attempt count", _retry_arguments),
+    "pause": ("hold every agent serving the roots: nothing new is claimed", _pause_arguments),
+    "resume": ("let the agents claim again after a pause", _roots),
+    "gc": ("remove what [retention] says is old enough, once", _gc_arguments),
+    "explain": ("replay a file and show each processor's step for chosen lines", _explain_arguments),
+    "check-config": ("validate a config file without running", _file_argument),
+    "completion": ("print a shell completion script", _completion_arguments),
+}
