@@ -76,7 +76,7 @@ class Telemetry:
             settings = replace(settings, export_timeout=export_timeout)
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
         self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
-        self.log = log or logmod.get()
+        self._log = log
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
@@ -101,6 +101,14 @@ class Telemetry:
         self.span_drops.on_failure = lambda reason, count: self.instruments.spans_dropped.add(
             count, {"foldermon.telemetry.reason": reason}
         )
+
+    @property
+    def log(self) -> logmod.Logger:
+        """The logger telemetry reports on, made when first needed: a one-shot verb that has
+        nothing to report does not load structlog for it."""
+        if self._log is None:
+            self._log = logmod.get()
+        return self._log
 
     def log_processors(self) -> list[Callable[..., Any]]:
         """structlog processors to install: trace ids, plus the OTLP bridge when logs are exported."""
