@@ -267,7 +267,7 @@ class Attempt:
         pipeline = run.pipeline
         tracer = LineTracer.for_config(
             pipeline,
-            self.telemetry.tracer,
+            self.telemetry.line_spans,
             run.span,
             self.config.telemetry,
             size=run.claim.size,

@@ -51,7 +51,7 @@ def process_file(
 
         def traced(size: int) -> Feed:
             span.set_attribute("file.size", size)
-            tracer = LineTracer.for_config(pipeline, telemetry.tracer, span, config.telemetry, size=size)
+            tracer = LineTracer.for_config(pipeline, telemetry.line_spans, span, config.telemetry, size=size)
             return tracer or pipeline.feed
 
         try:

@@ -150,6 +150,15 @@ def test_trace_lines_gives_line_spans_with_one_event_per_processor(
     )
     assert [s["parent_span_id"] for s in lines] == [file_span["span_id"]] * 2
     assert {s["trace_id"] for s in lines} == {file_span["trace_id"]}
+    # Line spans are made straight into the span processor: the same resource, scope and shape.
+    assert all((s["resource"], s["scope"]) == (file_span["resource"], file_span["scope"]) for s in lines)
+    assert all(file_span["start_ns"] <= s["start_ns"] <= s["end_ns"] <= file_span["end_ns"] for s in lines)
+    assert len({s["span_id"] for s in [file_span, *lines]}) == 3
+    assert {e["attributes"]["foldermon.processor.type"] for e in lines[0]["events"]} == {
+        "line_counter",
+        "uppercase",
+        "filter",
+    }
     steps = [
         [
             (e["attributes"]["foldermon.processor.id"], e["attributes"]["foldermon.line.result"])

@@ -14,6 +14,7 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Tracer
 
 from foldermon import __version__
@@ -27,6 +28,7 @@ from foldermon.telemetry._exporters import (
     resolve,
 )
 from foldermon.telemetry._instruments import Instruments
+from foldermon.telemetry._linespans import LineSpans
 from foldermon.telemetry._logs import OtlpLogBridge, add_trace_ids
 from foldermon.telemetry._spanqueue import AccountedSpanProcessor, line_queue_size
 
@@ -74,17 +76,24 @@ class Telemetry:
             settings = replace(settings, export_timeout=export_timeout)
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
         self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
-        self.log = log or logmod.get()
+        self._log = log
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
         self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
         resource = build_resource(instance_id, self.settings.resource_attributes)
         self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
-        self._add_span_exporter()
+        span_processor = self._add_span_exporter()
         self.meter_provider = self._meter_provider(resource)
         self.logger_provider = self._logger_provider(resource)
         self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
+        self.line_spans = LineSpans(
+            self.tracer,
+            span_processor,
+            resource,
+            InstrumentationScope(SCOPE, __version__),
+            self.tracer_provider.id_generator,
+        )
         self.instruments = Instruments(self.meter_provider.get_meter(SCOPE, __version__))
         self.guard.on_failure = lambda signal, _n: self.instruments.export_failures.add(
             1, {"foldermon.telemetry.signal": signal}
@@ -92,6 +101,14 @@ class Telemetry:
         self.span_drops.on_failure = lambda reason, count: self.instruments.spans_dropped.add(
             count, {"foldermon.telemetry.reason": reason}
         )
+
+    @property
+    def log(self) -> logmod.Logger:
+        """The logger telemetry reports on, made when first needed: a one-shot verb that has
+        nothing to report does not load structlog for it."""
+        if self._log is None:
+            self._log = logmod.get()
+        return self._log
 
     def log_processors(self) -> list[Callable[..., Any]]:
         """structlog processors to install: trace ids, plus the OTLP bridge when logs are exported."""
@@ -115,7 +132,7 @@ class Telemetry:
     # The SDK's metrics and logs modules and the exporters are imported only when chosen:
     # together they cost a few hundred milliseconds at every start.
 
-    def _add_span_exporter(self) -> None:
+    def _add_span_exporter(self) -> AccountedSpanProcessor | None:
         kind = self.settings.exporters["traces"]
         exporter: SpanExporter
         if kind == "console":
@@ -125,11 +142,12 @@ class Telemetry:
 
             exporter = GuardedSpanExporter(otlp_span_exporter(self.settings), self.guard)
         else:
-            return
+            return None
         processor = AccountedSpanProcessor(
             exporter, line_queue=self._line_queue, on_dropped=self._spans_dropped
         )
         self.tracer_provider.add_span_processor(processor)
+        return processor
 
     def _spans_dropped(self, count: int, reason: str) -> None:
         self.span_drops.failed(reason, f"{count} span(s)", amount=count)

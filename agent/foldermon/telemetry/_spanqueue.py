@@ -11,6 +11,7 @@ is reported to ``on_dropped`` with the reason.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -18,13 +19,19 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from foldermon.telemetry._linespans import LINE_SPAN
+
 FILE = "file"
 LINE = "line"
-LINE_SPAN = "foldermon.line"
 # Spans of the file itself: one per file attempt plus one per processor, so plenty of files.
 FILE_QUEUE = 8192
 # Line spans: room for a few traced files at the per-file cap, within a bound on memory.
 LINE_QUEUE_MIN, LINE_QUEUE_MAX = 2048, 65536
+# Line spans leave in larger batches than the SDK's 512: a collector that takes its time per
+# export (a busy or distant one) then keeps up with a traced backlog. A line span encodes to
+# a few hundred bytes, so a batch stays well under the 4 MiB a gRPC receiver takes by default.
+LINE_BATCH = 2048
+BATCH_ENV = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 
 
 SPAN_DROP_REASONS = ("line_queue_full", "file_queue_full", "export_failed", "shutdown")
@@ -75,8 +82,13 @@ class AccountedSpanProcessor(SpanProcessor):
         self._queued = {FILE: 0, LINE: 0}
         # Each batch processor's own queue is as big as ours, so it never drops on its own.
         self._batches = {
-            kind: BatchSpanProcessor(_Counted(exporter, self, kind), max_queue_size=size)
-            for kind, size in self._capacity.items()
+            FILE: BatchSpanProcessor(_Counted(exporter, self, FILE), max_queue_size=file_queue),
+            LINE: BatchSpanProcessor(
+                _Counted(exporter, self, LINE),
+                max_queue_size=line_queue,
+                # OTEL_BSP_MAX_EXPORT_BATCH_SIZE, when set, is the operator's word for both.
+                max_export_batch_size=None if BATCH_ENV in os.environ else min(LINE_BATCH, line_queue),
+            ),
         }
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

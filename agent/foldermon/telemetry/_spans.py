@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -10,14 +11,25 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.util.types import Attributes
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
 from foldermon.pipeline import Pipeline
+from foldermon.telemetry._linespans import LINE_SPAN, STEP_EVENT, LineSpans, step_attributes
 
 # Lines are examined one by one (to see what each processor did) for at most this many
 # times the span cap per file, spread over the whole file; the rest runs in fast batches.
 EXAMINE_FACTOR = 10
+
+
+def examine_budget(cap: int, ratio: float) -> int:
+    """Lines to examine one by one for ``cap`` spans: an examined line gets a span when it was
+    dropped or by the ratio, so ``cap / ratio`` of them fill the cap (at most EXAMINE_FACTOR
+    times it); examining more would only cost time."""
+    if ratio <= 0:
+        return cap * EXAMINE_FACTOR
+    return cap * min(EXAMINE_FACTOR, math.ceil(1 / ratio))
 
 
 def record_links(record: Mapping[str, Any]) -> list[Link]:
@@ -76,7 +88,7 @@ class LineTracer:
     def __init__(
         self,
         pipeline: Pipeline,
-        tracer: Tracer,
+        spans: LineSpans,
         parent: Span,
         *,
         ratio: float,
@@ -86,11 +98,13 @@ class LineTracer:
         rng: random.Random | None = None,
     ) -> None:
         self._pipeline = pipeline
-        self._tracer = tracer
+        self._spans = spans
+        self._parent = parent.get_span_context()
         self._context: Context = trace.set_span_in_context(parent)
+        self._steps: dict[tuple[int, str], Attributes] = {}  # step event attributes, built once
         self._ratio = ratio
         self._cap = cap
-        self._budget = cap * EXAMINE_FACTOR
+        self._budget = examine_budget(cap, ratio)
         self._size = size
         self._feed = pipeline.feed_exact if exact else pipeline.feed
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
@@ -104,7 +118,7 @@ class LineTracer:
     def for_config(
         cls,
         pipeline: Pipeline,
-        tracer: Tracer,
+        spans: LineSpans,
         parent: Span,
         config: TelemetryConfig,
         *,
@@ -116,7 +130,7 @@ class LineTracer:
             return None
         return cls(
             pipeline,
-            tracer,
+            spans,
             parent,
             ratio=config.line_sample_ratio,
             cap=config.max_line_spans_per_file,
@@ -187,25 +201,29 @@ class LineTracer:
             self._failed(exc, start)
             raise
         if self._keep(dropped=not result):
-            span = self._span(start, self._pipeline.lines_fed)
-            stages = self._pipeline.stages
-            for index, outcome in steps:
-                span.add_event(
-                    "foldermon.processor.step",
-                    {
-                        "foldermon.processor.id": stages[index].id,
-                        "foldermon.processor.type": stages[index].type,
-                        "foldermon.line.result": outcome,
-                    },
-                )
-            span.end()
+            self.spans += 1
+            events = [self._step(index, outcome) for index, outcome in steps]
+            self._spans.emit(self._parent, self._pipeline.lines_fed, start, events)
         return result
+
+    def _step(self, index: int, outcome: str) -> Attributes:
+        attributes = self._steps.get((index, outcome))
+        if attributes is None:
+            stage = self._pipeline.stages[index]
+            attributes = self._steps[index, outcome] = step_attributes(stage.id, stage.type, outcome)
+        return attributes
 
     def _failed(self, exc: ProcessorError, start_ns: int) -> None:
         """The ERROR span of the line a processor failed on; made even past the cap."""
-        span = self._span(start_ns, exc.line or self._pipeline.lines_fed)
+        self.spans += 1
+        span = self._spans.tracer.start_span(
+            LINE_SPAN,
+            context=self._context,
+            start_time=start_ns,
+            attributes={"foldermon.line.number": exc.line or self._pipeline.lines_fed},
+        )
         span.add_event(
-            "foldermon.processor.step",
+            STEP_EVENT,
             {
                 "foldermon.processor.id": exc.processor_id,
                 "foldermon.processor.type": exc.processor_type,
@@ -217,12 +235,3 @@ class LineTracer:
         span.set_attribute("error.type", type(cause).__qualname__)
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         span.end()
-
-    def _span(self, start_ns: int, number: int) -> Span:
-        self.spans += 1
-        return self._tracer.start_span(
-            "foldermon.line",
-            context=self._context,
-            start_time=start_ns,
-            attributes={"foldermon.line.number": number},
-        )
