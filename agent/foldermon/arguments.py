@@ -4,6 +4,7 @@ only the verb asked for."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -48,9 +49,22 @@ EXAMPLES = {
 }
 
 
-def _verb(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
-) -> argparse.ArgumentParser:
+class _UnparsedError(Exception):
+    """The arguments do not parse with a one-verb parser (see :func:`parse`)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top level, with its verbs' parsers at hand (errors about a verb come from it)."""
+
+    verbs: dict[str, argparse.ArgumentParser]
+
+
+class _OneVerbParser(_Parser):
+    def error(self, message: str) -> NoReturn:
+        raise _UnparsedError(message)
+
+
+def _verb(sub: argparse._SubParsersAction[_Parser], name: str, text: str) -> _Parser:
     return sub.add_parser(
         name,
         help=text,
@@ -60,61 +74,86 @@ def _verb(
     )
 
 
-class _UnparsedError(Exception):
-    """The arguments do not parse with a one-verb parser (see :func:`parse`)."""
-
-
-class _OneVerbParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UnparsedError(message)
-
-
 def parse(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """Parse the command line, building only the verb it names when that is clear.
 
     Each verb's parser costs start-up time and a command runs one verb, so the arguments are
-    first parsed by a parser that knows only the first argument naming a verb. Whatever does
-    not parse that way to that verb (a value that happens to be a verb's name, a usage error,
-    help) is parsed again by the whole parser, whose messages and help are the ones shown.
+    first parsed by a parser that knows only the first argument naming a verb (and no help
+    option at the top). Whatever does not parse that way to that verb (a value that happens to
+    be a verb's name, a usage error, help) is parsed again by the whole parser, whose messages
+    and help are the ones shown.
     """
     verb = next((a for a in argv if a in _VERBS), None)
     if verb is not None and not {"-h", "--help"} & set(argv):
         light = build_parser(only=verb, parser_class=_OneVerbParser)
         try:
-            args = light.parse_args(argv)
+            args = _checked(light, argv)
         except _UnparsedError:
             pass
         else:
             if args.command == verb:
                 return light, args
     parser = build_parser()
-    return parser, parser.parse_args(argv)
+    return parser, _checked(parser, argv)
 
 
-def build_parser(
-    only: str | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
-) -> argparse.ArgumentParser:
+def _checked(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse, with the checks argparse cannot express; a usage error is said by the parser of
+    the verb it is about."""
+    args, extras = parser.parse_known_args(argv)
+    where = parser.verbs.get(args.command, parser) if args.command else parser
+    if extras:
+        where.error(f"unrecognized arguments: {' '.join(extras)}")
+    if args.command is not None:
+        given = (("--monitor", args.original_monitor), ("--file", args.original_file))
+        legacy = [flag for flag, value in given if value is not None]
+        if legacy:
+            parser.error(f"{legacy[0]} is the original form of a verb: give either it or {args.command}")
+        if args.output is not None and args.command != "process":
+            parser.error(f"--output goes with --file or process, not with {args.command}")
+    seen: set[str] = set()
+    for folder in getattr(args, "watch", None) or ():
+        if os.path.abspath(folder) in seen:
+            where.error(f"--watch {folder}: that folder is given twice; name each root once")
+        seen.add(os.path.abspath(folder))
+    if args.command == "retry" and bool(args.names) == bool(args.all):
+        where.error("give the names of files in failed/, or --all (not both)")
+    return args
+
+
+def build_parser(only: str | None = None, parser_class: type[_Parser] = _Parser) -> _Parser:
     """The command line: every verb, or with ``only`` the top level and that one verb."""
     parser = parser_class(
         prog="foldermon-agent",
         description="Watch folders for new files and run their lines through a pipeline of processors.",
         epilog="exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error (EX_CONFIG)",
+        add_help=only is None,  # abbreviations of --help must reach the whole parser
     )
+    parser.verbs = {}
     parser.add_argument("--version", action="version", version=f"foldermon-agent {__version__}")
     # The original tool's flags, kept working.
-    parser.add_argument("--monitor", metavar="DIR", type=Path, help="original form of: run --watch DIR")
-    parser.add_argument("--file", metavar="IN", type=Path, help="original form of: process IN")
-    parser.add_argument("--output", metavar="OUT", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--monitor",
+        metavar="DIR",
+        type=_folder,
+        dest="original_monitor",
+        help="original form of: run --watch DIR",
+    )
+    parser.add_argument(
+        "--file", metavar="IN", type=Path, dest="original_file", help="original form of: process IN"
+    )
+    parser.add_argument("--output", metavar="OUT", type=Path, help="with --file: the output file")
     _common(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (text, add_arguments) in _VERBS.items():
         if only in (None, name):
-            add_arguments(_verb(sub, name, text))
+            parser.verbs[name] = verb = _verb(sub, name, text)
+            add_arguments(verb)
     return parser
 
 
 def _run_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
+    run.add_argument("--watch", metavar="DIR", type=_folder, action="append", help="watch root (repeatable)")
     run.add_argument("--once", action="store_true", help="drain what is there and exit")
     run.add_argument(
         "--workers", metavar="N", type=_workers, help="agent processes sharing the roots (default 1)"
@@ -128,7 +167,13 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
 
 def _process_arguments(process: argparse.ArgumentParser) -> None:
     process.add_argument("input", metavar="FILE", type=Path)
-    process.add_argument("--output", metavar="FILE", type=Path, help="written atomically; default: stdout")
+    process.add_argument(
+        "--output",
+        metavar="FILE",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="written atomically; default: stdout",
+    )
     _common(process)
     _quiet(process)
 
@@ -136,6 +181,11 @@ def _process_arguments(process: argparse.ArgumentParser) -> None:
 def _listing_arguments(listing: argparse.ArgumentParser) -> None:
     _roots(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _status_arguments(status: argparse.ArgumentParser) -> None:
+    _listing_arguments(status)
+    status.add_argument("--quiet", action="store_true", help="plain text, no table, even on a terminal")
 
 
 def _retry_arguments(retry: argparse.ArgumentParser) -> None:
@@ -159,8 +209,16 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--line", required=True, metavar="N[,M-K]", type=_lines, help="line numbers and ranges, from 1"
     )
-    explain.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root to look in")
-    explain.add_argument("--config", metavar="FILE", type=Path, help="the pipeline to replay (TOML or JSON)")
+    explain.add_argument(
+        "--watch", metavar="DIR", type=_folder, action="append", help="watch root to look in"
+    )
+    explain.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the pipeline to replay (TOML or JSON)",
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -191,9 +249,25 @@ def _lines(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _folder(text: str) -> Path:
+    """A folder argument: ``~`` expanded (also in ``--watch=~/drop``); empty is a usage error
+    rather than the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a folder")
+    return Path(text).expanduser()
+
+
 def _roots(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--watch", metavar="DIR", type=Path, action="append", help="watch root (repeatable)")
-    parser.add_argument("--config", metavar="FILE", type=Path, help="read the watch roots from this config")
+    parser.add_argument(
+        "--watch", metavar="DIR", type=_folder, action="append", help="watch root (repeatable)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="read the watch roots from this config",
+    )
 
 
 def _quiet(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +278,7 @@ def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
     parser.add_argument(
         "--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline"
     )
-    parser.add_argument("--output-dir", metavar="DIR", type=Path, default=default, help="where outputs go")
+    parser.add_argument("--output-dir", metavar="DIR", type=_folder, default=default, help="where outputs go")
     parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=default)
 
@@ -212,7 +286,7 @@ def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
 _VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "run": ("watch the roots and process files as they arrive", _run_arguments),
     "process": ("run one file through the pipeline", _process_arguments),
-    "status": ("show queue counts per watch root", _listing_arguments),
+    "status": ("show queue counts per watch root", _status_arguments),
     "failed": ("list quarantined files with their reasons and trace ids", _listing_arguments),
     "retry": ("move quarantined files back to unprocessed/ with a fresh attempt count", _retry_arguments),
     "pause": ("hold every agent serving the roots: nothing new is claimed", _pause_arguments),

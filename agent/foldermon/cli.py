@@ -51,7 +51,6 @@ def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
 
     config = cfg.load(config_path(getattr(args, "config", None)), registry)
     given = getattr(args, "watch", None)
-    dirs = tuple(given) if given else config.watch.dirs or (cfg.default_watch_dir(),)
     output: dict[str, object] = {}
     if getattr(args, "output_dir", None):
         output["dir"] = args.output_dir
@@ -59,7 +58,7 @@ def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
     agent: dict[str, object] = {"log_level": args.log_level} if getattr(args, "log_level", None) else {}
     if getattr(args, "workers", None) is not None:
         agent["workers"] = args.workers
-    watch: dict[str, object] = {"dirs": tuple(d.expanduser().absolute() for d in dirs)}
+    watch: dict[str, object] = {"dirs": tuple(roots_for(given, config))}
     if getattr(args, "create_parents", False) or not (given or config.watch.dirs):
         watch["create_parents"] = True  # asked for, or the agent's own default root
     return cfg.with_overrides(
@@ -73,12 +72,14 @@ def load_config(args: argparse.Namespace, registry: Registry) -> cfg.Config:
 
 def _legacy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Map ``--monitor DIR`` and ``--file IN --output OUT`` onto run and process."""
-    if args.monitor is not None and args.file is not None:
+    if args.original_monitor is not None and args.original_file is not None:
         parser.error("--monitor and --file cannot be combined")
-    if args.monitor is not None:
-        return argparse.Namespace(**{**vars(args), "command": "run", "watch": [args.monitor], "once": False})
-    if args.file is not None:
-        return argparse.Namespace(**{**vars(args), "command": "process", "input": args.file})
+    if args.original_monitor is not None:
+        return argparse.Namespace(
+            **{**vars(args), "command": "run", "watch": [args.original_monitor], "once": False}
+        )
+    if args.original_file is not None:
+        return argparse.Namespace(**{**vars(args), "command": "process", "input": args.original_file})
     parser.print_help(sys.stderr)
     raise SystemExit(EX_USAGE)
 
@@ -128,8 +129,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from foldermon import commands  # the verbs for people load rich and shtab; `run` never does
 
         config = cfg.load(config_path(args.config), Registry.load())
-        roots = _watch_roots(args, config)
-        if commands.not_roots(roots, explicit=bool(args.watch)):
+        roots = roots_for(args.watch, config)
+        named_by = "--watch" if args.watch else "[watch] dirs" if config.watch.dirs else ""
+        if commands.not_roots(roots, named_by):
             return EX_FAILURE
         return getattr(commands, commands_for_roots[args.command])(args, roots, config)  # type: ignore[no-any-return]
     registry = Registry.load()
@@ -205,12 +207,9 @@ def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry
 def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
     from foldermon import commands, explain
 
-    if args.watch:
-        roots = [d.expanduser().absolute() for d in args.watch]
-        if commands.not_roots(roots, explicit=True):
-            return EX_FAILURE
-    else:
-        roots = list(config.watch.dirs)
+    roots = roots_for(args.watch, config)
+    if args.watch and commands.not_roots(roots, "--watch"):
+        return EX_FAILURE
     path, folder = explain.find_file(args.file, roots)
     record = explain.record_summary(path, folder)
     if record and not args.json:  # said before the replay, which may take long
@@ -291,12 +290,11 @@ def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
         return supervisor.run()
 
 
-def _watch_roots(args: argparse.Namespace, config: cfg.Config) -> list[Path]:
+def roots_for(given: Sequence[Path] | None, config: cfg.Config) -> list[Path]:
+    """The roots a verb acts on: ``--watch``, else ``[watch] dirs``, else the default root."""
     from foldermon import config as cfg
 
-    if args.watch:
-        return [d.expanduser().absolute() for d in args.watch]
-    return list(config.watch.dirs or (cfg.default_watch_dir(),))
+    return [d.expanduser().absolute() for d in given or config.watch.dirs or (cfg.default_watch_dir(),)]
 
 
 # The verbs that act on watch roots, and their handlers in ``commands``.

@@ -15,11 +15,16 @@ from foldermon.retention import sweep
 from foldermon.status import failed_files, render_text, root_status
 
 
-def not_roots(roots: list[Path], explicit: bool) -> int:
-    """Say which folders are not watch roots (exit 1), or 0 when every one is."""
+def not_roots(roots: list[Path], named_by: str) -> int:
+    """Say which folders are not watch roots (exit 1), or 0 when every one is; ``named_by`` says
+    where the roots came from ("--watch", "[watch] dirs" or "" for the default root)."""
     missing = [r for r in roots if not is_watch_root(r)]
     for root in missing:
-        hint = "check the path" if explicit else "no --watch was given and this is the default root"
+        hint = (
+            f"check the path given in {named_by}"
+            if named_by
+            else "no root was named and this is the default root"
+        )
         print(
             f"foldermon-agent: {root} is not a watch root (it has no unprocessed/ folder): {hint}; "
             "the agent makes the folders when it starts on a root",
@@ -33,7 +38,7 @@ def status(args: argparse.Namespace, roots: list[Path], config: Config) -> int:
     entries = [root_status(d, min_free=config.guard.min_free, output_dir=config.output.dir) for d in roots]
     if args.json:
         print(json.dumps({"roots": entries}, indent=2))
-    elif console.interactive(sys.stdout):
+    elif console.interactive(sys.stdout, quiet=args.quiet):
         failures = [{**f, "root": str(d)} for d in roots for f in failed_files(Layout.for_root(d))]
         from rich.console import Console
 
@@ -60,9 +65,6 @@ def failed(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
 
 def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     """Move failed files back to unprocessed/; an unknown name is an error and moves nothing."""
-    if bool(args.names) == bool(args.all):
-        print("foldermon-agent retry: give file names or --all (not both)", file=sys.stderr)
-        return 2
     layouts = [Layout.for_root(d) for d in roots]
     present = {id(layout): set(failed_inputs(layout)) for layout in layouts}
     wanted = set(args.names)

@@ -173,7 +173,9 @@ def load(path: Path | None, registry: Registry) -> Config:
     try:
         data = _read_regular(path)
         text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from exc
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError([f"cannot read the config file: {exc}"], source) from exc
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([f"the file is larger than {MAX_FILE_BYTES} bytes; a config file is small"], source)
@@ -296,7 +298,10 @@ def _section(name: str, cls: type[Any], values: Mapping[str, Any], problems: lis
         else:
             converted = _convert(value, defaults[key])
         if converted is not _BAD and kind == "paths":
-            converted = tuple(Path(v) for v in converted)
+            if "" in converted:  # would be the current folder
+                problems.append(f"[{name}] {key}: an empty path; give a folder")
+                continue
+            converted = tuple(Path(v).expanduser() for v in converted)
         if converted is _BAD:
             expected = {"duration": 'seconds or a duration such as "12h"', "size": 'bytes, "500MB" or "5%"'}
             what = expected.get(kind or "", _kind(defaults[key]))
@@ -334,7 +339,9 @@ def _convert(value: Any, default: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return tuple(value) if ok else _BAD
     if default is None or isinstance(default, Path):
-        return Path(value) if isinstance(value, str) and value else (None if value == "" else _BAD)
+        return (
+            Path(value).expanduser() if isinstance(value, str) and value else (None if value == "" else _BAD)
+        )
     return value if isinstance(value, str) else _BAD
 
 

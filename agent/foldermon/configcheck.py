@@ -82,6 +82,7 @@ def validate(config: Config) -> list[str]:
         *_seconds("pipeline", "max_file_seconds", config.pipeline.max_file_seconds, zero=True),
         *_choice("agent", "log_level", config.agent.log_level, LOG_LEVELS),
         *_seconds("agent", "drain_timeout", config.agent.drain_timeout),
+        *([] if config.agent.lease is None else _seconds("agent", "lease", config.agent.lease, zero=True)),
         *_range("agent", "workers", config.agent.workers, 1, MAX_WORKERS),
         *telemetry_problems(config.telemetry),
     ]
@@ -95,8 +96,12 @@ def _watch_problems(w: WatchConfig) -> list[str]:
         *_seconds("watch", "settle", w.settle, zero=True),
         *_seconds("watch", "rescan_interval", w.rescan_interval, least=0.01),
     ]
+    seen: dict[str, int] = {}
     for index, path in enumerate(w.dirs):
         problems.extend(_path_problems(f"[watch] dirs[{index}]", path))
+        same = seen.setdefault(os.path.abspath(path), index)
+        if same != index:
+            problems.append(f"[watch] dirs[{index}]: the same folder as dirs[{same}]; name each root once")
     for key in ("exclude", "priority"):
         globs = getattr(w, key)
         if len(globs) > 256 or any(len(g) > 1024 or "\0" in g for g in globs):

@@ -52,6 +52,10 @@ def parse_lines(text: str) -> list[int]:
     spans: list[tuple[int, int]] = []
     for part in text.split(","):
         low, dash, high = part.strip().partition("-")
+        if any(len(n) > 18 and n.isascii() and n.isdigit() for n in (low, high)):
+            raise LineSpecError(
+                f"{short(text)}: a line number of more than 18 digits; no file has that many lines"
+            )
         if not _NUMBER.fullmatch(low) or (dash and not _NUMBER.fullmatch(high)):
             raise LineSpecError(
                 f"{short(text)}: give line numbers and ranges in digits 0-9, such as 10,200-205"

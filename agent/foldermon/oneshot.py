@@ -123,7 +123,12 @@ class _Run:
         """Write through a temp file so no partial output ever carries the final name."""
         dst = dst.absolute()
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        if dst.is_dir():
+            raise FoldermonError(f"cannot write {dst}: it is a folder; give a file name")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc} (in {dst.parent})") from exc
         try:
             result = self._stream(pipeline, fd)
         except BaseException:

@@ -67,6 +67,8 @@ class Layout:
                 f"its parent folder {self.root.parent} does not exist (a typo?); create it, or "
                 "let the agent make it (--create-parents, or [watch] create_parents = true)"
             )
+        if self.root.exists() and not self.root.is_dir():
+            raise LifecycleError("it is a file, not a folder")
         made: list[Path] = []
         for path in (
             self.root,

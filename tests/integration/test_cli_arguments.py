@@ -1,0 +1,173 @@
+"""The command line's grammar: options before or after the verb, the original tool's flags, and
+the paths and config values every verb must read the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentctl import run_cli, write_config
+
+
+def _root(path: Path) -> Path:
+    (path / "unprocessed").mkdir(parents=True)
+    return path
+
+
+def test_config_before_the_verb_is_the_config_of_every_verb(tmp_path: Path) -> None:
+    """``--config FILE status`` reads FILE, as ``status --config FILE`` does, and wins over
+    FOLDERMON_CONFIG; ``pause`` acts on the root it names."""
+    mine = _root(tmp_path / "mine")
+    config = write_config(tmp_path / "mine.toml", f'[watch]\ndirs = ["{mine}"]\n')
+    other = write_config(tmp_path / "other.toml", f'[watch]\ndirs = ["{tmp_path / "other"}"]\n')
+    for args in (
+        ["--config", str(config), "status", "--json"],
+        ["status", "--json", "--config", str(config)],
+    ):
+        shown = run_cli(*args, env={"FOLDERMON_CONFIG": str(other)})
+        assert shown.returncode == 0, shown.stderr
+        assert [r["path"] for r in json.loads(shown.stdout)["roots"]] == [str(mine)]
+    paused = run_cli("--config", str(config), "pause", "--reason", "test")
+    assert paused.returncode == 0, paused.stderr
+    assert (mine / ".foldermon-paused").exists()
+
+
+def test_config_before_explain_is_the_pipeline_replayed(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    config = write_config(tmp_path / "p.toml", '[[processors]]\ntype = "uppercase"\n')
+    shown = run_cli("--config", str(config), "explain", str(src), "--line", "1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    steps = json.loads(shown.stdout)["lines"][0]["steps"]
+    assert [s["processor_type"] for s in steps] == ["uppercase"]
+
+
+def test_output_before_process_is_where_the_output_goes(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    done = run_cli("--output", str(tmp_path / "out.txt"), "process", str(src))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert (tmp_path / "out.txt").read_text() == "one\n"
+
+
+@pytest.mark.parametrize(
+    ("flag", "rest"),
+    [
+        ("--file", ["process", "{tmp}/b.txt"]),
+        ("--monitor", ["run", "--once", "--watch", "{tmp}/r"]),
+        ("--output", ["status", "--watch", "{tmp}/r"]),
+    ],
+)
+def test_an_original_flag_with_a_verb_is_a_usage_error(tmp_path: Path, flag: str, rest: list[str]) -> None:
+    """The original tool's flags are forms of a verb; given with one, nothing runs."""
+    (tmp_path / "b.txt").write_text("b\n")
+    args = [flag, str(tmp_path / "m"), *(a.format(tmp=tmp_path) for a in rest)]
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert flag in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_abbreviated_help_before_a_verb_shows_the_whole_help() -> None:
+    shown = run_cli("--hel", "run")
+    assert shown.returncode == 0
+    for verb in ("run", "process", "status", "explain", "completion"):
+        assert f"    {verb} " in shown.stdout
+
+
+def test_an_unknown_option_after_a_verb_is_said_by_that_verb() -> None:
+    refused = run_cli("run", "--bogus")
+    assert refused.returncode == 2
+    assert "foldermon-agent run: error: unrecognized arguments: --bogus" in refused.stderr
+
+
+def test_retry_without_names_or_all_is_a_usage_error_before_anything_is_read(tmp_path: Path) -> None:
+    broken = write_config(tmp_path / "bad.toml", "[watch\n")
+    refused = run_cli("retry", "--watch", str(tmp_path / "nothing"), "--config", str(broken))
+    assert refused.returncode == 2
+    assert "--all" in refused.stderr
+
+
+@pytest.mark.parametrize("lease", ["nan", "inf", "-1", '"30d"'])
+def test_a_lease_out_of_range_is_a_configuration_error(tmp_path: Path, lease: str) -> None:
+    config = write_config(tmp_path / "l.toml", f"[agent]\nlease = {lease}\n")
+    for args in (
+        ["check-config", str(config)],
+        ["run", "--once", "--watch", str(tmp_path / "r"), "--config", str(config)],
+    ):
+        refused = run_cli(*args, timeout=30)
+        assert refused.returncode == 78, refused.stderr
+        assert "[agent] lease" in refused.stderr
+
+
+def test_the_same_root_twice_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    config = write_config(tmp_path / "dd.toml", f'[watch]\ndirs = ["{root}", "{root}/"]\n')
+    for args in (["check-config", str(config)], ["run", "--once", "--config", str(config)]):
+        refused = run_cli(*args)
+        assert refused.returncode == 78
+        assert "dirs[1]: the same folder as dirs[0]" in refused.stderr
+    twice = run_cli("run", "--once", "--watch", str(root), "--watch", f"{tmp_path}/./d/")
+    assert twice.returncode == 2
+    assert "given twice" in twice.stderr
+    assert not root.exists()
+
+
+def test_an_empty_path_is_refused_rather_than_the_current_folder(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "e.toml", '[watch]\ndirs = [""]\n')
+    refused = run_cli("check-config", str(config))
+    assert refused.returncode == 78
+    assert "[watch] dirs: an empty path" in refused.stderr
+    assert run_cli("run", "--once", "--watch", "").returncode == 2
+
+
+def test_a_tilde_in_the_config_is_the_home_folder_for_every_verb(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    drop = _root(home / "drop")
+    (drop / "unprocessed" / "f.txt").write_text("a\n")
+    config = write_config(tmp_path / "t.toml", '[watch]\ndirs = ["~/drop"]\n[output]\ndir = "~/out"\n')
+    env = {"HOME": str(home)}
+    ran = run_cli("run", "--once", "--config", str(config), env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert (home / "out" / "f_processed.txt").read_text() == "a\n"
+    shown = run_cli("status", "--json", "--config", str(config), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["roots"][0]["processed"] == 1
+
+
+def test_a_process_output_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    (tmp_path / "adir").mkdir()
+    for dst in (tmp_path / "no" / "dir" / "out.txt", tmp_path / "adir"):
+        refused = run_cli("process", str(src), "--output", str(dst))
+        assert refused.returncode == 1
+        assert f"cannot write {dst}" in refused.stderr
+
+
+def test_a_folder_given_as_the_config_file_is_said_in_words(tmp_path: Path) -> None:
+    refused = run_cli("check-config", str(tmp_path))
+    assert refused.returncode == 78
+    assert "cannot read the config file: Is a directory" in refused.stderr
+
+
+def test_a_watch_root_that_is_a_file_is_said_in_words(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("")
+    refused = run_cli("run", "--once", "--watch", str(tmp_path / "run"))
+    assert refused.returncode == 1
+    assert "it is a file, not a folder" in refused.stderr
+
+
+def test_explain_without_watch_looks_in_the_configured_root(tmp_path: Path) -> None:
+    root = _root(tmp_path / "root")
+    (root / "processed").mkdir()
+    (root / "processed" / "f.txt").write_text("one\n")
+    config = write_config(tmp_path / "c.toml", f'[watch]\ndirs = ["{root}"]\n')
+    shown = run_cli("explain", "f.txt", "--line", "1", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "'one'" in shown.stdout
