@@ -134,11 +134,14 @@ def agent_cmd(*args: str) -> list[str]:
 
 def best_interleaved(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
     """Best time of each, taking turns round after round, so a slow spell of the disk or the
-    CPU falls on every contender alike instead of on whichever ran during it."""
+    CPU falls on every contender alike instead of on whichever ran during it. Each round starts
+    one further along, so no contender always runs right after the same other one."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():
-            times[name].append(fn())
+    names = list(runs)
+    for turn in range(repeat):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(runs[name]())
     return {name: min(ts) for name, ts in times.items()}
 
 
@@ -155,6 +158,10 @@ def fill_root(root: Path, files: int, lines: int) -> None:
     body = "".join(f"record {i} of this file\n" for i in range(lines))
     for i in range(files):
         (root / "unprocessed" / f"f{i:06}.txt").write_text(body)
+    # Written back before the timed run starts: otherwise a run pays for this setup's writeback
+    # and for removing the previous run's tree, and whichever contender follows another agent
+    # run (rather than the baseline loop, which leaves nothing dirty) comes out slower.
+    os.sync()
 
 
 # -- P1, P5, P7: one big file ---------------------------------------------------------------
