@@ -114,7 +114,17 @@ class AccountedSpanProcessor(SpanProcessor):
             self._on_dropped(count, "export_failed")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(batch.force_flush(timeout_millis) for batch in self._batches.values())
+        """Both queues at once: the file spans' exports do not wait behind the line spans'."""
+        flushed: list[bool] = []
+        line = threading.Thread(
+            target=lambda: flushed.append(self._batches[LINE].force_flush(timeout_millis)),
+            name="foldermon-line-span-flush",
+            daemon=True,
+        )
+        line.start()
+        file_done = self._batches[FILE].force_flush(timeout_millis)
+        line.join(timeout_millis / 1000)
+        return file_done and flushed == [True]
 
     def shutdown(self) -> None:
         for batch in self._batches.values():
