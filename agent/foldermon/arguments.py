@@ -241,11 +241,11 @@ def _workers(text: str) -> int:
 
 def _lines(text: str) -> list[int]:
     """``--line``: a malformed list is a usage error (exit 2), said in a sentence."""
-    from foldermon import explain
+    from foldermon import explaintext
 
     try:
-        return explain.parse_lines(text)
-    except explain.LineSpecError as exc:
+        return explaintext.parse_lines(text)
+    except explaintext.LineSpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 

@@ -21,9 +21,10 @@ from foldermon.deadline import Alarm, DrainExpired, FileTimeLimit
 from foldermon.errors import UNREACHABLE_ERRNOS, InputRejectedError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
+from foldermon.queue.claims import Claim, LeaseLostError
 from foldermon.queue.counter import TraceRef
 from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.lifecycle import Claim, LeaseLostError, Queue
+from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans

@@ -205,15 +205,15 @@ def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry
 
 
 def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> int:
-    from foldermon import commands, explain
+    from foldermon import commands, explain, explaintext
 
     roots = roots_for(args.watch, config)
     if args.watch and commands.not_roots(roots, "--watch"):
         return EX_FAILURE
     path, folder = explain.find_file(args.file, roots)
-    record = explain.record_summary(path, folder)
+    record = explaintext.record_summary(path, folder)
     if record and not args.json:  # said before the replay, which may take long
-        print(explain.record_text(record), flush=True)
+        print(explaintext.record_text(record), flush=True)
     if not config.telemetry.wanted(os.environ):
         doc = explain.explain(config, registry, path, args.line)
     else:
@@ -226,9 +226,9 @@ def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
         finally:
             telemetry.shutdown()
     if args.json:
-        print(explain.to_json({**doc, "record": record}))
+        print(explaintext.to_json({**doc, "record": record}))
     else:
-        print(explain.render(doc, None))
+        print(explaintext.render(doc, None))
     return EX_OK
 
 

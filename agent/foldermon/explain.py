@@ -15,67 +15,25 @@ the notes: what it will emit after the point where reading stopped is not shown.
 from __future__ import annotations
 
 import bisect
-import json
 import os
-import re
 import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
-from foldermon.configcheck import short
 from foldermon.deadline import Alarm, FileTimeLimit
 from foldermon.errors import FoldermonError, ProcessorError
+from foldermon.explaintext import ranges
 from foldermon.pipeline import Pipeline, Step, build_pipeline, step_result
 from foldermon.processors import Registry
 from foldermon.queue.layout import FAILED, PROCESSED
-from foldermon.queue.records import read_record
 from foldermon.worker import open_input, read_batches
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Tracer
-
-MAX_LINES = 10_000  # distinct line numbers one command may ask about
-# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() refuses or reads as 3.
-_NUMBER = re.compile(r"[0-9]{1,18}")
-
-
-class LineSpecError(FoldermonError):
-    """``--line`` is not a list of line numbers and ranges."""
-
-
-def parse_lines(text: str) -> list[int]:
-    """``"10,200-205"`` as sorted distinct line numbers (1-based); a sentence for anything else."""
-    spans: list[tuple[int, int]] = []
-    for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
-        if any(len(n) > 18 and n.isascii() and n.isdigit() for n in (low, high)):
-            raise LineSpecError(
-                f"{short(text)}: a line number of more than 18 digits; no file has that many lines"
-            )
-        if not _NUMBER.fullmatch(low) or (dash and not _NUMBER.fullmatch(high)):
-            raise LineSpecError(
-                f"{short(text)}: give line numbers and ranges in digits 0-9, such as 10,200-205"
-            )
-        first, last = int(low), int(high) if dash else int(low)
-        if first < 1 or last < first:
-            raise LineSpecError(
-                f"{short(text)}: lines are numbered from 1, ranges go upwards ({short(part)})"
-            )
-        spans.append((first, last))
-    merged: list[list[int]] = []
-    for first, last in sorted(spans):  # overlapping ranges count their lines once
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
-    count = sum(last - first + 1 for first, last in merged)
-    if count > MAX_LINES:
-        raise LineSpecError(f"{short(text)}: at most {MAX_LINES} lines at once, this asks for {count}")
-    return [n for first, last in merged for n in range(first, last + 1)]
 
 
 def find_file(name: Path, roots: Iterable[Path]) -> tuple[Path, str | None]:
@@ -107,14 +65,6 @@ def _kind(mode: int) -> str:
         (stat.S_ISBLK, "a block device"),
     )
     return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-def to_json(doc: Mapping[str, Any]) -> str:
-    """The ``--json`` document, UTF-8 text as it is; a byte that is not UTF-8 (a lone surrogate
-    after decoding) is written as its ``\\udcXX`` escape, as ``status --json`` writes it: raw, it
-    would make the output invalid JSON (RFC 8259 requires UTF-8)."""
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
-    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def explain(
@@ -344,9 +294,9 @@ class _Replay:
             said.append(f"the file fails: {self.failure}; the agent writes no output for it")
         missing = [n for n in self.numbers if n not in asked]
         if missing and self.failure is None:
-            said.append(f"the file has {self.read} lines: {_ranges(missing)} not in it")
+            said.append(f"the file has {self.read} lines: {ranges(missing)} not in it")
         elif missing:
-            said.append(f"not reached, the file failing before: {_ranges(missing)}")
+            said.append(f"not reached, the file failing before: {ranges(missing)}")
         later = [f"{s.id} ({s.type})" for i, s in enumerate(self.pipeline.stages) if i in self._holding]
         if later and self.failure is None:
             said.append(
@@ -398,79 +348,3 @@ def _error(cause: BaseException) -> str:
 
 def _failure(exc: ProcessorError) -> str:
     return f"{exc.processor_id} ({exc.processor_type}) raised {_error(exc.__cause__ or exc)}"
-
-
-def _ranges(numbers: list[int]) -> str:
-    spans: list[list[int]] = []
-    for n in numbers:
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
-
-
-def record_summary(path: Path, folder: str | None) -> dict[str, Any] | None:
-    """What the agent's error record says about a file in ``failed/``, for the header."""
-    if folder != FAILED:
-        return None
-    record = read_record(path.parent, path.name)
-    return record or None
-
-
-def render(doc: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
-    """``explain`` for people: each asked line, each processor it reached, its output lines."""
-    out = []
-    if record:
-        out.append(record_text(record))
-    for entry in doc["lines"]:
-        out.append(f"line {entry['number']}: {_show(entry['text'])}")
-        for i, step in enumerate(entry["steps"], 1):
-            what = f"{step['processor_id']} ({step['processor_type']})"
-            if step["result"] == "failed":
-                out.append(f"  {i}. {what}: failed: {step['error']}")
-            elif step["result"] == "dropped" and entry["output_lines"]:
-                out.append(f"  {i}. {what}: nothing out now; held, and emitted with a later line")
-            elif step["result"] == "dropped" and step["processor_id"] in doc["may_emit_later"]:
-                out.append(f"  {i}. {what}: nothing out now; it may hold the line for later (see the note)")
-            elif step["result"] == "dropped":
-                out.append(f"  {i}. {what}: dropped")
-            else:
-                more = " ..." if len(step["out"]) > 5 else ""
-                shown = ", ".join(_show(s) for s in step["out"][:5]) + more
-                out.append(f"  {i}. {what}: {step['result']} -> {shown}")
-        lines = entry["output_lines"]
-        if lines:
-            out.append(f"  output line{'s' if len(lines) > 1 else ''} {_ranges(lines)}")
-        elif entry["steps"] and entry["steps"][-1]["processor_id"] in doc["may_emit_later"]:
-            out.append("  no output line from it so far")
-        elif entry["steps"] and entry["steps"][-1]["result"] != "failed":
-            out.append("  not in the output")
-    out.extend(f"note: {n}" for n in doc["notes"])
-    if doc.get("trace_id"):
-        out.append(f"this replay is trace {doc['trace_id']}")
-    return "\n".join(out)
-
-
-def record_text(record: Mapping[str, Any]) -> str:
-    """What the error record of a quarantined file says: the attempts, the error, the failing trace."""
-    attempts = record.get("attempts")
-    text = f"the agent quarantined this file after {attempts} attempt(s): {record.get('error_type')}"
-    if record.get("processor_id"):
-        text += f" in {record['processor_id']} ({record.get('processor_type')})"
-    if record.get("line"):
-        text += f" on line {record['line']}"
-    if record.get("cause") or record.get("message"):
-        text += f": {record.get('cause') or record.get('message')}"
-    traces = [t for t in record.get("attempt_traces") or [] if isinstance(t, dict)]
-    failing = traces[-1] if traces else None
-    if failing and failing.get("sampled"):
-        text += f"\nthe failing attempt ({failing.get('attempt')}) is trace {failing.get('trace_id')}"
-    elif failing:
-        text += f"\nthe failing attempt ({failing.get('attempt')}) was not sampled: no trace was kept"
-    return text
-
-
-def _show(text: str, width: int = 120) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= width else shown[: width - 4] + "...'"

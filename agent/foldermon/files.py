@@ -13,8 +13,7 @@ from foldermon.attempt import Attempt, Outcome, Produced
 from foldermon.config import Config
 from foldermon.deadline import Alarm
 from foldermon.processors import Registry
-from foldermon.queue.fsio import fsync_dir
-from foldermon.queue.lifecycle import (
+from foldermon.queue.claims import (
     Claim,
     ClaimFolderGoneError,
     ClaimResult,
@@ -24,6 +23,7 @@ from foldermon.queue.lifecycle import (
     Rejected,
     Unclaimable,
 )
+from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
 from foldermon.roots import Root

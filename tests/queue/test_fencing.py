@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from foldermon.queue.claims import Claim, LeaseLostError
 from foldermon.queue.instance import FENCED_PREFIX, Instance, try_lock
 from foldermon.queue.layout import LOCK_NAME, Layout
-from foldermon.queue.lifecycle import Claim, LeaseLostError, Queue
+from foldermon.queue.lifecycle import Queue
 
 CUT = "hosta-1-aaaaaa"
 PEER = "hostb-2-bbbbbb"

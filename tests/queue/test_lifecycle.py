@@ -16,19 +16,19 @@ from typing import Any
 import inotify_simple
 import pytest
 
-from foldermon.queue.counter import counter_name
-from foldermon.queue.instance import Instance, LockInfo, new_instance_id, read_lock
-from foldermon.queue.layout import LOCK_NAME, Layout, record_name
-from foldermon.queue.lifecycle import (
+from foldermon.queue.claims import (
     Claim,
     ClaimFolderGoneError,
     Directory,
     Exhausted,
     Held,
-    Queue,
     Rejected,
     Unclaimable,
 )
+from foldermon.queue.counter import counter_name
+from foldermon.queue.instance import Instance, LockInfo, new_instance_id, read_lock
+from foldermon.queue.layout import LOCK_NAME, Layout, record_name
+from foldermon.queue.lifecycle import Queue
 
 # Instance ids have the shape new_instance_id() gives (host-pid-random): temp outputs are
 # matched to their owner by it.

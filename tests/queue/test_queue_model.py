@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from foldermon.queue.claims import Claim
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import LOCK_NAME, Layout, record_name
-from foldermon.queue.lifecycle import Claim, Queue
+from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import OutputTarget, publishing_name, temp_owner
 from foldermon.queue.records import read_record
 from foldermon.queue.requeue import requeue

@@ -14,12 +14,22 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from foldermon.errors import LifecycleError
-from foldermon.queue.counter import Count, TraceRef, counter_name, read_counter, write_counter
+from foldermon.queue.claims import (
+    Claim,
+    ClaimFolderGoneError,
+    ClaimResult,
+    Directory,
+    Exhausted,
+    Held,
+    LeaseLostError,
+    Rejected,
+    Unclaimable,
+)
+from foldermon.queue.counter import Count, counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
 from foldermon.queue.instance import Instance, fence
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
@@ -38,65 +48,6 @@ def _shortened(name: str) -> str:
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     return f"{os.fsdecode(os.fsencode(name)[:160])}~{digest}"
 
-
-class ClaimFolderGoneError(LifecycleError):
-    """This instance's claim folder is gone (the root was removed, or a root symlink switched)."""
-
-
-class LeaseLostError(LifecycleError):
-    """This instance's claim folder is no longer its own: another instance took its claims over."""
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    name: str
-    path: Path
-    attempt: int
-    first_attempt: float
-    size: int
-    arrived: float
-    identity: str
-    traces: tuple[TraceRef, ...] = ()  # of the earlier attempts
-    generation: int = 0  # of the claim folder it was claimed into (Queue.generation)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """An entry quarantined at claim, never opened: not a regular file, or a name too long to use."""
-
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Directory:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A name this instance already holds (a file of that name waits for its retry): claimed later."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unclaimable:
-    """A name whose claim failed (permissions, say): left where it is, offered again at each scan."""
-
-    name: str
-    error: OSError
-
-
-@dataclass(frozen=True, slots=True)
-class Exhausted:
-    """An input that used up its attempts in earlier runs (e.g. it crashed the agent each time)."""
-
-    name: str
-    attempts: int
-
-
-ClaimResult = Claim | Rejected | Directory | Exhausted | Held | Unclaimable
 
 _KIND = {
     stat.S_IFLNK: "a symbolic link (never followed)",
