@@ -191,7 +191,7 @@ def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry
     """Telemetry for a one-shot verb: its log on stderr (JSON unless a terminal), as is the
     console exporters' output when stdout carries the verb's data (a file's records, a report)."""
     from foldermon import log as logmod
-    from foldermon.queue.instance import new_instance_id
+    from foldermon.queue.ids import new_instance_id
     from foldermon.telemetry import Telemetry
 
     # Configured before Telemetry is built: it takes its logger then.
@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> in
 
     from foldermon import console
     from foldermon import log as logmod
-    from foldermon.queue.instance import new_instance_id
+    from foldermon.queue.ids import new_instance_id
     from foldermon.sdnotify import Notifier
     from foldermon.service import Agent
     from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, die_with_supervisor

@@ -159,6 +159,21 @@ class Files:
             self.group_commit()
         return True
 
+    def release_waiting(self) -> None:
+        """At stop: give the files waiting for a retry back to unprocessed/ (and forget them)."""
+        for retry in self.retries:
+            log = self.ctx.log.bind(root=str(retry.root.layout.root), file=retry.claim.name)
+            if retry.finish is not None:
+                # Its output is published: released, it would be processed again. Left claimed,
+                # the recovery after this instance finishes it.
+                log.warning("left claimed for recovery: output published, finish pending")
+                continue
+            try:
+                retry.root.queue.release(retry.claim)
+            except OSError as exc:
+                log.warning("left claimed for recovery: could not release it", error=str(exc))
+        self.retries.clear()
+
     def group_commit(self) -> None:
         """fsync processed/ and the claim folders once for all the finishes since the last commit."""
         for root in self._roots:

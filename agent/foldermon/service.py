@@ -144,26 +144,7 @@ class Agent:
     def _shutdown(self) -> None:
         self.files.group_commit()
         self.telemetry.instruments.tally.flush()
-        for retry in self._retries:
-            if retry.finish is None:
-                try:
-                    retry.root.queue.release(retry.claim)
-                except OSError as exc:
-                    self.log.warning(
-                        "left claimed for recovery: could not release it",
-                        root=str(retry.root.layout.root),
-                        file=retry.claim.name,
-                        error=str(exc),
-                    )
-            else:
-                # Its output is published: released, it would be processed again. Left claimed,
-                # the recovery after this instance finishes it.
-                self.log.warning(
-                    "left claimed for recovery: output published, finish pending",
-                    root=str(retry.root.layout.root),
-                    file=retry.claim.name,
-                )
-        self._retries.clear()
+        self.files.release_waiting()
         if self._watcher is not None:
             self._watcher.close()
         for root in self.roots:

@@ -26,7 +26,8 @@ from foldermon.queue.claims import (
     Unclaimable,
 )
 from foldermon.queue.counter import counter_name
-from foldermon.queue.instance import Instance, LockInfo, new_instance_id, read_lock
+from foldermon.queue.ids import new_instance_id
+from foldermon.queue.instance import Instance, LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, Layout, record_name
 from foldermon.queue.lifecycle import Queue
 

@@ -7,8 +7,6 @@ import errno
 import fcntl
 import json
 import os
-import re
-import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +30,6 @@ def fence(folder: Path) -> str:
     os.rename(folder, folder.with_name(name))
     fsync_dir(folder.parent)
     return name
-
-
-def new_instance_id() -> str:
-    """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
-    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def try_lock(path: Path) -> int | None:
