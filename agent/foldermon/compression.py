@@ -25,6 +25,11 @@ FORMATS = {
     "zstd": (b"\x28\xb5\x2f\xfd", ".zst"),
 }
 SUFFIXES = {suffix: kind for kind, (_, suffix) in FORMATS.items()}
+# Bytes read to recognise a format: text which merely begins with a magic ("BZh..." in a plain
+# file) is not taken for compressed data, since gzip's method byte (8, deflate, the only one
+# defined) and bzip2's block size digit and block or end-of-stream marker are checked too.
+HEAD_BYTES = 10
+_BZIP2_MARKERS = (b"1AY&SY", b"\x17rE8P\x90")
 
 
 def sniff(path: Path) -> str | None:
@@ -35,7 +40,7 @@ def sniff(path: Path) -> str | None:
     except OSError:
         return None  # opened for real later, where the error is reported
     try:
-        return kind_of(os.pread(fd, 8, 0))
+        return kind_of(os.pread(fd, HEAD_BYTES, 0))
     except OSError:
         return None
     finally:
@@ -43,7 +48,12 @@ def sniff(path: Path) -> str | None:
 
 
 def kind_of(head: bytes) -> str | None:
-    return next((kind for kind, (magic, _) in FORMATS.items() if head.startswith(magic)), None)
+    """The compression whose header ``head`` (the first HEAD_BYTES of a file) starts with."""
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gzip"
+    if head.startswith(b"BZh") and head[3:4].isdigit() and head[3:4] != b"0" and head[4:10] in _BZIP2_MARKERS:
+        return "bzip2"
+    return next((kind for kind in ("xz", "zstd") if head.startswith(FORMATS[kind][0])), None)
 
 
 def plain_name(name: str, kind: str | None) -> str:

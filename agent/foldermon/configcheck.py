@@ -277,3 +277,21 @@ def _check_name_template(template: str) -> list[str]:  # noqa: PLR0911 - one rul
     if name.startswith("."):
         return [f"[output] name: {short(template)} must not start with '.' (dot names are the agent's)"]
     return []
+
+
+# Watch settings a new watcher is needed for (order and priority are the scheduler's).
+WATCHER_SETTINGS = ("mode", "poll_interval", "settle", "exclude", "done_suffix")
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The settings that differ between ``old`` and ``new`` which a reload cannot change."""
+    pairs = {
+        "watch.dirs": (old.watch.dirs, new.watch.dirs),
+        "output.dir": (old.output.dir, new.output.dir),
+        "agent.workers": (old.agent.workers, new.agent.workers),
+        "agent.log_level": (old.agent.log_level, new.agent.log_level),
+        # Every host serving a root must go by the same lease: it is not changed under claims.
+        "agent.lease": (old.agent.lease, new.agent.lease),
+        "telemetry": (old.telemetry, new.telemetry),
+    }
+    return [name for name, (was, now) in pairs.items() if was != now]

@@ -14,14 +14,18 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from foldermon.config import RetentionConfig
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, record_name
 from foldermon.queue.requeue import HISTORY
+
+if TYPE_CHECKING:
+    from foldermon.log import Logger
 
 FOLDERS = ("processed", "output", "failed")
 # A pass starts again this long after the last one began, or sooner for short ages.
@@ -81,11 +85,22 @@ class Retention:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._layouts = layouts
-        self.config = config
+        self._config = config
         self._clock = clock
         self._work: list[tuple[_Job, Iterator[os.DirEntry[str]]]] = []
         self._next_pass = 0.0
         self.this_pass = Expired()
+
+    @property
+    def config(self) -> RetentionConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: RetentionConfig) -> None:
+        """New ages (a reload) take effect at once: the next pass starts with the next step."""
+        if config != self._config:
+            self._config = config
+            self._next_pass = 0.0
 
     def step(self, budget: int = 256) -> Expired:
         """Look at up to ``budget`` entries and remove the expired ones among them."""
@@ -94,7 +109,7 @@ class Retention:
         if not self._work:
             if now < self._next_pass:
                 return expired
-            jobs = [job for la in self._layouts() for job in _jobs(la, self.config)]
+            jobs = [job for la in self._layouts() for job in _jobs(la, self._config)]
             self._work = [(job, _entries(job.path)) for job in jobs]
             self._next_pass = now + min([PASS_INTERVAL, *(job.max_age / 4 for job in jobs)])
         while self._work and budget > 0:
@@ -106,6 +121,26 @@ class Retention:
                 self._work.pop(0)  # this folder is done for this pass
         self.this_pass.add(expired)
         return expired
+
+    def step_reported(
+        self,
+        attributes: Mapping[Path, Mapping[str, str]],
+        count: Callable[[int, dict[str, str]], None],
+        log: Logger,
+    ) -> None:
+        """A step, with what it removed counted (``count``, under each root's ``attributes``)
+        and, at the end of a pass, logged; an error is logged and the next step tries again."""
+        try:
+            expired = self.step()
+        except OSError as exc:
+            log.error("retention step failed; will try again", error=str(exc))
+            return
+        for (path, folder), n in expired.counts.items():
+            count(n, {**attributes[path], "foldermon.folder": folder})
+        done = self.pass_done()
+        if done is not None:
+            removed = {f"{p}:{folder}": n for (p, folder), n in done.counts.items()}
+            log.info("retention removed old files", removed=removed)
 
     def pass_done(self) -> Expired | None:
         """What the pass that just ended removed (once, when it ends); None otherwise."""

@@ -13,6 +13,7 @@ from types import FrameType
 from foldermon import __version__, early
 from foldermon import log as logmod
 from foldermon.config import Config
+from foldermon.configcheck import WATCHER_SETTINGS, restart_only_changes
 from foldermon.deadline import Alarm
 from foldermon.errors import UNREACHABLE_ERRNOS, ConfigError, LifecycleError
 from foldermon.files import Context, Files, NoProgress, Progress, Retry
@@ -355,22 +356,10 @@ class Agent:
 
     def _retain(self) -> None:
         """A bounded step of retention, at most five times a second, so it never stalls the queue."""
-        if self._clock() < self._retain_at:
-            return
-        self._retain_at = self._clock() + _RETAIN_EVERY
-        try:
-            expired = self._retention.step()
-        except OSError as exc:
-            self.log.error("retention step failed; will try again", error=str(exc))
-            return
-        roots = {r.layout.root: r for r in self.roots}
-        for (path, folder), count in expired.counts.items():
-            attrs = {**roots[path].queue.attributes, "foldermon.folder": folder}
-            self.telemetry.instruments.expired.add(count, attrs)
-        done = self._retention.pass_done()
-        if done is not None:
-            removed = {f"{p}:{folder}": n for (p, folder), n in done.counts.items()}
-            self.log.info("retention removed old files", removed=removed)
+        if self._clock() >= self._retain_at:
+            self._retain_at = self._clock() + _RETAIN_EVERY
+            attributes = {r.layout.root: r.queue.attributes for r in self.roots}
+            self._retention.step_reported(attributes, self.telemetry.instruments.expired.add, self.log)
 
     def _apply_reload(self) -> None:
         self._reload = False
@@ -387,12 +376,12 @@ class Agent:
             )
             self.notifier.ready("reload rejected; running with the previous configuration")
             return
-        if (new.watch.dirs, new.output.dir, new.agent.workers) != (
-            self.config.watch.dirs,
-            self.config.output.dir,
-            self.config.agent.workers,
-        ):
-            self.log.warning("watch.dirs, output.dir and agent.workers changes take effect after a restart")
+        old = self.config
+        later = restart_only_changes(old, new)
+        if later:
+            self.log.warning("these changes take effect after a restart", settings=later)
+        if any(getattr(new.watch, k) != getattr(old.watch, k) for k in WATCHER_SETTINGS):
+            self._rewatch(new)
         for root in self.roots:
             root.queue.output_name = new.output.name
             root.queue.max_attempts = new.retry.max_attempts
@@ -401,6 +390,23 @@ class Agent:
         self.config = self.files.ctx.config = new
         self.notifier.ready("configuration reloaded")
         self.log.info("reloaded", processors=[s.id for s in new.processors])
+
+    def _rewatch(self, new: Config) -> None:
+        """Watch with new name rules, settle time or mode: a new watcher, whose first scan offers
+        again, under the new rules, the names waiting to be claimed."""
+        if self._watcher is None:
+            return
+        try:
+            watcher = open_watcher(new.watch, [r.layout.root for r in self.roots])
+        except Exception as exc:  # noqa: BLE001 - a reload must never stop the agent
+            self.log.error("watch settings not changed; the running watcher stays", error=str(exc))
+            return
+        self._watcher.close()
+        self._watcher = watcher
+        for index in range(len(self.roots)):
+            self._pending.drop_root(index)
+        for mode in watcher.modes:
+            self.log.info("watching", root=str(mode.root), mode=mode.mode, reason=mode.reason)
 
     # -- one file -----------------------------------------------------------------------------
 

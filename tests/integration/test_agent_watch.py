@@ -118,3 +118,53 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_pat
         assert (root / "output" / "two_processed.txt").read_text() == "mixed\n"
     finally:
         assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sighup_applies_new_name_rules_and_says_what_waits_for_a_restart(tmp_path: Path, mode: str) -> None:
+    """A reload that sets done_suffix and a new exclude glob holds a file until its marker and
+    leaves an excluded one alone; a restart-only change is named in the log."""
+    root = tmp_path / "root"
+    base = f'[watch]\nmode = "{mode}"\npoll_interval = 0.05\nsettle = 0.2\n'
+    config = write_config(tmp_path / "a.toml", base)
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        config.write_text(
+            base
+            + 'exclude = [".*", "*.tmp", "*.skip"]\ndone_suffix = ".done"\n[agent]\nlog_level = "debug"\n'
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(r.get("event") == "reloaded" for r in log_records(log)))
+        said = [r for r in log_records(log) if r.get("event") == "these changes take effect after a restart"]
+        assert said[-1]["settings"] == ["agent.log_level"]
+        drop(root, "b.txt", "b\n")
+        drop(root, "c.skip", "c\n")
+        time.sleep(1.0)  # several settle times: neither may be taken
+        assert sorted(os.listdir(root / "unprocessed")) == ["b.txt", "c.skip"]
+        drop(root, "b.txt.done", "")
+        wait_until(lambda: census(root)["processed"] == ["b.txt"])
+        wait_until(lambda: os.listdir(root / "unprocessed") == ["c.skip"])  # the marker goes too
+    finally:
+        assert stop(proc) == 0
+
+
+def test_sighup_shortening_retention_applies_at_once(tmp_path: Path) -> None:
+    """Ages shortened by a reload are applied by the next pass, not a minute later."""
+    root = tmp_path / "root"
+    ages = '[retention]\nprocessed_max_age = "{age}"\noutput_max_age = "{age}"\n'
+    config = write_config(tmp_path / "a.toml", ages.format(age="10m"))
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        for i in range(3):
+            drop(root, f"f{i}.txt", "x\n")
+        wait_until(lambda: len(census(root)["processed"]) == 3)
+        time.sleep(1.5)  # older than the new age, and a pass with the old ages has run
+        config.write_text(ages.format(age="1s"))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: census(root)["processed"] == [] and os.listdir(root / "output") == [], timeout=10)
+    finally:
+        assert stop(proc) == 0

@@ -232,6 +232,22 @@ def test_each_compression_round_trips_byte_exact(tmp_path: Path, suffix: str) ->
     assert (root / "output" / "misnamed_processed.csv").read_bytes() == expected
 
 
+def test_plain_text_starting_like_a_magic_is_plain(tmp_path: Path) -> None:
+    """Text that begins with a format's first bytes ("BZh", gzip's 1f 8b without its method
+    byte) is not taken for compressed data: only a whole header is."""
+    root = tmp_path / "root"
+    texts = {
+        "notes.txt": b"BZh is the start of this line\nsecond\n",
+        "bzh9.txt": b"BZh9 text\n",
+        "gz.bin": b"\x1f\x8bx\n",
+    }
+    for name, data in texts.items():
+        drop(root, name, data)
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 0
+    assert census(root)["processed"] == sorted(texts)
+    assert (root / "output" / "notes_processed.txt").read_bytes() == texts["notes.txt"]
+
+
 @pytest.mark.parametrize("suffix", ["gz", "zst"])
 def test_outputs_can_be_compressed_like_their_input(tmp_path: Path, suffix: str) -> None:
     """[output] compress = "same": a .gz input gives a .gz output, a plain one a plain output."""
