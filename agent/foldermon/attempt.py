@@ -266,20 +266,21 @@ class Attempt:
 
     def _produce(self, run: _Run, compress: Callable[[BinaryIO], Any] | None) -> StreamResult:
         pipeline = run.pipeline
-        tracer = LineTracer.for_config(
-            pipeline,
-            self.telemetry.line_spans,
-            run.span,
-            self.config.telemetry,
-            size=run.claim.size,
-            exact=self.exact_lines,
-        )
-        on_batch: Callable[[list[str]], list[str]] | None = tracer
-        if tracer is None and self.exact_lines:
-            on_batch = pipeline.feed_exact
+        tracer: LineTracer | None = None
         limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         try:
             with open_input(run.claim.path, max_input_bytes=limit) as src:
+                tracer = LineTracer.for_config(
+                    pipeline,
+                    self.telemetry.line_spans,
+                    run.span,
+                    self.config.telemetry,
+                    source=src,
+                    exact=self.exact_lines,
+                )
+                on_batch: Callable[[list[str]], list[str]] | None = tracer
+                if tracer is None and self.exact_lines:
+                    on_batch = pipeline.feed_exact
                 fd = run.queue.open_temp(run.target)
                 try:
                     return stream(

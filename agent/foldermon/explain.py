@@ -101,7 +101,9 @@ def explain(
         "notes": replay.notes(),
     }
     if span is not None:
-        doc["trace_id"] = format(span.get_span_context().trace_id, "032x")
+        context = span.get_span_context()
+        doc["trace_id"] = format(context.trace_id, "032x")
+        doc["trace_sampled"] = context.trace_flags.sampled  # an unsampled trace is kept nowhere
     return doc
 
 
@@ -149,6 +151,8 @@ class _Replay:
         self.read = 0  # input lines read so far
         self.written = 0  # output lines so far
         self.failure: str | None = None
+        self.error_type: str | None = None  # of the exception behind ``failure``
+        self._line_errors: dict[int, str] = {}  # asked line -> error.type of its failed step
         self.stopped = False  # by the time limit
         self._at = (0, 0)  # the input lines being fed
         self._held: list[tuple[dict[str, Any], int, list[str]]] = []  # entry, stage, what it held
@@ -178,7 +182,7 @@ class _Replay:
         try:
             self.written += len(self.pipeline.feed(lines))
         except ProcessorError as exc:
-            self.failure = f"{_failure(exc)} on {_where(first, end)}"
+            self.failure, self.error_type = f"{_failure(exc)} on {_where(first, end)}", _type(exc)
             self.read = end
             return False
         self.read = end
@@ -193,7 +197,7 @@ class _Replay:
         try:
             out = self.pipeline.feed_steps(line, steps)
         except ProcessorError as exc:
-            self.failure = f"{_failure(exc)} on line {number}"
+            self.failure, self.error_type = f"{_failure(exc)} on line {number}", _type(exc)
             self.read = number
             return False
         self._release(steps, len(out))
@@ -213,7 +217,8 @@ class _Replay:
             cause = exc.__cause__ or exc
             failed = self._failed(steps, line, exc.processor_id, exc.processor_type, _error(cause))
             entry["steps"] = [*self._steps(steps), failed]
-            self.failure = f"{_failure(exc)} on line {number}"
+            self._line_errors[number] = _type(exc)
+            self.failure, self.error_type = f"{_failure(exc)} on line {number}", _type(exc)
             self.read = number
             return False
         except FileTimeLimit:
@@ -249,7 +254,7 @@ class _Replay:
         """The time limit interrupted the replay, as it interrupts the agent's attempt."""
         stage = self.pipeline.active_stage()
         who = f"{stage.id} ({stage.type}) was still running" if stage else "the file was being read"
-        self.failure = f"{who} on {_where(*self._at)}"
+        self.failure, self.error_type = f"{who} on {_where(*self._at)}", FileTimeLimit.__qualname__
         self.stopped = True
         self.read = self._at[1]
 
@@ -331,15 +336,22 @@ class _Replay:
                     },
                 )
                 if step["result"] == "failed":
+                    span.set_attribute("error.type", self._line_errors.get(entry["number"], "_OTHER"))
                     span.set_status(Status(StatusCode.ERROR, step["error"]))
             span.end(end_time=end)
         parent.set_attribute("foldermon.lines.in", self.read)
         if self.failure:
+            parent.set_attribute("error.type", self.error_type or "_OTHER")
             parent.set_status(Status(StatusCode.ERROR, self.failure))
 
 
 def _where(first: int, end: int) -> str:
     return f"line {first}" if first == end else f"lines {first}-{end}"
+
+
+def _type(exc: ProcessorError) -> str:
+    """The ``error.type`` of a processor's failure: the type of what it raised."""
+    return type(exc.__cause__ or exc).__qualname__
 
 
 def _error(cause: BaseException) -> str:

@@ -109,8 +109,14 @@ def render(doc: Mapping[str, Any], record: Mapping[str, Any] | None) -> str:
             out.append("  not in the output")
     out.extend(f"note: {n}" for n in doc["notes"])
     if doc.get("trace_id"):
-        out.append(f"this replay is trace {doc['trace_id']}")
+        out.append(_replay_trace(doc))
     return "\n".join(out)
+
+
+def _replay_trace(doc: Mapping[str, Any]) -> str:
+    if doc.get("trace_sampled", True):
+        return f"this replay is trace {doc['trace_id']}"
+    return "this replay was not sampled (the traces sampler): no trace of it was kept"
 
 
 def record_text(record: Mapping[str, Any]) -> str:

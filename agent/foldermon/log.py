@@ -6,6 +6,7 @@ when the log is configured: a short command that never logs does not pay for it.
 
 from __future__ import annotations
 
+import _thread
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
 
 _pending: list[Callable[[], None]] = []  # the configuration to apply before the next logger
+# Held while the configuration is applied: a logger asked for by another thread meanwhile (an
+# exporter thread reporting) must wait for it, or it would write with structlog's defaults.
+# The interpreter's own lock type: `threading` is more than a short command needs to load.
+_applying = _thread.allocate_lock()
 
 
 def configure(
@@ -63,8 +68,9 @@ def get(**context: Any) -> Logger:
     """A logger bound to ``context``, writing as last configured."""
     import structlog  # see the module's docstring
 
-    if _pending:
-        _pending.pop()()
+    with _applying:
+        if _pending:
+            _pending.pop()()
     logger: Logger = structlog.get_logger().bind(**context)
     return logger
 

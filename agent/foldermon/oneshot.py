@@ -39,7 +39,7 @@ def process_file(
     """
     pipeline = build_pipeline(config.processors, registry)
     if telemetry is None:
-        _process(config, pipeline, src, dst, lambda _size: pipeline.feed, progress=progress)
+        _process(config, pipeline, src, dst, lambda _fin: pipeline.feed, progress=progress)
         return 0
     from foldermon.telemetry import LineTracer, processor_spans  # see above
 
@@ -49,13 +49,17 @@ def process_file(
         "foldermon.process_file", attributes=attributes, start_time=start_ns
     ) as span:
 
-        def traced(size: int) -> Feed:
-            span.set_attribute("file.size", size)
-            tracer = LineTracer.for_config(pipeline, telemetry.line_spans, span, config.telemetry, size=size)
+        def traced(fin: BinaryIO) -> Feed:
+            span.set_attribute("file.size", os.fstat(fin.fileno()).st_size)
+            tracer = LineTracer.for_config(pipeline, telemetry.line_spans, span, config.telemetry, source=fin)
             return tracer or pipeline.feed
 
         try:
             result = _process(config, pipeline, src, dst, traced, progress=progress)
+        except Exception as exc:
+            span.set_attribute("foldermon.outcome", "failed")
+            span.set_attribute("error.type", type(exc).__qualname__)  # as the agent's file span
+            raise  # recorded on the span, with status ERROR, as it leaves
         finally:
             processor_spans(telemetry.tracer, span, pipeline, start_ns)
         span.set_attribute("foldermon.outcome", "processed")
@@ -69,16 +73,16 @@ def _process(
     pipeline: Pipeline,
     src: Path,
     dst: Path | None,
-    feed_for: Callable[[int], Feed],
+    feed_for: Callable[[BinaryIO], Feed],
     *,
     progress: bool,
 ) -> StreamResult:
-    """``src`` through the pipeline, fed by ``feed_for(size)``, to ``dst`` or stdout."""
+    """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst`` or stdout."""
     try:
         limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         with open_input(src, max_input_bytes=limit) as fin:
             size = os.fstat(fin.fileno()).st_size
-            feed = feed_for(size)
+            feed = feed_for(fin)
             with _progress(fin, size, src.name, enabled=progress) as keep_going:
                 run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
                 return (

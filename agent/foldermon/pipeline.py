@@ -41,18 +41,20 @@ class StageStats(NamedTuple):
     lines_out: int
     seconds: float
     errors: int
+    error_type: str | None = None  # of the last exception the processor raised
 
 
 class _Counters:
     """The running totals behind one stage's :class:`StageStats`."""
 
-    __slots__ = ("errors", "lines_in", "lines_out", "seconds")
+    __slots__ = ("error_type", "errors", "lines_in", "lines_out", "seconds")
 
     def __init__(self) -> None:
         self.lines_in = 0
         self.lines_out = 0
         self.seconds = 0.0
         self.errors = 0
+        self.error_type: str | None = None
 
 
 class Pipeline:
@@ -142,7 +144,7 @@ class Pipeline:
     def stats(self) -> list[StageStats]:
         """Return each stage's counters so far, in stage order."""
         return [
-            StageStats(stage.id, stage.type, c.lines_in, c.lines_out, c.seconds, c.errors)
+            StageStats(stage.id, stage.type, c.lines_in, c.lines_out, c.seconds, c.errors, c.error_type)
             for stage, c in zip(self.stages, self._counters, strict=True)
         ]
 
@@ -162,6 +164,7 @@ class Pipeline:
             out = stage.processor.process(lines)
         except Exception as exc:
             counters.errors += 1
+            counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, number) from exc
         finally:
             counters.seconds += self._clock() - start
@@ -177,6 +180,7 @@ class Pipeline:
             out = stage.processor.finish()
         except Exception as exc:
             counters.errors += 1
+            counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, None) from exc
         finally:
             counters.seconds += self._clock() - start

@@ -198,3 +198,118 @@ def test_failures_carry_error_type_and_paths_follow_the_conventions(
     assert failed[-1]["attributes"]["foldermon.watch.root.id"]
     logs = receiver.wait_for(lambda rx: rx.logs() or None)
     assert all(r["time_ns"] > 0 for r in logs)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "utf8"])
+def test_line_spans_span_a_compressed_or_multibyte_file(
+    tmp_path: Path, receiver: OtlpReceiver, kind: str
+) -> None:
+    """The spread of line spans goes by the share of the file (as stored) read: a gzip input and
+    text of multi-byte characters get their spans over the whole file, as plain ASCII does."""
+    import gzip
+
+    root = tmp_path / "root"
+    text = (
+        "".join(f"行 {i} 漢字のテキスト\n" for i in range(1, 100_001)) if kind == "utf8" else _lines(100_000)
+    )
+    data = gzip.compress(text.encode()) if kind == "gzip" else text.encode()
+    drop(root, "big.txt.gz" if kind == "gzip" else "big.txt", data)
+    config = "[telemetry]\nmax_line_spans_per_file = 100\nline_sample_ratio = 1.0\n" + COUNTER
+    _run(root, tmp_path, receiver, config, "--trace")
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 90 and rx.spans())
+    numbers = sorted(s["attributes"]["foldermon.line.number"] for s in _named(spans, "foldermon.line"))
+    assert len(numbers) >= 90
+    assert numbers[-1] > 90_000, "line spans stop early in the file"
+    assert numbers[len(numbers) // 2] > 20_000, "line spans crowd the start of the file"
+
+
+def test_failed_processor_and_one_shot_spans_carry_error_type(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """The processor span of the processor that raised, and the file span of a failed `process`,
+    say what failed in error.type (and the latter its outcome)."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "BAD\n")
+    _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 1\n" + FAILING)
+    spans = receiver.wait_for(lambda rx: _named(rx.spans(), "foldermon.processor") or None)
+    assert spans[0]["attributes"]["error.type"] == "ValueError"
+    src = tmp_path / "in.txt"
+    src.write_text("BAD\n")
+    config = write_config(tmp_path / "p.toml", FAILING)
+    done = run_cli(
+        "process", str(src), "--config", str(config), env={**FAST, **receiver.endpoint_env("grpc")}
+    )
+    assert done.returncode == 1
+    one_shot = receiver.wait_for(
+        lambda rx: (
+            [
+                s
+                for s in _named(rx.spans(), "foldermon.process_file")
+                if s["attributes"]["file.name"] == "in.txt"
+            ]
+            or None
+        )
+    )
+    assert one_shot[0]["attributes"]["error.type"] == "ProcessorError"
+    assert one_shot[0]["attributes"]["foldermon.outcome"] == "failed"
+
+
+def test_explain_says_when_its_trace_was_not_sampled(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    env = {**receiver.endpoint_env("grpc"), "OTEL_TRACES_SAMPLER": "always_off"}
+    shown = run_cli("explain", str(src), "--line", "1", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "not sampled" in shown.stdout.splitlines()[-1]
+    as_json = json.loads(run_cli("explain", str(src), "--line", "1", "--json", env=env).stdout)
+    assert as_json["trace_sampled"] is False
+
+
+def test_batch_settings_the_sdk_takes_work_and_bad_ones_are_said(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """An export batch larger than a span queue is held to the queue; a batch setting that is not
+    a positive number is a configuration error in words, not a traceback."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", "a\n")
+    big = {"OTEL_BSP_MAX_QUEUE_SIZE": "16384", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "40000"}
+    _run(root, tmp_path, receiver, COUNTER, "--trace", env=big)
+    assert census(root)["processed"] == ["a.txt"]
+    for name, value in (("OTEL_BSP_SCHEDULE_DELAY", "0"), ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "9999")):
+        refused = run_cli(
+            "run", "--watch", str(root), "--once", env={**receiver.endpoint_env("grpc"), name: value}
+        )
+        assert refused.returncode == 78
+        assert name in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_path: Path) -> None:
+    """SIGTERM while a collector taking 1 s per export still has line spans to take: exit 0 well
+    within the drain deadline and its grace, every line span received or counted as dropped."""
+    import time
+
+    from agentctl import start, stop, wait_until
+
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    config = write_config(
+        tmp_path / "c.toml",
+        "[agent]\ndrain_timeout = 1.0\n[telemetry]\nmax_line_spans_per_file = 5000\n" + COUNTER,
+    )
+    with OtlpReceiver(delay=1.0) as slow:
+        env = {**slow.endpoint_env("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+        proc = start(
+            "run", "--watch", str(root), "--trace", "--config", str(config), log=tmp_path / "a.log", env=env
+        )
+        try:
+            for i in range(4):
+                drop(root, f"f{i}.txt", _lines(5000))
+            wait_until(lambda: len(census(root)["processed"]) == 4)
+        finally:
+            started = time.monotonic()
+            code = stop(proc)
+        assert code == 0, (tmp_path / "a.log").read_text()[-2000:]
+        assert time.monotonic() - started < 8.0
+        time.sleep(2.0)  # an export in flight at the stop may still arrive
+        received = len(_named(slow.spans(), "foldermon.line"))
+        dropped = sum(_dropped(slow).values())
+    assert received + dropped >= 4 * 5000

@@ -69,6 +69,29 @@ class ExportSettings:
         return any(v != "none" for v in self.exporters.values())
 
 
+# The batch processors' settings (spans: BSP, log records: BLRP), positive whole numbers.
+_BATCH_VARIABLES = ("SCHEDULE_DELAY", "EXPORT_TIMEOUT", "MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE")
+_BLRP_DEFAULTS = {"MAX_QUEUE_SIZE": 2048, "MAX_EXPORT_BATCH_SIZE": 512}
+
+
+def batch_problems(env: Mapping[str, str]) -> list[str]:
+    """What is wrong with the OTEL_BSP_* and OTEL_BLRP_* variables (the SDK would raise at start)."""
+    problems = []
+    for prefix in ("OTEL_BSP_", "OTEL_BLRP_"):
+        for name in _BATCH_VARIABLES:
+            value = env.get(prefix + name)
+            if value is not None and not (value.isascii() and value.isdigit() and 0 < int(value) <= 10**9):
+                problems.append(f"{prefix}{name} {value[:80]!r} is not a positive whole number")
+    if not problems:
+        queue, batch = (int(env.get(f"OTEL_BLRP_{n}") or d) for n, d in _BLRP_DEFAULTS.items())
+        if batch > queue:
+            problems.append(
+                f"OTEL_BLRP_MAX_EXPORT_BATCH_SIZE {batch} is more than the log record queue "
+                f"(OTEL_BLRP_MAX_QUEUE_SIZE {queue})"
+            )
+    return problems
+
+
 def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
     """Environment first, then the config file, then defaults; raises ConfigError on unknown values."""
     problems: list[str] = []
@@ -118,6 +141,7 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
             problems.append(f"{key}: {problem}")
     if interval is not None and not (interval.isdigit() and 0 < int(interval) <= MAX_SECONDS * 1000):
         problems.append(f"OTEL_METRIC_EXPORT_INTERVAL {interval[:80]!r} is not a number of milliseconds")
+    problems.extend(batch_problems(env))
     if problems:
         raise ConfigError(problems, "telemetry settings")
     return ExportSettings(

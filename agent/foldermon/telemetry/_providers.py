@@ -97,7 +97,7 @@ class Telemetry:
         self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
         resource = build_resource(instance_id, self.settings.resource_attributes)
         self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
-        span_processor = self._add_span_exporter()
+        self._span_processor = span_processor = self._add_span_exporter()
         self.meter_provider = self._meter_provider(resource)
         self.logger_provider = self._logger_provider(resource)
         self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
@@ -246,16 +246,23 @@ class Telemetry:
         """Flush and stop every provider within one shared deadline; never raises."""
         deadline = time.monotonic() + timeout
 
-        def left_ms() -> int:
-            return max(1, int((deadline - time.monotonic()) * 1000))
+        # Spans get at most this share, so that the metrics (which count the spans left unsent)
+        # and the logs still have time to leave.
+        spans_deadline = time.monotonic() + timeout * 0.6
+
+        def left_ms(until: float = deadline) -> int:
+            return max(1, int((until - time.monotonic()) * 1000))
 
         providers: list[Any] = [self.tracer_provider, self.meter_provider, self.logger_provider]
         for provider in providers:
             if provider is None or isinstance(provider, NoOpMeterProvider):
                 continue
             is_meter = provider is self.meter_provider
+            is_tracer = provider is self.tracer_provider
             try:
-                provider.force_flush(left_ms())
+                provider.force_flush(left_ms(spans_deadline if is_tracer else deadline))
+                if is_tracer and self._span_processor is not None:
+                    self._span_processor.shutdown(left_ms(spans_deadline))  # counts what is left
                 if is_meter:
                     provider.shutdown(timeout_millis=left_ms())
                 else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
@@ -31,6 +32,7 @@ LINE_QUEUE_MIN, LINE_QUEUE_MAX = 2048, 65536
 # export (a busy or distant one) then keeps up with a traced backlog. A line span encodes to
 # a few hundred bytes, so a batch stays well under the 4 MiB a gRPC receiver takes by default.
 LINE_BATCH = 2048
+FILE_BATCH = 512  # the SDK's default
 BATCH_ENV = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 
 
@@ -79,16 +81,20 @@ class AccountedSpanProcessor(SpanProcessor):
         self._on_dropped = on_dropped
         self._lock = threading.Lock()
         self._capacity = {FILE: file_queue, LINE: line_queue}
-        self._queued = {FILE: 0, LINE: 0}
-        # Each batch processor's own queue is as big as ours, so it never drops on its own.
+        self._queued = {FILE: 0, LINE: 0}  # spans in a queue or in an export not yet returned
+        self._closed = False
+        # Each batch processor's own queue is as big as ours, so it never drops on its own
+        # (OTEL_BSP_MAX_QUEUE_SIZE is not used: the queues are sized from the caps). Batches
+        # never exceed their queue: OTEL_BSP_MAX_EXPORT_BATCH_SIZE, when set, is the
+        # operator's word for both, within that bound.
+        given = os.environ.get(BATCH_ENV, "")
         self._batches = {
-            FILE: BatchSpanProcessor(_Counted(exporter, self, FILE), max_queue_size=file_queue),
-            LINE: BatchSpanProcessor(
-                _Counted(exporter, self, LINE),
-                max_queue_size=line_queue,
-                # OTEL_BSP_MAX_EXPORT_BATCH_SIZE, when set, is the operator's word for both.
-                max_export_batch_size=None if BATCH_ENV in os.environ else min(LINE_BATCH, line_queue),
-            ),
+            kind: BatchSpanProcessor(
+                _Counted(exporter, self, kind),
+                max_queue_size=queue,
+                max_export_batch_size=min(int(given) if given.isdigit() else default, queue),
+            )
+            for kind, queue, default in ((FILE, file_queue, FILE_BATCH), (LINE, line_queue, LINE_BATCH))
         }
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -109,29 +115,41 @@ class AccountedSpanProcessor(SpanProcessor):
 
     def left_queue(self, kind: str, count: int, *, exported: bool) -> None:
         with self._lock:
+            if self._closed:
+                return  # counted already, as left at shutdown
             self._queued[kind] -= count
         if not exported:
             self._on_dropped(count, "export_failed")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Both queues at once: the file spans' exports do not wait behind the line spans'."""
-        flushed: list[bool] = []
-        line = threading.Thread(
-            target=lambda: flushed.append(self._batches[LINE].force_flush(timeout_millis)),
-            name="foldermon-line-span-flush",
-            daemon=True,
-        )
-        line.start()
-        file_done = self._batches[FILE].force_flush(timeout_millis)
-        line.join(timeout_millis / 1000)
-        return file_done and flushed == [True]
+        """Both queues at once (the file spans' exports do not wait behind the line spans'),
+        within ``timeout_millis``: the SDK's own flush waits for every export, however slow."""
+        return self._each_within(lambda batch: batch.force_flush(timeout_millis), timeout_millis)
 
-    def shutdown(self) -> None:
-        for batch in self._batches.values():
-            batch.shutdown()  # type: ignore[no-untyped-call]
-        self._exporter.shutdown()
+    def shutdown(self, timeout_millis: int = 5000) -> None:
+        """Export what the queues hold within ``timeout_millis``; what is still queued or in an
+        export not yet confirmed then is counted as dropped ("shutdown")."""
+        if self._closed:
+            return
+        self._each_within(lambda batch: batch.shutdown(), timeout_millis)  # type: ignore[no-untyped-call]
         with self._lock:
             left = sum(self._queued.values())
             self._queued = dict.fromkeys(self._queued, 0)
+            self._closed = True
         if left > 0:
             self._on_dropped(left, "shutdown")
+        self._exporter.shutdown()
+
+    def _each_within(self, call: Callable[[BatchSpanProcessor], object], timeout_millis: int) -> bool:
+        """``call`` on each batch processor in a thread of its own; True if all returned in time."""
+        done: list[object] = []
+        threads = [
+            threading.Thread(target=lambda b=batch: done.append(call(b)), name=f"spans-{kind}", daemon=True)
+            for kind, batch in self._batches.items()
+        ]
+        deadline = time.monotonic() + timeout_millis / 1000
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return len(done) == len(threads) and all(r is not False for r in done)

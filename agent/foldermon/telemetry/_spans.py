@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from stat import S_ISREG
+from typing import Any, BinaryIO
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -70,6 +72,7 @@ def processor_spans(tracer: Tracer, parent: Span, pipeline: Pipeline, start_ns: 
             },
         )
         if stat.errors:
+            span.set_attribute("error.type", stat.error_type or "_OTHER")
             span.set_status(Status(StatusCode.ERROR, f"{stat.errors} error(s)"))
         span.end(end_time=end)
         at = end
@@ -79,7 +82,8 @@ class LineTracer:
     """Feeds batches through the pipeline, tracing a bounded sample of lines one by one.
 
     The examined lines are spread over the whole file: the rate is the budget left over the
-    lines the file's size says are left. An examined line gets a ``foldermon.line`` span when
+    lines still to come, estimated from the share of the file's bytes (as stored: compressed
+    or not) read so far. An examined line gets a ``foldermon.line`` span when
     it was dropped, or by the sample ratio, until ``cap`` spans exist for the file. A line a
     processor fails on always gets an ERROR span: with ``exact`` (a retry that must name the
     line) the unexamined lines run one by one too.
@@ -93,7 +97,7 @@ class LineTracer:
         *,
         ratio: float,
         cap: int,
-        size: int = 0,
+        source: BinaryIO | None = None,
         exact: bool = False,
         rng: random.Random | None = None,
     ) -> None:
@@ -105,10 +109,9 @@ class LineTracer:
         self._ratio = ratio
         self._cap = cap
         self._budget = examine_budget(cap, ratio)
-        self._size = size
+        self._fd, self._size = _file_of(source)
         self._feed = pipeline.feed_exact if exact else pipeline.feed
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
-        self._chars = 0
         self._batch_left = 0
         self._examine_later = 0  # lines the later batches are expected to examine
         self.spans = 0
@@ -122,7 +125,7 @@ class LineTracer:
         parent: Span,
         config: TelemetryConfig,
         *,
-        size: int = 0,
+        source: BinaryIO | None = None,
         exact: bool = False,
     ) -> LineTracer | None:
         """The line tracer ``[telemetry]`` asks for (``trace_lines`` / ``--trace``), or None."""
@@ -134,7 +137,7 @@ class LineTracer:
             parent,
             ratio=config.line_sample_ratio,
             cap=config.max_line_spans_per_file,
-            size=size,
+            source=source,
             exact=exact,
         )
 
@@ -162,18 +165,25 @@ class LineTracer:
 
     def _pick(self, lines: list[str]) -> list[int]:
         """Indices of the lines of this batch to examine, spread at the rate the budget allows."""
-        seen = self._chars
-        self._chars += sum(map(len, lines)) + len(lines)
         if self._budget <= 0 or self.spans >= self._cap:
             return []
-        per_line = self._chars / max(1, self._pipeline.lines_fed + len(lines))
-        left = max(len(lines), (self._size - seen) / per_line) if self._size else len(lines)
+        left = len(lines) + self._lines_after(len(lines))
         count = min(len(lines), self._budget, max(1, round(len(lines) * self._budget / left)))
         self._budget -= count
         self._batch_left = count
         self._examine_later = max(0, min(self._budget, int(left) - len(lines)))
         self.examined += count
         return sorted(self._rng.sample(range(len(lines)), count))
+
+    def _lines_after(self, batch: int) -> float:
+        """How many lines are still to come after this batch, by the bytes of the file read so
+        far (the reader is at most a chunk ahead of the lines handed out)."""
+        try:
+            read = os.lseek(self._fd, 0, os.SEEK_CUR) if self._size > 0 else 0
+        except OSError:
+            return 0.0
+        done = self._pipeline.lines_fed + batch
+        return done * max(0, self._size - read) / read if read > 0 else 0.0
 
     def _keep(self, dropped: bool) -> bool:
         """Whether an examined line gets a span: dropped ones, others by ratio, and the spans
@@ -235,3 +245,16 @@ class LineTracer:
         span.set_attribute("error.type", type(cause).__qualname__)
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         span.end()
+
+
+def _file_of(source: BinaryIO | None) -> tuple[int, int]:
+    """The descriptor of the file (as stored) ``source`` reads, and its size; (-1, 0) when it
+    has none or it is not a regular file."""
+    if source is None:
+        return -1, 0
+    try:
+        fd = source.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return -1, 0
+    return (fd, st.st_size) if S_ISREG(st.st_mode) else (-1, 0)
