@@ -105,11 +105,11 @@ class AccountedSpanProcessor(SpanProcessor):
             return
         kind = LINE if span.name == LINE_SPAN else FILE
         with self._lock:
-            full = self._queued[kind] >= self._capacity[kind]
+            full = self._closed or self._queued[kind] >= self._capacity[kind]
             if not full:
                 self._queued[kind] += 1
         if full:
-            self._on_dropped(1, f"{kind}_queue_full")
+            self._on_dropped(1, "shutdown" if self._closed else f"{kind}_queue_full")
             return
         self._batches[kind].on_end(span)
 
