@@ -12,6 +12,7 @@ import compileall
 import gzip
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -134,13 +135,16 @@ def agent_cmd(*args: str) -> list[str]:
 
 def best_interleaved(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
     """Best time of each, taking turns round after round, so a slow spell of the disk or the
-    CPU falls on every contender alike instead of on whichever ran during it. Each round starts
-    one further along, so no contender always runs right after the same other one."""
+    CPU falls on every contender alike instead of on whichever ran during it. After the first
+    round the turns are shuffled (the same way in every run of the benchmark): a run takes
+    longer after some contenders than after others (an agent run after another agent run more
+    than after the baseline loop), and a fixed order would give one contender the better place
+    every round."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for turn in range(repeat):
-        shift = turn % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names if turn == 0 else random.Random(turn).sample(names, len(names))
+        for name in order:
             times[name].append(runs[name]())
     return {name: min(ts) for name, ts in times.items()}
 
