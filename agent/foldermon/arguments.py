@@ -4,13 +4,12 @@ only the verb asked for."""
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from foldermon import __version__
-from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS
+from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS, repeated_folders
 
 EXAMPLES = {
     "run": """examples:
@@ -111,11 +110,9 @@ def _checked(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"{legacy[0]} is the original form of a verb: give either it or {args.command}")
         if args.output is not None and args.command != "process":
             parser.error(f"--output goes with --file or process, not with {args.command}")
-    seen: set[str] = set()
-    for folder in getattr(args, "watch", None) or ():
-        if os.path.abspath(folder) in seen:
-            where.error(f"--watch {folder}: that folder is given twice; name each root once")
-        seen.add(os.path.abspath(folder))
+    folders = getattr(args, "watch", None) or []
+    for index, _ in repeated_folders(folders):  # error() does not return
+        where.error(f"--watch {folders[index]}: that folder is given twice; name each root once")
     if args.command == "retry" and bool(args.names) == bool(args.all):
         where.error("give the names of files in failed/, or --all (not both)")
     return args

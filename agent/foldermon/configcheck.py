@@ -8,6 +8,7 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,12 +97,10 @@ def _watch_problems(w: WatchConfig) -> list[str]:
         *_seconds("watch", "settle", w.settle, zero=True),
         *_seconds("watch", "rescan_interval", w.rescan_interval, least=0.01),
     ]
-    seen: dict[str, int] = {}
     for index, path in enumerate(w.dirs):
         problems.extend(_path_problems(f"[watch] dirs[{index}]", path))
-        same = seen.setdefault(os.path.abspath(path), index)
-        if same != index:
-            problems.append(f"[watch] dirs[{index}]: the same folder as dirs[{same}]; name each root once")
+    for index, same in repeated_folders(w.dirs):
+        problems.append(f"[watch] dirs[{index}]: the same folder as dirs[{same}]; name each root once")
     for key in ("exclude", "priority"):
         globs = getattr(w, key)
         if len(globs) > 256 or any(len(g) > 1024 or "\0" in g for g in globs):
@@ -113,6 +112,16 @@ def _watch_problems(w: WatchConfig) -> list[str]:
             "without '/' or NUL"
         )
     return problems
+
+
+def repeated_folders(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:
+    """(index, index of its first mention) for each folder named again, spelled alike or not."""
+    seen: dict[str, int] = {}
+    return [
+        (index, same)
+        for index, folder in enumerate(folders)
+        if (same := seen.setdefault(os.path.abspath(folder), index)) != index
+    ]
 
 
 def _output_problems(o: OutputConfig) -> list[str]:

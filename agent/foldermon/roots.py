@@ -51,13 +51,15 @@ class Root:
         """A name this agent was refused the right to move: trying again changes nothing."""
         return self.unclaimable.get(name, None) in (errno.EPERM, errno.EACCES)
 
-    def listing(self, rules: NameRules, log: Logger) -> list[str]:
-        """The names in unprocessed/ ready to claim (or settling), by name; folders in it are
-        reported, once."""
+    def listing(self, rules: NameRules | None, log: Logger) -> list[str]:
+        """The names in unprocessed/ ready to claim (or settling) under ``rules``, by name (none
+        without rules: the watcher finds them); folders in it are reported, once."""
         entries = scan_dir(self.layout.unprocessed)
         for entry in entries:
             if entry.kind is EntryKind.DIR:
                 self.report_dir(entry.name, log)
+        if rules is None:
+            return []
         listed = rules.split(entries)
         return sorted(e.name for e in (*listed.ready, *listed.settling) if e.name[:1] != ".")
 

@@ -123,9 +123,7 @@ class Agent:
             self.log.info("starting", version=__version__, pid=os.getpid())
             self._open_roots()
             if not self.once:
-                self._watcher = open_watcher(self.config.watch, [r.layout.root for r in self.roots])
-                for mode in self._watcher.modes:
-                    self.log.info("watching", root=str(mode.root), mode=mode.mode, reason=mode.reason)
+                self._watcher = self._open_watcher(self.config)
             self._loop()
         finally:
             try:
@@ -321,7 +319,7 @@ class Agent:
 
         In watch mode files come from the watcher only, which knows when a file is complete.
         """
-        rules = NameRules.from_settings(self.config.watch)
+        rules = NameRules.from_settings(self.config.watch) if take_files else None
         for index, root in enumerate(self.roots):
             names = root.listing(rules, self.log)
             if take_files:
@@ -397,7 +395,7 @@ class Agent:
         if self._watcher is None:
             return
         try:
-            watcher = open_watcher(new.watch, [r.layout.root for r in self.roots])
+            watcher = self._open_watcher(new)
         except Exception as exc:  # noqa: BLE001 - a reload must never stop the agent
             self.log.error("watch settings not changed; the running watcher stays", error=str(exc))
             return
@@ -405,8 +403,13 @@ class Agent:
         self._watcher = watcher
         for index in range(len(self.roots)):
             self._pending.drop_root(index)
+
+    def _open_watcher(self, config: Config) -> Watcher:
+        """A watcher of every root under ``config``'s watch settings, its mode per root said."""
+        watcher = open_watcher(config.watch, [r.layout.root for r in self.roots])
         for mode in watcher.modes:
             self.log.info("watching", root=str(mode.root), mode=mode.mode, reason=mode.reason)
+        return watcher
 
     # -- one file -----------------------------------------------------------------------------
 
