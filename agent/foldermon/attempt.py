@@ -257,7 +257,7 @@ class Attempt:
         return self._failed(run.queue, run.claim, exc, run.span, run.log)
 
     def _end(self, run: _Run, outcome: Outcome) -> Outcome:
-        processor_spans(self.telemetry.tracer, run.span, run.pipeline, run.start_ns)
+        processor_spans(self.telemetry.line_spans, run.span, run.pipeline, run.start_ns)
         run.span.set_attribute("foldermon.outcome", outcome.outcome)
         run.span.end()
         outcome = replace(outcome, trace=_trace_ref(run.claim.attempt, run.span))

@@ -61,7 +61,7 @@ def process_file(
             span.set_attribute("error.type", type(exc).__qualname__)  # as the agent's file span
             raise  # recorded on the span, with status ERROR, as it leaves
         finally:
-            processor_spans(telemetry.tracer, span, pipeline, start_ns)
+            processor_spans(telemetry.line_spans, span, pipeline, start_ns)
         span.set_attribute("foldermon.outcome", "processed")
         span.set_attribute("foldermon.lines.in", result.lines_in)
         span.set_attribute("foldermon.lines.out", result.lines_out)

@@ -1,16 +1,19 @@
-"""Where a file's ``foldermon.line`` spans are made: straight into the span processor.
+"""Where a file's ``foldermon.line`` and ``foldermon.processor`` spans are made: straight into
+the span processor.
 
 A line span is known whole once its line has run (its number, start, end and one event per
-processor step), so it is built as the finished span it would become and handed to the span
-processor, without the SDK's live Span object (its lock, per-call attribute limits and checks
-cost twice as much as the span itself). On the wire it is the same span. The step events'
-attributes repeat from line to line, so each is built once per file and shared.
+processor step), and a processor span once its file has (its processor's summed time), so each
+is built as the finished span it would become and handed to the span processor, without the
+SDK's live Span object (its lock, per-call attribute limits and checks cost two to three times
+as much as the span itself). On the wire it is the same span. The step events' attributes
+repeat from line to line, so each is built once per file and shared.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
@@ -58,10 +61,25 @@ class LineSpans:
 
     def emit(self, parent: SpanContext, number: int, start_ns: int, steps: Sequence[Attributes]) -> None:
         """An ended line span under ``parent`` (the file span) for line ``number``, one step
-        event per attributes in ``steps``; like the SDK, only under a sampled parent."""
+        event per attributes in ``steps``."""
+        end_ns = time.time_ns()
+        events = [Event(STEP_EVENT, attributes, end_ns) for attributes in steps]
+        self.finished(LINE_SPAN, parent, {"foldermon.line.number": number}, start_ns, end_ns, events)
+
+    def finished(  # noqa: PLR0917 - the parts of a span
+        self,
+        name: str,
+        parent: SpanContext,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int,
+        events: Sequence[Event] = (),
+        status: Status = _UNSET,
+    ) -> None:
+        """An ended span ``name`` under ``parent``; like the SDK, only under a sampled parent
+        (the sampler samples a file span's children with it)."""
         if self._processor is None or not parent.trace_flags.sampled:
             return
-        end_ns = time.time_ns()
         context = SpanContext(
             parent.trace_id,
             self._ids.generate_span_id(),
@@ -70,14 +88,14 @@ class LineSpans:
             trace_state=parent.trace_state,
         )
         span = ReadableSpan(
-            name=LINE_SPAN,
+            name=name,
             context=context,
             parent=parent,
             resource=self._resource,
-            attributes={"foldermon.line.number": number},
-            events=[Event(STEP_EVENT, attributes, end_ns) for attributes in steps],
+            attributes=attributes,
+            events=events,
             kind=SpanKind.INTERNAL,
-            status=_UNSET,
+            status=status,
             start_time=start_ns,
             end_time=end_ns,
             instrumentation_scope=self._scope,

@@ -12,13 +12,15 @@ from typing import Any, BinaryIO
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
 from foldermon.pipeline import Pipeline
 from foldermon.telemetry._linespans import LINE_SPAN, STEP_EVENT, LineSpans, step_attributes
+
+_UNSET = Status(StatusCode.UNSET)
 
 # Lines are examined one by one (to see what each processor did) for at most this many
 # times the span cap per file, spread over the whole file; the rest runs in fast batches.
@@ -49,32 +51,28 @@ def record_links(record: Mapping[str, Any]) -> list[Link]:
     return links
 
 
-def processor_spans(tracer: Tracer, parent: Span, pipeline: Pipeline, start_ns: int) -> None:
+def processor_spans(spans: LineSpans, parent: Span, pipeline: Pipeline, start_ns: int) -> None:
     """One child span per processor, laid end to end from the file span's start, each as long as
     the time its processor really ran (summed over the file), so Jaeger shows which one is slow."""
-    context = trace.set_span_in_context(parent)
+    context = parent.get_span_context()
     stats = pipeline.stats()
     total = sum(s.seconds for s in stats) or 1.0
     at = start_ns
     for stage, stat in zip(pipeline.stages, stats, strict=True):
         end = at + int(stat.seconds * 1e9)
-        span = tracer.start_span(
-            "foldermon.processor",
-            context=context,
-            start_time=at,
-            attributes={
-                "foldermon.processor.id": stage.id,
-                "foldermon.processor.type": stage.type,
-                "foldermon.lines.in": stat.lines_in,
-                "foldermon.lines.out": stat.lines_out,
-                "foldermon.processor.seconds": stat.seconds,
-                "foldermon.processor.share": round(stat.seconds / total, 4),
-            },
-        )
+        attributes: dict[str, Any] = {
+            "foldermon.processor.id": stage.id,
+            "foldermon.processor.type": stage.type,
+            "foldermon.lines.in": stat.lines_in,
+            "foldermon.lines.out": stat.lines_out,
+            "foldermon.processor.seconds": stat.seconds,
+            "foldermon.processor.share": round(stat.seconds / total, 4),
+        }
+        status = _UNSET
         if stat.errors:
-            span.set_attribute("error.type", stat.error_type or "_OTHER")
-            span.set_status(Status(StatusCode.ERROR, f"{stat.errors} error(s)"))
-        span.end(end_time=end)
+            attributes["error.type"] = stat.error_type or "_OTHER"
+            status = Status(StatusCode.ERROR, f"{stat.errors} error(s)")
+        spans.finished("foldermon.processor", context, attributes, at, end, status=status)
         at = end
 
 
