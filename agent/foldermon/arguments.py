@@ -93,7 +93,20 @@ def parse(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namesp
             if args.command == verb:
                 return light, args
     parser = build_parser()
+    _misplaced_options(parser, argv, verb)
     return parser, _checked(parser, argv)
+
+
+def _misplaced_options(parser: _Parser, argv: Sequence[str], verb: str | None) -> None:
+    """A verb's own option given before the verb (``--watch DIR status``) is said as such:
+    argparse would take its value for the verb and name that value instead."""
+    if verb is None:
+        return
+    own = parser.verbs[verb]._option_string_actions  # argparse has no public view of them
+    for arg in argv[: list(argv).index(verb)]:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in parser._option_string_actions and flag in own:
+            parser.error(f"{flag} is an option of {verb}: give it after the verb ({verb} {flag} ...)")
 
 
 def _checked(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:

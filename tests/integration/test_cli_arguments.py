@@ -86,6 +86,17 @@ def test_an_unknown_option_after_a_verb_is_said_by_that_verb() -> None:
     assert "foldermon-agent run: error: unrecognized arguments: --bogus" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    "argv", [["--watch", "/srv/drop", "status"], ["--once", "run"], ["--line=7", "explain", "x"]]
+)
+def test_a_verbs_option_before_the_verb_is_said_as_such(argv: list[str]) -> None:
+    refused = run_cli(*argv)
+    flag, verb = argv[0].split("=")[0], next(a for a in argv if a in ("status", "run", "explain"))
+    assert refused.returncode == 2
+    assert f"{flag} is an option of {verb}: give it after the verb" in refused.stderr
+    assert "invalid choice" not in refused.stderr
+
+
 def test_retry_without_names_or_all_is_a_usage_error_before_anything_is_read(tmp_path: Path) -> None:
     broken = write_config(tmp_path / "bad.toml", "[watch\n")
     refused = run_cli("retry", "--watch", str(tmp_path / "nothing"), "--config", str(broken))
