@@ -27,6 +27,17 @@ class FileTimeLimit(Interrupted):
     """The file took longer than ``[pipeline] max_file_seconds``: the attempt fails."""
 
 
+def interrupts_agent(exc: BaseException) -> bool:
+    """Whether ``exc``, coming out of plugin code, stops the agent's own work rather than failing
+    that code: a deadline, or Ctrl-C where SIGINT raises KeyboardInterrupt (the one-shot verbs).
+    Anything else plugin code raises (SystemExit from ``sys.exit``, GeneratorExit, a
+    KeyboardInterrupt it raises itself under ``run``, any other BaseException) is its failure."""
+    if isinstance(exc, Interrupted):
+        return True
+    raised_by_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    return isinstance(exc, KeyboardInterrupt) and raised_by_sigint
+
+
 class Alarm:
     """The drain deadline and the per-file time limit, served by one SIGALRM timer."""
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
+from foldermon.deadline import interrupts_agent
 from foldermon.errors import ProcessorError
 from foldermon.processors import Processor, ProcessorSpec, Registry
 
@@ -162,7 +163,9 @@ class Pipeline:
         start = self._clock()
         try:
             out = stage.processor.process(lines)
-        except Exception as exc:
+        except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
+            if interrupts_agent(exc):
+                raise
             counters.errors += 1
             counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, number) from exc
@@ -178,7 +181,9 @@ class Pipeline:
         start = self._clock()
         try:
             out = stage.processor.finish()
-        except Exception as exc:
+        except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
+            if interrupts_agent(exc):
+                raise
             counters.errors += 1
             counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, None) from exc

@@ -9,6 +9,8 @@ import signal
 import stat
 from pathlib import Path
 
+import pytest
+
 from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
 
 SLOW = '[[processors]]\ntype = "sleepy"\nseconds = 0.3\n'
@@ -96,6 +98,35 @@ def test_processor_error_is_retried_then_quarantined_with_record(tmp_path: Path)
     assert "ValueError" in record["cause"]
     assert record["first_attempt"] <= record["last_attempt"]
     assert not (root / "output" / "bad_processed.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("exception", "at_finish"),
+    [("SystemExit", False), ("KeyboardInterrupt", False), ("GeneratorExit", True), ("BaseException", True)],
+)
+def test_a_processor_raising_past_exception_fails_its_file_not_the_agent(
+    tmp_path: Path, exception: str, *, at_finish: bool
+) -> None:
+    """sys.exit() or any BaseException out of a processor (its process() or its finish()) is that
+    file's failure: retried, then quarantined; the agent goes on with the other files."""
+    root = tmp_path / "root"
+    options = f'exception = "{exception}"\nat_finish = {str(at_finish).lower()}\n'
+    config = write_config(
+        tmp_path / "r.toml",
+        '[retry]\nmax_attempts = 2\nbackoff = 0.05\n[[processors]]\ntype = "raise_on"\n' + options,
+    )
+    drop(root, "bad.txt", "fine\nBAD line\n")
+    drop(root, "good.txt", "fine\n")
+    result = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert result.returncode == 1, result.stderr  # a file failed; the agent itself did not
+    assert census(root)["failed"] == ["bad.txt"]
+    assert census(root)["processed"] == ["good.txt"]
+    assert census(root)["underprocess"] == []
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert record["attempts"] == 2
+    assert exception in record["cause"]
+    if not at_finish:
+        assert record["line"] == 2
 
 
 def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import time
@@ -37,18 +38,28 @@ class KillOn:
 
 
 class RaiseOn:
-    """Raises ValueError when a line contains ``marker``."""
+    """Raises ``exception`` (a built-in's name; ValueError by default) when a line contains
+    ``marker``, or at the end of the file when ``at_finish``."""
 
-    def __init__(self, *, marker: str = "BAD") -> None:
+    def __init__(
+        self, *, marker: str = "BAD", exception: str = "ValueError", at_finish: bool = False
+    ) -> None:
         self.marker = marker
+        self.exception: type[BaseException] = getattr(builtins, exception)
+        self.at_finish = at_finish
+        self.seen = False
 
     def process(self, lines: list[str]) -> list[str]:
         for line in lines:
             if self.marker in line:
-                raise ValueError(f"cannot handle line {line!r}")
+                self.seen = True
+                if not self.at_finish:
+                    raise self.exception(f"cannot handle line {line!r}")
         return lines
 
     def finish(self) -> list[str]:
+        if self.seen and self.at_finish:
+            raise self.exception("cannot finish")
         return []
 
 

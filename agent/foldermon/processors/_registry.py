@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+from foldermon.deadline import interrupts_agent
 from foldermon.errors import OptionError
 from foldermon.processors._base import Processor, ProcessorFactory, ProcessorSpec, SpecError
 from foldermon.processors.builtin import Filter, LineSplitter, Lowercase, Replace, Strip, Uppercase
@@ -136,7 +137,9 @@ class Registry:
                 continue  # built-ins, then the first plugin to claim a name, win
             try:
                 loaded = point.load()
-            except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the agent
+            except BaseException as exc:  # a broken plugin, even one calling sys.exit(), stops nothing
+                if interrupts_agent(exc):
+                    raise
                 self._broken[point.name] = f"{type(exc).__name__}: {exc}"
                 continue
             if callable(loaded):
@@ -200,7 +203,9 @@ class Registry:
         except OptionError as exc:
             message = str(exc).removeprefix(f"option {exc.key!r}: ")
             return None, [(exc.key, f'option "{exc.key}": {message}')]
-        except Exception as exc:  # noqa: BLE001 - check() reports whatever a plugin raises
+        except BaseException as exc:  # check() reports whatever a plugin raises, sys.exit() included
+            if interrupts_agent(exc):
+                raise
             return None, [("type", f"{kind} could not be built: {type(exc).__name__}: {exc}")]
         if not isinstance(made, Processor):
             what = type(made).__name__
