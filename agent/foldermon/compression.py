@@ -30,6 +30,8 @@ SUFFIXES = {suffix: kind for kind, (_, suffix) in FORMATS.items()}
 # defined) and bzip2's block size digit and block or end-of-stream marker are checked too.
 HEAD_BYTES = 10
 _BZIP2_MARKERS = (b"1AY&SY", b"\x17rE8P\x90")
+_SKIPPABLE = 0x184D2A50  # zstd's skippable frames: this magic to 0x184D2A5F
+_MAX_SKIPPABLE = 16  # looked past at the start of a file
 
 
 def sniff(path: Path) -> str | None:
@@ -40,11 +42,27 @@ def sniff(path: Path) -> str | None:
     except OSError:
         return None  # opened for real later, where the error is reported
     try:
-        return kind_of(os.pread(fd, HEAD_BYTES, 0))
+        return kind_at(fd)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def kind_at(fd: int) -> str | None:
+    """The compression of the open file ``fd`` by its first bytes, or None for plain data.
+    zstd data may begin with skippable frames (``pzstd`` writes one): a file that does is zstd
+    when a zstd frame follows them."""
+    head = os.pread(fd, HEAD_BYTES, 0)
+    pos = 0
+    for _ in range(_MAX_SKIPPABLE):
+        if len(head) < 8 or int.from_bytes(head[:4], "little") & 0xFFFFFFF0 != _SKIPPABLE:
+            break
+        pos += 8 + int.from_bytes(head[4:8], "little")
+        head = os.pread(fd, 8, pos)
+        if head.startswith(FORMATS["zstd"][0]):
+            return "zstd"
+    return kind_of(head) if pos == 0 else None
 
 
 def kind_of(head: bytes) -> str | None:
@@ -91,7 +109,60 @@ def _reader(kind: str, raw: BinaryIO) -> Any:
         return codec.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     if kind == "gzip":
         return codec.GzipFile(fileobj=raw, mode="rb")
-    return codec.BZ2File(raw, mode="rb") if kind == "bzip2" else codec.LZMAFile(raw, mode="rb")
+    return codec.BZ2File(raw, mode="rb") if kind == "bzip2" else _XzStreams(raw, codec)
+
+
+_XZ_CHUNK = 1 << 16
+
+
+class _XzStreams:
+    """xz streams one after another, as ``xz -d`` reads them: with the stream padding the format
+    allows after each (zero bytes, in fours), and anything else after a stream is corrupt data.
+    (Python's LZMAFile stops without a word at padding between streams, and at any trailing
+    bytes it cannot read, and refuses padding at the end.)"""
+
+    def __init__(self, raw: BinaryIO, codec: Any) -> None:
+        self._raw = raw
+        self._codec = codec
+        self._decoder = codec.LZMADecompressor(codec.FORMAT_XZ)
+        self._input = b""  # read from the file, not yet given to a decoder
+
+    def read(self, size: int = -1) -> bytes:
+        limit = size if size > 0 else _XZ_CHUNK
+        while True:
+            if self._decoder.eof and not self._next_stream():
+                return b""
+            if self._decoder.needs_input and not self._input:
+                self._input = self._raw.read(_XZ_CHUNK)
+                if not self._input:
+                    raise EOFError("the file ends inside an xz stream")
+            data: bytes = self._decoder.decompress(self._input, limit)
+            self._input = b""
+            if data:
+                return data
+
+    def _next_stream(self) -> bool:
+        """Past a finished stream's padding: False at the end of the file, True with a new
+        decoder when another stream follows."""
+        rest = self._decoder.unused_data + self._input
+        zeros = 0
+        while not rest.lstrip(b"\0"):
+            zeros += len(rest)
+            rest = self._raw.read(_XZ_CHUNK)
+            if not rest:
+                if zeros % 4:
+                    raise self._codec.LZMAError("stream padding that is not a multiple of four bytes")
+                self._input = b""
+                return False
+        stripped = rest.lstrip(b"\0")
+        if (zeros + len(rest) - len(stripped)) % 4:
+            raise self._codec.LZMAError("stream padding that is not a multiple of four bytes")
+        self._decoder = self._codec.LZMADecompressor(self._codec.FORMAT_XZ)
+        self._input = stripped
+        return True
+
+    def close(self) -> None:
+        pass  # the Decompressed that owns the file closes it
 
 
 class Decompressed:
@@ -157,7 +228,6 @@ class Decompressed:
 
 
 _ZSTD_MAGIC = 0xFD2FB528
-_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F
 
 
 def _zstd_frames_end(fd: int) -> None:

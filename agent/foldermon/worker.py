@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
-from foldermon.compression import HEAD_BYTES, Decompressed, kind_of
+from foldermon.compression import Decompressed, kind_at
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES
 from foldermon.errors import FoldermonError, InputRejectedError
 from foldermon.pipeline import Pipeline
@@ -45,7 +45,7 @@ def open_input(path: Path, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) ->
         os.close(fd)
         raise InputRejectedError(f"{path.name} is not a regular file")
     raw = os.fdopen(fd, "rb", buffering=0)
-    kind = kind_of(os.pread(fd, HEAD_BYTES, 0))
+    kind = kind_at(fd)
     if kind is None:
         return raw
     return cast(BinaryIO, Decompressed(raw, kind, max_input_bytes))

@@ -232,6 +232,38 @@ def test_each_compression_round_trips_byte_exact(tmp_path: Path, suffix: str) ->
     assert (root / "output" / "misnamed_processed.csv").read_bytes() == expected
 
 
+def _skippable(data: bytes) -> bytes:
+    """A zstd skippable frame holding ``data`` (as pzstd writes one before its frames)."""
+    return (0x184D2A50).to_bytes(4, "little") + len(data).to_bytes(4, "little") + data
+
+
+def test_padded_and_multi_part_streams_are_read_as_the_tools_read_them(tmp_path: Path) -> None:
+    """xz with stream padding (zero bytes in fours, after and between streams), zstd beginning
+    with skippable frames (pzstd) and several frames: all read whole, as xz -d and zstd -d do."""
+    root = tmp_path / "root"
+    half = len(PAYLOAD) // 2
+    xz_parts = lzma.compress(PAYLOAD[:half]) + b"\0" * 8 + lzma.compress(PAYLOAD[half:])
+    zst = zstandard.ZstdCompressor()
+    forms = {
+        "padded.xz": lzma.compress(PAYLOAD) + b"\0" * 4,
+        "parts.xz": xz_parts + b"\0" * 12,
+        "pzstd.zst": _skippable(b"\x10\x00\x00\x00")
+        + zst.compress(PAYLOAD[:half])
+        + zst.compress(PAYLOAD[half:]),
+        "skips.zst": _skippable(b"") + _skippable(b"meta") + zst.compress(PAYLOAD),
+    }
+    for name, data in forms.items():
+        drop(root, name, data)
+    drop(root, "skip-then-text.txt", _skippable(b"x") + b"plain text\n")  # no zstd frame follows
+    config = write_config(tmp_path / "c.toml", COUNTER_CONFIG)
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert census(root)["processed"] == sorted([*forms, "skip-then-text.txt"])
+    for name in forms:
+        stem = name.rsplit(".", 1)[0]
+        assert (root / "output" / f"{stem}_processed").read_bytes() == numbered(PAYLOAD), name
+    assert (root / "output" / "skip-then-text_processed.txt").read_bytes().endswith(b"plain text\n")
+
+
 def test_plain_text_starting_like_a_magic_is_plain(tmp_path: Path) -> None:
     """Text that begins with a format's first bytes ("BZh", gzip's 1f 8b without its method
     byte) is not taken for compressed data: only a whole header is."""
@@ -273,6 +305,7 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
     broken = bytearray(zstandard.ZstdCompressor().compress(PAYLOAD))
     broken[20:40] = b"\xff" * 20
     drop(root, "broken.csv.zst", bytes(broken))
+    drop(root, "garbage.csv.xz", lzma.compress(PAYLOAD) + b"\0" * 4 + b"not a stream")
     drop(root, "bomb.txt.gz", gzip.compress(b"\n" * (20 << 20)))
     drop(root, "good.csv.gz", packed)
     config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_input_bytes = 4000000\n")
@@ -280,7 +313,7 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
     found = census(root)
     assert found["processed"] == ["good.csv.gz"]
     cut = [f"cut.{suffix}.csv.{suffix}" for suffix in COMPRESS]
-    assert found["failed"] == sorted(["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz", *cut])
+    assert found["failed"] == sorted(["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz", "garbage.csv.xz", *cut])
 
     def reason(name: str) -> str:
         record = json.loads((root / "failed" / f".{name}.error.json").read_text())
@@ -292,4 +325,5 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
         assert "data at compressed offset" in reason(name), reason(name)
     assert "truncated zstd data at compressed offset" in reason("cut.zst.csv.zst")
     assert "corrupt zstd data at compressed offset" in reason("broken.csv.zst")
+    assert "corrupt xz data at compressed offset" in reason("garbage.csv.xz")  # not a silent end
     assert "expands past max_input_bytes (4000000 bytes)" in reason("bomb.txt.gz")
