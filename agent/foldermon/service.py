@@ -156,6 +156,9 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        # A writer opening a file while a scan holds its read lease (watch.open_for_writing) breaks
+        # the lease, which sends SIGIO; its default action would end the agent.
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
         for signum in early.take():
             if signum == signal.SIGHUP:
                 self._reload = True

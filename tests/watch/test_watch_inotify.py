@@ -283,6 +283,29 @@ def test_close_event_returns_a_scan_found_file_before_settle(root: Path) -> None
     assert backend.collect(5.0) == []
 
 
+def test_a_scan_leaves_a_file_still_open_for_writing_however_old(root: Path) -> None:
+    """A file a scan finds unchanged for long but still open for writing (a producer pausing
+    mid-file, the agent starting meanwhile) is not returned; its close event returns it, and
+    without one (events lost) the scan after it was closed does."""
+    path = make_file(root / "unprocessed" / "slow")
+    other = make_file(root / "unprocessed" / "kept")
+    fd = FakeFd()
+    backend = fake_backend(root, fd)
+    with path.open("ab") as writer:
+        assert set(names(backend.collect(0.0))) == {"kept"}
+        assert backend.collect(1.0) == []
+        writer.write(b"more\n")
+    os.utime(path, (1, 1))
+    fd.queued.append(Event(wd=1, mask=F.CLOSE_WRITE, cookie=0, name="slow"))
+    assert backend.collect(1.1) == [FileEvent(root, "slow")]
+    path.unlink()  # claimed
+    with other.open("ab"):
+        backend.rescan(root)
+        assert backend.collect(2.0) == []
+        assert backend.collect(3.0) == []
+    assert backend.collect(3.6) == [FileEvent(root, "kept")]  # the next settle check after its close
+
+
 def test_periodic_check_rewatches_a_folder_replaced_without_an_event(root: Path) -> None:
     """At each rescan interval a replaced unprocessed/ (other inode) gets a fresh watch."""
     fd = FakeFd()

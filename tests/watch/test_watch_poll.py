@@ -302,3 +302,19 @@ def test_poll_with_zero_timeout_never_sleeps() -> None:
     assert fake.sleeps == []
     assert watcher.modes[0].mode == "poll"
     assert watcher.modes[0].reason == "watch.mode = poll"
+
+
+def test_a_settled_file_still_open_for_writing_waits_for_its_close(tmp_path: Path) -> None:
+    """Unchanged for ``settle`` is not enough while a process has the file open for writing."""
+    (tmp_path / "unprocessed").mkdir()
+    path = tmp_path / "unprocessed" / "slow.csv"
+    path.write_bytes(b"first\n")
+    poller = PollBackend(
+        [tmp_path], NameRules(DEFAULT_EXCLUDE), poll_interval=0.0, settle=0.5, rescan_interval=30.0
+    )
+    with path.open("ab"):
+        assert poller.collect(0.0) == []
+        assert poller.collect(1.0) == []
+        assert poller.collect(2.0) == []
+    assert poller.collect(2.4) == []  # it waits settle again from its last check
+    assert names(poller.collect(2.6)) == ["slow.csv"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -147,6 +148,25 @@ def lstat_info(path: Path) -> EntryInfo | None:
     else:
         kind = EntryKind.OTHER
     return EntryInfo(path.name, kind, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def open_for_writing(path: Path) -> bool:
+    """Whether a process has the regular file ``path`` open for writing, as far as the kernel
+    says: it refuses a read lease (EAGAIN) while the file has a writer. False when that cannot
+    be known: a file of another user (leases need its owner or CAP_LEASE), a filesystem without
+    leases. The lease lives for one system call; a writer opening the file meanwhile breaks it,
+    which sends SIGIO (the agent ignores it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)  # released by the close below
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    finally:
+        os.close(fd)
+    return False
 
 
 @dataclass(frozen=True, slots=True)

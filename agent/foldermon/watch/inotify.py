@@ -24,6 +24,7 @@ from foldermon.watch._base import (
     Scan,
     is_gone,
     lstat_info,
+    open_for_writing,
     scan_dir,
 )
 
@@ -281,7 +282,9 @@ class InotifyBackend:
         wall = self._wall()
         for entry in listing.settling:
             key = (root, entry.name)
-            if wall - entry.mtime_ns / 1e9 >= self._settle:
+            # A scan cannot see a close event: an old file may still be open for writing.
+            old = wall - entry.mtime_ns / 1e9 >= self._settle
+            if old and not open_for_writing(root / UNPROCESSED / entry.name):
                 self._pending.pop(key, None)
                 names.append(entry.name)
                 continue
@@ -304,9 +307,12 @@ class InotifyBackend:
             elif info.signature != pending.signature:
                 self._pending[key] = _Pending(info.signature, now)
                 due = min(due, now + self._settle)
-            elif now - pending.since >= self._settle:
+            elif now - pending.since >= self._settle and not open_for_writing(root / UNPROCESSED / name):
                 del self._pending[key]
                 events.append(FileEvent(root, name))
+            elif now - pending.since >= self._settle:
+                self._pending[key] = _Pending(info.signature, now)  # still open: its close returns it
+                due = min(due, now + self._settle)
             else:
                 due = min(due, pending.since + self._settle)
         self._pending_due = due

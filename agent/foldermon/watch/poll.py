@@ -7,7 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from foldermon.watch._base import UNPROCESSED, EntryInfo, FileEvent, NameRules, Scan, scan_dir
+from foldermon.watch._base import (
+    UNPROCESSED,
+    EntryInfo,
+    FileEvent,
+    NameRules,
+    Scan,
+    open_for_writing,
+    scan_dir,
+)
 
 
 @dataclass(slots=True)
@@ -78,10 +86,13 @@ class PollBackend:
         events: list[FileEvent] = []
         for root, tracks in self._tracks.items():
             entries = self._scan(root / UNPROCESSED)
-            events.extend(FileEvent(root, name) for name in self._update(tracks, entries, now))
+            ready = self._update(root / UNPROCESSED, tracks, entries, now)
+            events.extend(FileEvent(root, name) for name in ready)
         return events
 
-    def _update(self, tracks: dict[str, _Track], entries: Iterable[EntryInfo], now: float) -> list[str]:
+    def _update(
+        self, folder: Path, tracks: dict[str, _Track], entries: Iterable[EntryInfo], now: float
+    ) -> list[str]:
         listing = self._rules.split(list(entries))
         seen: dict[str, _Track] = {}
         ready: list[str] = []
@@ -91,6 +102,9 @@ class PollBackend:
                 track = _Track(entry.signature, now)
             seen[entry.name] = track
             if settled_needed and now - track.since < self._settle:
+                continue
+            if settled_needed and open_for_writing(folder / entry.name):
+                track.since = now  # still open for writing, though unchanged: wait again
                 continue
             if track.returned_at is None or now - track.returned_at >= self._rescan_interval:
                 track.returned_at = now
