@@ -115,13 +115,22 @@ def _watch_problems(w: WatchConfig) -> list[str]:
 
 
 def repeated_folders(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:
-    """(index, index of its first mention) for each folder named again, spelled alike or not."""
-    seen: dict[str, int] = {}
+    """(index, index of its first mention) for each folder named again, spelled alike or not:
+    through a symbolic link or a bind mount too (the same folder, once it exists)."""
+    seen: dict[object, int] = {}
     return [
         (index, same)
         for index, folder in enumerate(folders)
-        if (same := seen.setdefault(os.path.abspath(folder), index)) != index
+        if (same := seen.setdefault(_identity(folder), index)) != index
     ]
+
+
+def _identity(folder: str | os.PathLike[str]) -> object:
+    try:
+        st = os.stat(folder)
+    except (OSError, ValueError):
+        return os.path.realpath(folder)
+    return (st.st_dev, st.st_ino)
 
 
 def _output_problems(o: OutputConfig) -> list[str]:

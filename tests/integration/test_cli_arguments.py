@@ -129,6 +129,19 @@ def test_the_same_root_twice_is_refused(tmp_path: Path) -> None:
     assert not root.exists()
 
 
+def test_the_same_root_through_a_symlink_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    root = _root(tmp_path / "d")
+    (tmp_path / "link").symlink_to(root)
+    twice = run_cli("run", "--once", "--watch", str(root), "--watch", str(tmp_path / "link"))
+    assert twice.returncode == 2
+    assert "given twice" in twice.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["unprocessed"]
+    config = write_config(tmp_path / "l.toml", f'[watch]\ndirs = ["{root}", "{tmp_path / "link"}"]\n')
+    refused = run_cli("check-config", str(config))
+    assert refused.returncode == 78
+    assert "dirs[1]: the same folder as dirs[0]" in refused.stderr
+
+
 def test_an_empty_path_is_refused_rather_than_the_current_folder(tmp_path: Path) -> None:
     config = write_config(tmp_path / "e.toml", '[watch]\ndirs = [""]\n')
     refused = run_cli("check-config", str(config))
