@@ -247,3 +247,26 @@ def test_a_lost_lock_is_noticed_and_a_dropped_free_one_taken_again(layout: Layou
             os.close(other)
     finally:
         cut.instance.close()
+
+
+def test_a_child_forked_by_plugin_code_does_not_keep_the_instance_lock(layout: Layout) -> None:
+    """A forked child (a processor's multiprocessing pool) that outlives a killed agent must not
+    hold its claim folder's lock: recovery judges the instance by that lock alone."""
+    instance = Instance(layout, CUT)
+    (wait_r, wait_w), (ready_r, ready_w) = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child says it runs, then lives on until the test ends
+        os.write(ready_w, b".")
+        os.read(wait_r, 1)
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"."
+        os.close(instance._lock_fd or -1)  # the agent dies: its own descriptor is gone
+        fd = try_lock(instance.dir / LOCK_NAME)
+        assert fd is not None, "the forked child still holds the lock"
+        os.close(fd)
+    finally:
+        os.write(wait_w, b".")
+        os.waitpid(pid, 0)
+        for end in (wait_r, wait_w, ready_r, ready_w):
+            os.close(end)

@@ -19,6 +19,22 @@ NEW_PREFIX = ".new-"
 FENCED_PREFIX = ".fenced-"
 _BUILD_TRIES = 5
 
+# The lock descriptors of this process's instances. An flock lives while any descriptor of it
+# is open, and a child forked by plugin code (a multiprocessing pool) inherits them: orphaned
+# by a killed agent, it would hold the dead instance's claims from recovery for good. A forked
+# child closes them at once (a child that execs closes them anyway: they are close-on-exec).
+_HELD: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 
 def fence(folder: Path) -> str:
     """Rename a claim folder to ``.fenced-<id>.<random>``; its new name.
@@ -91,6 +107,7 @@ class Instance:
                     raise
             else:
                 self._lock_fd: int | None = fd
+                _HELD.add(fd)
                 return
 
     def mark_active(self, name: str) -> None:
@@ -163,6 +180,7 @@ class Instance:
         except OSError:
             leftovers = None
         fd, self._lock_fd = self._lock_fd, None
+        _HELD.discard(fd)
         # Unlocked before the lock file goes: on FUSE and NFS an open file that is unlinked
         # lingers under a hidden name, and the folder could not be removed.
         with contextlib.suppress(OSError):  # a bad descriptor is closed all the same
