@@ -230,8 +230,10 @@ def _logs(request: logs_pb.ExportLogsServiceRequest, protocol: Protocol) -> list
 class _Store:
     """What has arrived so far; the condition wakes waiters whenever a request is stored."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, *, hang: bool = False) -> None:
         self.delay = delay  # seconds each trace export takes, like a busy or distant collector
+        self.hang = hang  # every export waits until the receiver stops, like a hung collector
+        self.released = threading.Event()
         self.changed = threading.Condition()
         self.generation = 0
         self.spans: list[SpanRecord] = []
@@ -240,6 +242,7 @@ class _Store:
         self.requests: Counter[tuple[Signal, Protocol]] = Counter()
 
     def add_traces(self, request: trace_pb.ExportTraceServiceRequest, protocol: Protocol) -> None:
+        self._held()
         time.sleep(self.delay)
         records = _spans(request, protocol)
         with self.changed:
@@ -247,16 +250,22 @@ class _Store:
             self._stored("traces", protocol)
 
     def add_metrics(self, request: metrics_pb.ExportMetricsServiceRequest, protocol: Protocol) -> None:
+        self._held()
         records = _metrics(request, protocol)
         with self.changed:
             self.metrics.extend(records)
             self._stored("metrics", protocol)
 
     def add_logs(self, request: logs_pb.ExportLogsServiceRequest, protocol: Protocol) -> None:
+        self._held()
         records = _logs(request, protocol)
         with self.changed:
             self.logs.extend(records)
             self._stored("logs", protocol)
+
+    def _held(self) -> None:
+        if self.hang:
+            self.released.wait()
 
     def _stored(self, signal: Signal, protocol: Protocol) -> None:
         self.requests[signal, protocol] += 1
@@ -381,11 +390,12 @@ class OtlpReceiver:
     """A collector stand-in listening on gRPC and HTTP/protobuf; use as a context manager.
 
     ``stop()`` makes it vanish mid-test; ``start()`` brings it back on the same ports. With
-    ``delay`` every trace export takes that many seconds, as with a busy or distant collector.
+    ``delay`` every trace export takes that many seconds, as with a busy or distant collector;
+    with ``hang`` no export is ever answered until the receiver is left.
     """
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self._store = _Store(delay)
+    def __init__(self, delay: float = 0.0, *, hang: bool = False) -> None:
+        self._store = _Store(delay, hang=hang)
         self._grpc_port = 0
         self._http_port = 0
         self._grpc_server: Any = None
@@ -402,6 +412,7 @@ class OtlpReceiver:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._store.released.set()
         self.stop()
 
     @property

@@ -313,3 +313,31 @@ def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_p
         received = len(_named(slow.spans(), "foldermon.line"))
         dropped = sum(_dropped(slow).values())
     assert received + dropped >= 4 * 5000
+
+
+def test_a_stop_with_a_hung_collector_ends_in_time_without_a_dump(tmp_path: Path) -> None:
+    """A collector that takes connections and never answers any signal: SIGTERM on an idle agent
+    ends with exit 0 within the drain deadline and the telemetry's 5 s, not by the watchdog."""
+    import time
+
+    from agentctl import start, stop, wait_until
+
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    config = write_config(tmp_path / "c.toml", "[agent]\ndrain_timeout = 1.0\n" + COUNTER)
+    with OtlpReceiver(hang=True) as hung:
+        env = {**hung.endpoint_env("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+        proc = start("run", "--watch", str(root), "--config", str(config), log=tmp_path / "a.log", env=env)
+        try:
+            drop(root, "a.txt", _lines(10))
+            wait_until(lambda: census(root)["processed"] == ["a.txt"])
+            time.sleep(1.0)  # a metric export is now waiting on the collector
+        finally:
+            started = time.monotonic()
+            code = stop(proc)
+        took = time.monotonic() - started
+    log = (tmp_path / "a.log").read_text()
+    assert code == 0, log[-2000:]
+    assert took < 8.0
+    assert "Current thread" not in log  # no watchdog dump
+    assert "telemetry shutdown incomplete" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -96,7 +97,10 @@ class Telemetry:
         self.span_drops = ExportGuard(self._report_drops)
         self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
         resource = build_resource(instance_id, self.settings.resource_attributes)
-        self.tracer_provider = TracerProvider(resource=resource, sampler=self.settings.sampler)
+        # No provider shuts itself down at exit: shutdown() does, within its deadline.
+        self.tracer_provider = TracerProvider(
+            resource=resource, sampler=self.settings.sampler, shutdown_on_exit=False
+        )
         self._span_processor = span_processor = self._add_span_exporter()
         self.meter_provider = self._meter_provider(resource)
         self.logger_provider = self._logger_provider(resource)
@@ -189,7 +193,7 @@ class Telemetry:
             reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
         else:
             reader = self._prometheus_reader()
-        return SdkMeterProvider(resource=resource, metric_readers=[reader])
+        return SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
 
     def _logger_provider(self, resource: Resource) -> Any:
         kind = self.settings.exporters["logs"]
@@ -198,7 +202,7 @@ class Telemetry:
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 
-        provider = LoggerProvider(resource=resource)
+        provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         if kind == "console":
             console = ConsoleLogRecordExporter(out=self._console)
             provider.add_log_record_processor(BatchLogRecordProcessor(console))
@@ -243,7 +247,28 @@ class Telemetry:
         )
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Flush and stop every provider within one shared deadline; never raises."""
+        """Flush and stop every provider within ``timeout`` seconds; never raises, and never
+        waits longer: a collector that takes connections and never answers holds the SDK's
+        flushes as long as its exports' own timeouts and retries allow, so they run in a
+        thread of their own that is left behind when the time is up."""
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                self._flush_and_stop(timeout)
+            finally:
+                done.set()
+
+        threading.Thread(target=flush, name="telemetry-shutdown", daemon=True).start()
+        if not done.wait(timeout):
+            self.log.warning(
+                "telemetry shutdown incomplete; the collector did not answer in time", seconds=timeout
+            )
+        server = getattr(self, "_prometheus_server", None)
+        if server is not None:
+            server[0].shutdown()
+
+    def _flush_and_stop(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
 
         # Spans get at most this share, so that the metrics (which count the spans left unsent)
@@ -269,6 +294,3 @@ class Telemetry:
                     provider.shutdown()
             except Exception as exc:  # noqa: BLE001 - telemetry never breaks shutdown
                 self.log.warning("telemetry shutdown incomplete", error=repr(exc))
-        server = getattr(self, "_prometheus_server", None)
-        if server is not None:
-            server[0].shutdown()
