@@ -65,3 +65,17 @@ class ProcessingTimeLimitError(FoldermonError):
         self.processor_type = processor_type
         running = f" while processor {processor_id!r} ({processor_type}) was running" if processor_id else ""
         super().__init__(f"processing took longer than max_file_seconds ({limit:g} s){running}")
+
+
+# What the error.type of a failed file names, besides an OSError's class: a processor's failure, a
+# line or an input the agent refuses, the time limit, an entry refused when claimed (not a regular
+# file, a name too long) and a file that ended the agent on each of its attempts. The agent's
+# counters start each at 0 so that the first failure of each shows as an increase.
+FAILURE_TYPES = (
+    "ProcessorError",
+    "LineTooLongError",
+    "InputRejectedError",
+    "ProcessingTimeLimitError",
+    "InputRejected",
+    "AttemptsExhausted",
+)

@@ -116,8 +116,7 @@ class Files:
             elif isinstance(result, Directory):
                 root.report_dir(result.name, self.ctx.log)
             elif isinstance(result, Rejected):
-                self.done["failed"] += 1
-                self.ctx.progress.file_done("failed", 0)
+                self._count_failed(root, "InputRejected")
                 self.ctx.log.error(
                     "input rejected", root=str(root.layout.root), file=result.name, reason=result.reason
                 )
@@ -245,10 +244,17 @@ class Files:
             # Still claimed by this instance; the next start's recovery offers it again.
             log.error("quarantine failed", error=str(exc))
             return
-        self.done["failed"] += 1
-        self.ctx.progress.file_done("failed", 0)
+        self._count_failed(root, "AttemptsExhausted")
         self._drop_marker(root, result.name)
         log.error("file failed", failed_as=failed_as, error=message)
+
+    def _count_failed(self, root: Root, error_type: str) -> None:
+        """A file quarantined when claimed, without an attempt: counted as any failed file."""
+        self.done["failed"] += 1
+        self.ctx.progress.file_done("failed", 0)
+        ins = self.ctx.telemetry.instruments
+        attrs = {"foldermon.outcome": "failed", "error.type": error_type, **root.queue.attributes}
+        ins.tally.add(ins.files, 1, attrs)
 
     def _attempt(self, root: Root, claim: Claim, *, exact: bool = False) -> Outcome | Produced:
         log = self.ctx.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)

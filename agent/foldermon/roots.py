@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldermon.config import Config
-from foldermon.errors import UNREACHABLE_ERRNOS, LifecycleError
+from foldermon.errors import FAILURE_TYPES, UNREACHABLE_ERRNOS, LifecycleError
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import (
     Layout,
@@ -212,6 +212,9 @@ def zero_counters(roots: Sequence[Root], config: Config, telemetry: Telemetry) -
     for root in roots:
         for outcome in ("processed", "retry", "failed"):
             ins.files.add(0, {"foldermon.outcome": outcome, **root.queue.attributes})
+        for error_type in FAILURE_TYPES:  # a failed file's series carries its error type
+            failed = {"foldermon.outcome": "failed", "error.type": error_type}
+            ins.files.add(0, {**failed, **root.queue.attributes})
         for folder in ("processed", "output", "failed", "history"):
             ins.expired.add(0, {**root.queue.attributes, "foldermon.folder": folder})
     for spec in config.processors:

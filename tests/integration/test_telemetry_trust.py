@@ -4,6 +4,7 @@ line always found, honest processor timings, trace ids that lead somewhere, the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,34 @@ def test_failures_carry_error_type_and_paths_follow_the_conventions(
     assert failed[-1]["attributes"]["foldermon.watch.root.id"]
     logs = receiver.wait_for(lambda rx: rx.logs() or None)
     assert all(r["time_ns"] > 0 for r in logs)
+
+
+def _files_counted(receiver: OtlpReceiver) -> dict[tuple[str, str], int]:
+    """The last value of foldermon.files per (outcome, error.type)."""
+    last: dict[tuple[str, str], int] = {}
+    for point in receiver.metrics():
+        if point["name"] == "foldermon.files":
+            a = point["attributes"]
+            last[a["foldermon.outcome"], a.get("error.type", "")] = int(point.get("value", 0))
+    return last
+
+
+def test_every_failed_file_is_counted_and_each_error_type_starts_at_zero(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Entries quarantined when claimed (a symlink, a FIFO) count as failed files like any other,
+    and the failed series of each error type the agent names exists at 0 from the start, so the
+    first failure of each shows in increase()."""
+    root = tmp_path / "root"
+    drop(root, "good.txt", "fine\n")
+    (root / "unprocessed" / "link").symlink_to(root / "unprocessed" / "good.txt")
+    os.mkfifo(root / "unprocessed" / "fifo")
+    _run(root, tmp_path, receiver, COUNTER)
+    counted = receiver.wait_for(lambda rx: _files_counted(rx).get(("failed", "InputRejected")) == 2 and rx)
+    files = _files_counted(counted)
+    assert files["processed", ""] == 1
+    for error_type in ("ProcessorError", "LineTooLongError", "AttemptsExhausted", "ProcessingTimeLimitError"):
+        assert files["failed", error_type] == 0
 
 
 @pytest.mark.parametrize("kind", ["gzip", "utf8"])
