@@ -46,6 +46,7 @@ class Outcome:
     released: bool = False
     lines_in: int = 0
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
+    rerun: bool = False  # not a retry: the same attempt runs again at once, line by line
     finish_only: bool = False  # the output is published: the retry only finishes the input
     error_type: str | None = None  # of a failed outcome
     trace: TraceRef | None = None  # where this attempt is traced
@@ -305,7 +306,7 @@ class Attempt:
             log.info(
                 "processor failed; running the file again line by line to find the line", error=describe(exc)
             )
-            return Outcome("retry", retry_in=0.0, counted=False, exact=True)
+            return Outcome("retry", retry_in=0.0, counted=False, exact=True, rerun=True)
         environment = isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
         if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
             delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
@@ -350,6 +351,8 @@ class Attempt:
             ins.processor_duration.record(stats.seconds, attrs)
             if stats.errors:
                 ins.tally.add(ins.processor_errors, stats.errors, attrs)
+        if outcome.rerun:
+            return  # the attempt's outcome and time are recorded once its line-by-line run ends
         attrs = {**root, "foldermon.outcome": outcome.outcome}
         ins.file_duration.record(seconds, attrs)
         if outcome.error_type:

@@ -229,6 +229,21 @@ def test_every_failed_file_is_counted_and_each_error_type_starts_at_zero(
         assert files["failed", error_type] == 0
 
 
+def test_the_line_by_line_run_of_an_attempt_is_not_counted_as_a_retry(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """A batch that fails runs again at once line by line within the same attempt: with
+    max_attempts = 2, foldermon.files counts one retry and one failure, as the record says."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", _lines(500, bad_at=300))
+    _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 2\nbackoff = 0.05\n" + FAILING)
+    counted = receiver.wait_for(lambda rx: _files_counted(rx).get(("failed", "ProcessorError")) == 1 and rx)
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert record["attempts"] == 2
+    assert record["line"] == 300
+    assert _files_counted(counted)["retry", ""] == 1
+
+
 @pytest.mark.parametrize("kind", ["gzip", "utf8"])
 def test_line_spans_span_a_compressed_or_multibyte_file(
     tmp_path: Path, receiver: OtlpReceiver, kind: str
