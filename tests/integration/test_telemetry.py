@@ -231,6 +231,7 @@ def test_no_collector_configured_runs_quietly_with_one_hint(tmp_path: Path) -> N
     assert result.returncode == 0
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["event"] for r in records].count(ENABLE_HINT) == 1
+    assert all(r.get("instance") for r in records), "every record names its instance"
     # The agent made the root's folders (said at warning level); nothing else is worth a warning.
     warned = [r for r in records if r["level"] in ("warning", "error") and r["event"] != "folder created"]
     assert warned == []

@@ -92,6 +92,7 @@ class Telemetry:
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
         self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
         self._log = log
+        self._instance_id = instance_id
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
@@ -125,7 +126,7 @@ class Telemetry:
         """The logger telemetry reports on, made when first needed: a one-shot verb that has
         nothing to report does not load structlog for it."""
         if self._log is None:
-            self._log = logmod.get()
+            self._log = logmod.get(instance=self._instance_id)
         return self._log
 
     def log_processors(self) -> list[Callable[..., Any]]:
