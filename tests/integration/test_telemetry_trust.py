@@ -317,13 +317,21 @@ def test_batch_settings_the_sdk_takes_work_and_bad_ones_are_said(
     big = {"OTEL_BSP_MAX_QUEUE_SIZE": "16384", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "40000"}
     _run(root, tmp_path, receiver, COUNTER, "--trace", env=big)
     assert census(root)["processed"] == ["a.txt"]
-    for name, value in (("OTEL_BSP_SCHEDULE_DELAY", "0"), ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "9999")):
-        refused = run_cli(
-            "run", "--watch", str(root), "--once", env={**receiver.endpoint_env("grpc"), name: value}
-        )
-        assert refused.returncode == 78
-        assert name in refused.stderr
-        assert "Traceback" not in refused.stderr
+    bad = (
+        ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+        ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "9999"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "abc"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "lz4"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "abc"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1"),
+    )
+    for name, value in bad:
+        for verb in (["run", "--watch", str(root), "--once"], ["process", str(tmp_path / "c.toml")]):
+            refused = run_cli(*verb, env={**receiver.endpoint_env("grpc"), name: value})
+            assert refused.returncode == 78, (name, verb[0], refused.stderr)
+            assert name in refused.stderr
+            assert "Traceback" not in refused.stderr
 
 
 def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_path: Path) -> None:

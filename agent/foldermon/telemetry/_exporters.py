@@ -74,6 +74,31 @@ _BATCH_VARIABLES = ("SCHEDULE_DELAY", "EXPORT_TIMEOUT", "MAX_QUEUE_SIZE", "MAX_E
 _BLRP_DEFAULTS = {"MAX_QUEUE_SIZE": 2048, "MAX_EXPORT_BATCH_SIZE": 512}
 
 
+_COMPRESSIONS = ("gzip", "deflate", "none")
+
+
+def sdk_variable_problems(env: Mapping[str, str]) -> list[str]:
+    """What is wrong with the other OTEL_* variables the SDK reads while it starts (it would
+    raise): export timeouts, compression, attribute and event limits."""
+    problems = []
+    for name, value in sorted(env.items()):
+        if not name.startswith("OTEL_") or not value:
+            continue
+        if name.startswith("OTEL_EXPORTER_OTLP") and name.endswith("_TIMEOUT"):
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+            if not 0 < seconds <= MAX_SECONDS:
+                problems.append(f"{name} {value[:80]!r} is not a number of seconds")
+        elif name.startswith("OTEL_EXPORTER_OTLP") and name.endswith("_COMPRESSION"):
+            if value.strip().lower() not in _COMPRESSIONS:
+                problems.append(f"{name} {value[:80]!r} is not one of {', '.join(_COMPRESSIONS)}")
+        elif name.endswith("_LIMIT") and not (value.isascii() and value.isdigit()):
+            problems.append(f"{name} {value[:80]!r} is not a whole number")
+    return problems
+
+
 def batch_problems(env: Mapping[str, str]) -> list[str]:
     """What is wrong with the OTEL_BSP_* and OTEL_BLRP_* variables (the SDK would raise at start)."""
     problems = []
@@ -142,6 +167,7 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
     if interval is not None and not (interval.isdigit() and 0 < int(interval) <= MAX_SECONDS * 1000):
         problems.append(f"OTEL_METRIC_EXPORT_INTERVAL {interval[:80]!r} is not a number of milliseconds")
     problems.extend(batch_problems(env))
+    problems.extend(sdk_variable_problems(env))
     if problems:
         raise ConfigError(problems, "telemetry settings")
     return ExportSettings(

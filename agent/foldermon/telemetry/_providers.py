@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 from foldermon import __version__
 from foldermon import log as logmod
 from foldermon.config import TelemetryConfig
+from foldermon.errors import ConfigError
 from foldermon.telemetry._exporters import (
     ENABLE_HINT,
     ExportGuard,
@@ -97,7 +98,19 @@ class Telemetry:
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
         self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
-        resource = build_resource(instance_id, self.settings.resource_attributes)
+        try:
+            self._build(build_resource(instance_id, self.settings.resource_attributes))
+        except (ValueError, TypeError) as exc:  # an OTEL_* value the checks above do not know
+            problem = f"OpenTelemetry refused an OTEL_* setting: {exc}"
+            raise ConfigError([problem], "telemetry settings") from exc
+        self.guard.on_failure = lambda signal, _n: self.instruments.export_failures.add(
+            1, {"foldermon.telemetry.signal": signal}
+        )
+        self.span_drops.on_failure = lambda reason, count: self.instruments.spans_dropped.add(
+            count, {"foldermon.telemetry.reason": reason}
+        )
+
+    def _build(self, resource: Resource) -> None:
         # No provider shuts itself down at exit: shutdown() does, within its deadline.
         self.tracer_provider = TracerProvider(
             resource=resource, sampler=self.settings.sampler, shutdown_on_exit=False
@@ -114,12 +127,6 @@ class Telemetry:
             self.tracer_provider.id_generator,
         )
         self.instruments = Instruments(self.meter_provider.get_meter(SCOPE, __version__))
-        self.guard.on_failure = lambda signal, _n: self.instruments.export_failures.add(
-            1, {"foldermon.telemetry.signal": signal}
-        )
-        self.span_drops.on_failure = lambda reason, count: self.instruments.spans_dropped.add(
-            count, {"foldermon.telemetry.reason": reason}
-        )
 
     @property
     def log(self) -> logmod.Logger:
