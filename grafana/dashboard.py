@@ -220,10 +220,11 @@ def overview_stats(grid: Layout) -> None:
         (
             "Instances reporting",
             (
-                "Agent instances whose queue gauges Prometheus sees now. 0 means the agent is down "
-                "or its metrics do not arrive (see the FoldermonAgentAbsent alert)."
+                "Agent processes (each worker of `--workers N` is one) whose metrics Prometheus sees "
+                "now. 0 means the agent is down or its metrics do not arrive (see the "
+                "FoldermonAgentAbsent alert)."
             ),
-            f"count(group by (job, instance) (foldermon_queue_depth{{{SEL}}})) or vector(0)",
+            f"count(group by (job, instance) (foldermon_files_total{{{SEL}}})) or vector(0)",
             "none",
             thresholds((1, GREEN), base=RED),
         ),
@@ -679,13 +680,13 @@ def variables() -> list[Json]:
         query_variable(
             "job",
             "Job",
-            "label_values(foldermon_queue_depth, job)",
+            "label_values(foldermon_files_total, job)",
             "Prometheus job: the agents' scrape job, or service.name when they send OTLP to a collector.",
         ),
         query_variable(
             "instance",
             "Instance",
-            'label_values(foldermon_queue_depth{job=~"$job"}, instance)',
+            'label_values(foldermon_files_total{job=~"$job"}, instance)',
             "host:port of a scraped agent, or its service.instance.id behind a collector.",
         ),
         query_variable(

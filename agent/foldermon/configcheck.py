@@ -128,8 +128,8 @@ def repeated_folders(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[in
 def _identity(folder: str | os.PathLike[str]) -> object:
     try:
         st = os.stat(folder)
-    except (OSError, ValueError):
-        return os.path.realpath(folder)
+    except (OSError, ValueError):  # not there yet, or a name no folder can have (said elsewhere)
+        return os.path.abspath(folder)
     return (st.st_dev, st.st_ino)
 
 

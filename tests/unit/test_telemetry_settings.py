@@ -111,6 +111,8 @@ def test_resource_has_contract_attributes_and_environment_wins(monkeypatch: pyte
     assert attrs["deployment.environment"] == "prod"
     assert attrs["team"] == "ops"
     assert attrs["host.name"]
+    assert attrs["foldermon.worker"] == 0
+    assert dict(build_resource("inst-2", worker=3).attributes)["foldermon.worker"] == 3
 
 
 def test_export_failures_are_reported_at_most_once_a_minute_per_signal() -> None:

@@ -37,14 +37,19 @@ from foldermon.telemetry._spanqueue import AccountedSpanProcessor, line_queue_si
 SCOPE = "foldermon"
 
 
-def build_resource(instance_id: str, configured: Mapping[str, str] | None = None) -> Resource:
-    """The contract's resource, then ``[telemetry] resource_attributes``, then the OTEL_* variables."""
+def build_resource(
+    instance_id: str, configured: Mapping[str, str] | None = None, *, worker: int = 0
+) -> Resource:
+    """The contract's resource, then ``[telemetry] resource_attributes``, then the OTEL_* variables.
+    ``foldermon.worker`` is the process's place among ``--workers N`` (0 for a single process):
+    it stays when the process is replaced, where ``service.instance.id`` changes."""
     ours = Resource.create(
         {
             "service.name": "foldermon-agent",
             "service.version": __version__,
             "service.instance.id": instance_id,
             "host.name": socket.gethostname(),
+            "foldermon.worker": worker,
         }
     )
     merged = ours.merge(Resource(dict(configured or {}))).merge(OTELResourceDetector().detect())
@@ -99,7 +104,7 @@ class Telemetry:
         self.span_drops = ExportGuard(self._report_drops)
         self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
         try:
-            self._build(build_resource(instance_id, self.settings.resource_attributes))
+            self._build(build_resource(instance_id, self.settings.resource_attributes, worker=worker))
         except (ValueError, TypeError) as exc:  # an OTEL_* value the checks above do not know
             problem = f"OpenTelemetry refused an OTEL_* setting: {exc}"
             raise ConfigError([problem], "telemetry settings") from exc
