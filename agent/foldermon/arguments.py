@@ -4,6 +4,7 @@ only the verb asked for."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -264,7 +265,7 @@ def _folder(text: str) -> Path:
     rather than the current folder."""
     if not text:
         raise argparse.ArgumentTypeError("an empty path; give a folder")
-    return Path(text).expanduser()
+    return Path(os.path.expanduser(text))  # as the shell: left as written for an unknown user
 
 
 def _roots(parser: argparse.ArgumentParser) -> None:

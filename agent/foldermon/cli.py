@@ -294,7 +294,7 @@ def roots_for(given: Sequence[Path] | None, config: cfg.Config) -> list[Path]:
     """The roots a verb acts on: ``--watch``, else ``[watch] dirs``, else the default root."""
     from foldermon import config as cfg
 
-    return [d.expanduser().absolute() for d in given or config.watch.dirs or (cfg.default_watch_dir(),)]
+    return [cfg.expand_home(d).absolute() for d in given or config.watch.dirs or (cfg.default_watch_dir(),)]
 
 
 # The verbs that act on watch roots, and their handlers in ``commands``.

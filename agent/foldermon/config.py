@@ -165,6 +165,12 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def expand_home(path: str | os.PathLike[str]) -> Path:
+    """``~`` and ``~user`` expanded as the shell does: left as written when there is no such user
+    (or no home) rather than raising."""
+    return Path(os.path.expanduser(path))
+
+
 def load(path: Path | None, registry: Registry) -> Config:
     """Read and validate a config file (TOML, or the original tool's JSON pipeline file)."""
     if path is None:
@@ -301,7 +307,7 @@ def _section(name: str, cls: type[Any], values: Mapping[str, Any], problems: lis
             if "" in converted:  # would be the current folder
                 problems.append(f"[{name}] {key}: an empty path; give a folder")
                 continue
-            converted = tuple(Path(v).expanduser() for v in converted)
+            converted = tuple(expand_home(v) for v in converted)
         if converted is _BAD:
             expected = {"duration": 'seconds or a duration such as "12h"', "size": 'bytes, "500MB" or "5%"'}
             what = expected.get(kind or "", _kind(defaults[key]))
@@ -339,9 +345,7 @@ def _convert(value: Any, default: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return tuple(value) if ok else _BAD
     if default is None or isinstance(default, Path):
-        return (
-            Path(value).expanduser() if isinstance(value, str) and value else (None if value == "" else _BAD)
-        )
+        return expand_home(value) if isinstance(value, str) and value else (None if value == "" else _BAD)
     return value if isinstance(value, str) else _BAD
 
 

@@ -745,6 +745,24 @@ def test_recover_finishes_an_input_whose_output_was_published(
     assert output.read_bytes() == b"output\n"
 
 
+def test_recover_finishes_an_input_whose_published_output_a_consumer_took_away(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """The output was published and a consumer took it (read and deleted it) before the dead
+    instance's recovery: the proof of publication outlives the output, so the input is finished,
+    not processed again."""
+    drop(layout, "data.txt", b"line\n")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    target = dying.output_target(claimed(dying, "data.txt"))
+    target.tmp.write_bytes(b"output\n")
+    target.publish().unlink()
+    die(first)
+    report = make_queue(layout, open_instance(ME)).recover()
+    assert (report.finished, report.returned) == (["data.txt"], [])
+    assert os.listdir(layout.output_dir) == []  # the proof went with the dead instance's temps
+
+
 def test_recover_returns_an_input_whose_output_was_not_published(
     layout: Layout, open_instance: OpenInstance
 ) -> None:

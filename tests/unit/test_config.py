@@ -131,6 +131,13 @@ def test_watch_dirs_are_paths(tmp_path: Path) -> None:
     assert all(isinstance(d, Path) for d in config.watch.dirs)
 
 
+def test_a_tilde_of_no_known_user_is_left_as_written(tmp_path: Path) -> None:
+    """``~nosuchuser/x`` stays as written, as the shell leaves it, rather than failing the load."""
+    config = load_text(tmp_path, '[watch]\ndirs = ["~nosuchuser-x/in"]\n[output]\ndir = "~0"\n')
+    assert config.watch.dirs == (Path("~nosuchuser-x/in"),)
+    assert config.output.dir == Path("~0")
+
+
 def test_int_for_a_float_key_becomes_a_float(tmp_path: Path) -> None:
     """An integer given for a number of seconds is accepted and stored as a float."""
     backoff = load_text(tmp_path, "[retry]\nbackoff = 2\n").retry.backoff

@@ -34,7 +34,14 @@ from foldermon.queue.fsio import fsync_dir, unique_name
 from foldermon.queue.instance import Instance, fence
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
 from foldermon.queue.moves import move_unique, return_input
-from foldermon.queue.output import OutputTarget, identity, output_filename, publishing_name, temp_prefix
+from foldermon.queue.output import (
+    OutputTarget,
+    identity,
+    output_filename,
+    published_name,
+    temp_names,
+    temp_prefix,
+)
 from foldermon.queue.records import quarantine
 from foldermon.queue.recovery import Recovery, recover
 
@@ -289,8 +296,8 @@ class Queue:
             make_dir(target.folder)  # the output folder was removed while running: made again
         except FileExistsError:
             self.sync()
-            target.tmp.unlink(missing_ok=True)
-            publishing_name(target.tmp).unlink(missing_ok=True)
+            for name in temp_names(target.tmp):
+                name.unlink(missing_ok=True)
         return os.open(target.tmp, flags, 0o640)
 
     def output_filename(self, name: str) -> str:
@@ -356,9 +363,10 @@ class Queue:
             fsync_dir(self.layout.processed)
             fsync_dir(self.instance.dir)
             target.tmp.unlink(missing_ok=True)
+            published_name(target.tmp).unlink(missing_ok=True)
         else:
             self._unsynced = True
-            self._markers.append(target.tmp)
+            self._markers += (target.tmp, published_name(target.tmp))
         self._drop_counter(claim.name)
         return dst
 

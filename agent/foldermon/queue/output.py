@@ -3,14 +3,17 @@
 The temp output of an input is named by its owner instance, its root and the input's
 identity (``.foldermon-<instance>-<root tag>-<identity>.tmp``). Publishing links it to a
 second temp name and renames that one to the final name without replacing anything (a taken
-name gets the next ``.N`` suffix); the first temp name stays until the input is finished. So
-while the input is still claimed, a temp output with a second link and no second temp name
-proves its output is published: the recovery of a dead instance finishes such an input
-instead of processing it again, and a published output is never replaced or made twice.
+name gets the next ``.N`` suffix), then links it to a third, ``.done.tmp``; the temp names stay
+until the input is finished. So while the input is still claimed, a ``.done.tmp`` name, or a
+temp output with a second link and no second temp name (a stop between the two steps),
+proves its output is published, even once a consumer has taken the output away: the
+recovery of a dead instance finishes such an input instead of processing it again, and a
+published output is never replaced or made twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -95,11 +98,20 @@ class OutputTarget:
                 except FileExistsError:
                     n += 1
                 else:
-                    return final
+                    break
         except BaseException:
             if pub != self.tmp:
                 pub.unlink(missing_ok=True)
             raise
+        if pub != self.tmp:
+            # The proof of publication that outlives the final name (a consumer may take the
+            # output away first). Published already, so a failure here must not fail the file:
+            # the final name's own link is the proof then.
+            done = published_name(self.tmp)
+            with contextlib.suppress(OSError):
+                done.unlink(missing_ok=True)
+                os.link(self.tmp, done)
+        return final
 
 
 def publishing_name(tmp: Path) -> Path:
@@ -107,8 +119,19 @@ def publishing_name(tmp: Path) -> Path:
     return tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".pub" + TMP_SUFFIX)
 
 
+def published_name(tmp: Path) -> Path:
+    """The temp name that proves an output is published, until its input is finished."""
+    return tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".done" + TMP_SUFFIX)
+
+
+def temp_names(tmp: Path) -> tuple[Path, Path, Path]:
+    """Every name a temp output has on its way: while written, published, and proving it."""
+    return tmp, publishing_name(tmp), published_name(tmp)
+
+
 def is_committed(tmp: Path) -> bool:
-    """Whether a temp output has a link besides itself and its publishing name: its final name.
+    """Whether a temp output is published: it has its proof, or a link besides itself and its
+    publishing name (its final name: a stop just before the proof was made).
 
     Counting links covers a publish interrupted inside a link-then-unlink rename (filesystems
     without RENAME_NOREPLACE), where the final name exists beside the publishing one.
@@ -117,4 +140,4 @@ def is_committed(tmp: Path) -> bool:
         links = os.lstat(tmp).st_nlink
     except FileNotFoundError:
         return False
-    return links > 1 + os.path.lexists(publishing_name(tmp))
+    return os.path.lexists(published_name(tmp)) or links > 1 + os.path.lexists(publishing_name(tmp))

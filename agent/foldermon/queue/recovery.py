@@ -26,7 +26,7 @@ from foldermon.queue.fsio import fsync_dir, unique_name
 from foldermon.queue.instance import FENCED_PREFIX, NEW_PREFIX, LockInfo, fence, read_lock, try_lock
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
-from foldermon.queue.output import TMP_MARK, identity, is_committed, publishing_name, temp_owner, temp_prefix
+from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_names, temp_owner, temp_prefix
 
 if TYPE_CHECKING:
     from foldermon.queue.lifecycle import Queue
@@ -109,7 +109,7 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
         except FileNotFoundError:
             continue
         tmp = output_dir / f"{prefix}{identity(queue.root_id, name, st)}.tmp"
-        temps.update((tmp.name, publishing_name(tmp).name))
+        temps.update(name.name for name in temp_names(tmp))
         if st.st_nlink > 1 and _moved_already(queue, folder, name, st):
             (folder / name).unlink()
             report.leftovers.append(name)
