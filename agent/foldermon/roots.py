@@ -14,6 +14,7 @@ from foldermon.errors import FAILURE_TYPES, UNREACHABLE_ERRNOS, LifecycleError
 from foldermon.queue.instance import Instance
 from foldermon.queue.layout import (
     Layout,
+    check_no_links,
     check_one_filesystem,
     check_writable,
     claimed_count,
@@ -88,6 +89,7 @@ def open_root(
         for made in layout.create(parents=config.watch.create_parents):
             log.warning("folder created", root=str(layout.root), folder=str(made))
         shared = remote_reason(filesystem_type(layout.root))
+        check_no_links(layout)
         check_writable(layout)
         instance = Instance(layout, instance_id)
         check_one_filesystem(layout)

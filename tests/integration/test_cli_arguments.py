@@ -187,6 +187,25 @@ def test_a_watch_root_that_is_a_file_is_said_in_words(tmp_path: Path) -> None:
     assert "it is a file, not a folder" in refused.stderr
 
 
+@pytest.mark.parametrize("folder", ["unprocessed", "processed", "failed", "output"])
+def test_a_queue_folder_that_is_a_symlink_is_refused_and_nothing_outside_is_touched(
+    tmp_path: Path, folder: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "private.txt").write_text("not the agent's\n")
+    root = _root(tmp_path / "root")
+    (root / "unprocessed" / "a.txt").write_text("a\n")
+    if folder == "unprocessed":
+        (root / "unprocessed" / "a.txt").unlink()
+        (root / "unprocessed").rmdir()
+    (root / folder).symlink_to(outside)
+    refused = run_cli("run", "--once", "--watch", str(root))
+    assert refused.returncode == 1
+    assert f"{root / folder} is a symbolic link" in refused.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["private.txt"]
+
+
 def test_explain_without_watch_looks_in_the_configured_root(tmp_path: Path) -> None:
     root = _root(tmp_path / "root")
     (root / "processed").mkdir()

@@ -173,6 +173,20 @@ def is_watch_root(root: Path) -> bool:
     return (root / UNPROCESSED).is_dir()
 
 
+def check_no_links(layout: Layout) -> None:
+    """Refuse queue folders that are symbolic links (and the default output folder, which is in
+    the root): the agent would read, move and write outside the root through them."""
+    folders = [layout.unprocessed, layout.underprocess, layout.processed, layout.failed]
+    if layout.output_dir.parent == layout.root:
+        folders.append(layout.output_dir)
+    for folder in folders:
+        if folder.is_symlink():
+            raise LifecycleError(
+                f"{folder} is a symbolic link: links out of a root are never followed; make it a "
+                "folder of its own (outputs can go elsewhere with [output] dir)"
+            )
+
+
 def check_one_filesystem(layout: Layout) -> None:
     """Refuse a root whose queue folders are on different filesystems or mounts.
 
