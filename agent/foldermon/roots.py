@@ -16,6 +16,7 @@ from foldermon.queue.layout import (
     Layout,
     check_no_links,
     check_one_filesystem,
+    check_output_place,
     check_writable,
     claimed_count,
     input_names,
@@ -90,6 +91,7 @@ def open_root(
             log.warning("folder created", root=str(layout.root), folder=str(made))
         shared = remote_reason(filesystem_type(layout.root))
         check_no_links(layout)
+        check_output_place(layout)
         check_writable(layout)
         instance = Instance(layout, instance_id)
         check_one_filesystem(layout)

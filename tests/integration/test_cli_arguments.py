@@ -206,6 +206,14 @@ def test_a_queue_folder_that_is_a_symlink_is_refused_and_nothing_outside_is_touc
     assert sorted(p.name for p in outside.iterdir()) == ["private.txt"]
 
 
+def test_an_output_folder_inside_a_queue_folder_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "o.toml", f'[output]\ndir = "{root}/unprocessed/out"\n')
+    refused = run_cli("run", "--once", "--watch", str(root), "--config", str(config))
+    assert refused.returncode == 1
+    assert "outputs would be taken for inputs" in refused.stderr
+
+
 def test_explain_without_watch_looks_in_the_configured_root(tmp_path: Path) -> None:
     root = _root(tmp_path / "root")
     (root / "processed").mkdir()
