@@ -8,6 +8,7 @@ processor is interrupted mid-call. Outside ``interruptible()`` the alarm only re
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -38,30 +39,44 @@ def interrupts_agent(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and raised_by_sigint
 
 
-class Alarm:
-    """The drain deadline and the per-file time limit, served by one SIGALRM timer."""
+# What does not let the interrupt through (a plugin that swallows it, a hung system call) ends
+# the process this long after the deadline it overran: time for the release, the group commit
+# and the telemetry flush after a drain.
+EXIT_GRACE = 10.0
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Alarm:
+    """The drain deadline and the per-file time limit, served by one SIGALRM timer; and, past
+    either by EXIT_GRACE, the end of the process (faulthandler's timer, which needs no help
+    from the code that is stuck)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, grace: float = EXIT_GRACE) -> None:
         self._clock = clock
+        self._grace = grace
         self._drain_at: float | None = None
         self._file_at: float | None = None
         self._inside = False
         self._armed = False
+        self._exit_at: dict[str, float] = {}  # drain | file -> when the process ends
 
     def install(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
 
     def close(self) -> None:
-        """Disarm the timer and give SIGALRM back its default action."""
+        """Disarm the timers and give SIGALRM back its default action."""
         self._drain_at = self._file_at = None
         signal.setitimer(signal.ITIMER_REAL, 0)
         self._armed = False
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        self._exit_at.clear()
+        faulthandler.cancel_dump_traceback_later()
 
     def drain_by(self, at: float) -> None:
         """From now on a pipeline still running at ``at`` is interrupted with DrainExpired."""
         self._drain_at = at
+        self._exit_at["drain"] = at + self._grace
         self._arm()
+        self._arm_exit()
 
     @contextmanager
     def interruptible(self, limit: float) -> Iterator[None]:
@@ -71,12 +86,24 @@ class Alarm:
         self._file_at = self._clock() + limit if limit > 0 else None
         self._inside = True
         self._arm()
+        if self._file_at is not None:
+            self._exit_at["file"] = self._file_at + self._grace
+            self._arm_exit()
         try:
             yield
         finally:
             self._inside = False
             self._file_at = None
             self._arm()
+            if self._exit_at.pop("file", None) is not None:
+                self._arm_exit()
+
+    def _arm_exit(self) -> None:
+        if self._exit_at:
+            delay = max(0.001, min(self._exit_at.values()) - self._clock())
+            faulthandler.dump_traceback_later(delay, exit=True)
+        else:
+            faulthandler.cancel_dump_traceback_later()
 
     def _arm(self) -> None:
         due = [t for t in (self._drain_at, self._file_at) if t is not None]

@@ -3,7 +3,6 @@ and the files through the queue."""
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import signal
 import time
@@ -41,9 +40,6 @@ _CLAIM_BATCH = 16
 # ... and at most this much input: large files are claimed few at a time, so that the workers
 # of `run --workers` (or other instances) share a backlog of them evenly to the end.
 _CLAIM_BYTES = 1 << 20
-# After the drain deadline, what cannot be interrupted (a hung system call) ends the process
-# this much later: time for the release, the group commit and the telemetry flush.
-_EXIT_GRACE = 10.0
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
 
@@ -130,7 +126,6 @@ class Agent:
                 self._shutdown()
             finally:
                 self.alarm.close()
-                faulthandler.cancel_dump_traceback_later()
         # --once says in its exit code whether any file went to failed/ (for cron and scripts).
         return 1 if self.once and self.files.done["failed"] else 0
 
@@ -172,7 +167,6 @@ class Agent:
             # A processor stuck inside one call is interrupted at the deadline; anything that
             # cannot be interrupted (a hung system call) ends the process shortly after it.
             self.alarm.drain_by(self._stop_at)
-            faulthandler.dump_traceback_later(drain + _EXIT_GRACE, exit=True)
             self.notifier.stopping("stopping: finishing or releasing the current file")
             self.log.info("stopping", signal=signal.Signals(signum).name)
 

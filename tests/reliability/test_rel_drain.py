@@ -114,6 +114,27 @@ def test_a_processor_that_ignores_interrupts_cannot_outlive_the_drain(tmp_path: 
     assert (record["error_type"], record["attempts"]) == ("AttemptsExhausted", 1)
 
 
+def test_a_processor_that_ignores_interrupts_cannot_outlive_max_file_seconds(tmp_path: Path) -> None:
+    """The same plugin under max_file_seconds, no signal sent: the process ends (exit 1) 10 s after
+    the limit, and the next start, with one attempt allowed, quarantines the file."""
+    root = tmp_path / "root"
+    limited = '[pipeline]\nmax_file_seconds = 1\n[[processors]]\ntype = "stubborn"\n'
+    drop(root, "stuck.txt", "STUCK\n")
+    started = time.monotonic()
+    proc = start_agent(
+        "run", "--watch", str(root), "--config", str(_config(tmp_path, limited)), log=tmp_path / "a.log"
+    )
+    assert proc.wait(40) == 1
+    assert time.monotonic() - started < 1 + 10 + 5
+    again = _config(tmp_path, "[retry]\nmax_attempts = 1\n" + limited)
+    result = start_agent(
+        "run", "--watch", str(root), "--once", "--config", str(again), log=tmp_path / "again.log"
+    )
+    assert result.wait(30) == 1
+    record = json.loads((root / "failed" / ".stuck.txt.error.json").read_text())
+    assert (record["error_type"], record["attempts"]) == ("AttemptsExhausted", 1)
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
