@@ -8,6 +8,7 @@ from :meth:`Pipeline.stats` cost nothing in the hot loop.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
@@ -161,6 +162,8 @@ class Pipeline:
         counters.lines_in += len(lines)
         self._active = index
         start = self._clock()
+        # What plugin code prints goes to stderr: stdout carries the agent's records and reports.
+        stdout, sys.stdout = sys.stdout, sys.stderr
         try:
             out = stage.processor.process(lines)
         except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
@@ -170,6 +173,7 @@ class Pipeline:
             counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, number) from exc
         finally:
+            sys.stdout = stdout
             counters.seconds += self._clock() - start
         self._active = -1
         counters.lines_out += len(out)
@@ -179,6 +183,7 @@ class Pipeline:
         stage, counters = self.stages[index], self._counters[index]
         self._active = index
         start = self._clock()
+        stdout, sys.stdout = sys.stdout, sys.stderr
         try:
             out = stage.processor.finish()
         except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
@@ -188,6 +193,7 @@ class Pipeline:
             counters.error_type = type(exc).__qualname__
             raise ProcessorError(stage.id, stage.type, None) from exc
         finally:
+            sys.stdout = stdout
             counters.seconds += self._clock() - start
         self._active = -1
         counters.lines_out += len(out)

@@ -129,6 +129,26 @@ def test_a_processor_raising_past_exception_fails_its_file_not_the_agent(
         assert record["line"] == 2
 
 
+def test_what_a_processor_prints_never_mixes_with_records_reports_or_logs(tmp_path: Path) -> None:
+    """A plugin printing to stdout: `process` to stdout gives the records alone, `explain --json`
+    stays JSON, and `run`'s log stays JSON lines; the prints go to stderr."""
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "chatty"\n')
+    data = tmp_path / "data.txt"
+    data.write_text("one\ntwo\n")
+    shown = run_cli("process", str(data), "--config", str(config))
+    assert (shown.returncode, shown.stdout) == (0, "one\ntwo\n")
+    assert "chatty saw" in shown.stderr
+    explained = run_cli("explain", str(data), "--line", "1", "--json", "--config", str(config))
+    assert explained.returncode == 0, explained.stderr
+    json.loads(explained.stdout)
+    root = tmp_path / "root"
+    drop(root, "a.txt", "a\n")
+    ran = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert ran.returncode == 0
+    assert all(line.startswith("{") for line in ran.stdout.splitlines())
+    assert "chatty done" in ran.stderr
+
+
 def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None:
     """A line over max_line_bytes fails the file at once, with that reason."""
     root = tmp_path / "root"

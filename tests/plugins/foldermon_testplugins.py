@@ -96,3 +96,15 @@ class Stubborn:
 
     def finish(self) -> list[str]:
         return []
+
+
+class Chatty:
+    """Prints every batch it sees to stdout, as a careless plugin does."""
+
+    def process(self, lines: list[str]) -> list[str]:
+        print(f"chatty saw {len(lines)} lines")
+        return lines
+
+    def finish(self) -> list[str]:
+        print("chatty done")
+        return []
