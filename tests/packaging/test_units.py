@@ -87,6 +87,7 @@ def test_system_unit_is_a_notify_service_with_watchdog(unit: str) -> None:
     assert found["NotifyAccess"] == ["main"]
     assert seconds(found["WatchdogSec"][0]) > 0
     assert found["Restart"] == ["on-failure"]
+    assert found["RestartForceExitStatus"] == ["0"]  # `run` never ends by itself on success
     assert found["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
 
