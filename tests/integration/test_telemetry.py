@@ -293,4 +293,5 @@ def test_prometheus_endpoint_serves_translated_names(tmp_path: Path) -> None:
     assert "foldermon_processor_lines_out_total" in text
     assert "foldermon_file_duration_seconds_bucket" in text
     assert 'foldermon_queue_depth{foldermon_queue_state="unprocessed"' in text
-    assert 'foldermon_files_total{foldermon_outcome="processed"' in text
+    files = [line for line in text.splitlines() if line.startswith("foldermon_files_total{")]
+    assert any('foldermon_outcome="processed"' in line for line in files)
