@@ -190,9 +190,9 @@ def check_no_links(layout: Layout) -> None:
 def check_output_place(layout: Layout) -> None:
     """Refuse an output folder inside a queue folder: in ``unprocessed/`` every output would be
     taken as a new input, without end; in the others it would be moved or removed as an input."""
-    output = Path(os.path.realpath(layout.output_dir))
+    output = Path(os.path.normpath(layout.output_dir))  # as named: nothing outside the root is read
     for folder in (layout.unprocessed, layout.underprocess, layout.processed, layout.failed):
-        if output.is_relative_to(os.path.realpath(folder)):
+        if output.is_relative_to(os.path.normpath(folder)):
             raise LifecycleError(
                 f"the output folder {layout.output_dir} is inside {folder}: outputs would be taken "
                 "for inputs; set [output] dir outside the queue folders"
