@@ -86,9 +86,6 @@ class Alarm:
         self._file_at = self._clock() + limit if limit > 0 else None
         self._inside = True
         self._arm()
-        if self._file_at is not None:
-            self._exit_at["file"] = self._file_at + self._grace
-            self._arm_exit()
         try:
             yield
         finally:
@@ -119,6 +116,10 @@ class Alarm:
             raise DrainExpired
         if self._inside and self._file_at is not None and now >= self._file_at:
             self._file_at = None
+            # Armed only now, so that a file within its limit costs no timer: a processor that
+            # swallows the interrupt ends the process EXIT_GRACE later.
+            self._exit_at["file"] = now + self._grace
+            self._arm_exit()
             raise FileTimeLimit
         if self._drain_at is not None and now >= self._drain_at:
             self._drain_at = None  # outside the pipeline the drain is checked by the loop
