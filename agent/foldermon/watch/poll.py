@@ -103,10 +103,10 @@ class PollBackend:
             seen[entry.name] = track
             if settled_needed and now - track.since < self._settle:
                 continue
-            if settled_needed and open_for_writing(folder / entry.name):
-                track.since = now  # still open for writing, though unchanged: wait again
-                continue
             if track.returned_at is None or now - track.returned_at >= self._rescan_interval:
+                if settled_needed and open_for_writing(folder / entry.name):
+                    track.since = now  # still open for writing, though unchanged: wait again
+                    continue
                 track.returned_at = now
                 ready.append(entry.name)
         # Names that left the folder are forgotten, so memory follows the folder's size.
