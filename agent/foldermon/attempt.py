@@ -343,6 +343,8 @@ class Attempt:
     def _record(self, pipeline: Pipeline, outcome: Outcome, seconds: float, root: Mapping[str, str]) -> None:
         """Metrics once per file attempt: the hot loop only counted locally, and counters are
         summed per claim batch (the service flushes the tally)."""
+        if outcome.rerun:
+            return  # the attempt is recorded once, by its line-by-line run (as with --trace)
         ins = self.telemetry.instruments
         for stage, stats in zip(pipeline.stages, pipeline.stats(), strict=True):
             attrs = {"foldermon.processor.id": stage.id, "foldermon.processor.type": stage.type}
@@ -351,8 +353,6 @@ class Attempt:
             ins.processor_duration.record(stats.seconds, attrs)
             if stats.errors:
                 ins.tally.add(ins.processor_errors, stats.errors, attrs)
-        if outcome.rerun:
-            return  # the attempt's outcome and time are recorded once its line-by-line run ends
         attrs = {**root, "foldermon.outcome": outcome.outcome}
         ins.file_duration.record(seconds, attrs)
         if outcome.error_type:

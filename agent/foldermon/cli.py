@@ -247,7 +247,7 @@ def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> in
     logmod.configure(config.agent.log_level)
     worker = die_with_supervisor()
     if worker is None and config.agent.workers > 1:
-        return _supervise(args, config)
+        return _supervise(args, config, instance_id)
     telemetry = Telemetry(config.telemetry, instance_id, worker=worker or 0)
     logmod.configure(config.agent.log_level, extra=telemetry.log_processors())
     if not worker:  # said once, by the agent, not by every worker
@@ -269,7 +269,7 @@ def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> in
         return agent.run()
 
 
-def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
+def _supervise(args: argparse.Namespace, config: cfg.Config, instance_id: str) -> int:
     import contextlib
 
     from foldermon import console
@@ -286,6 +286,7 @@ def _supervise(args: argparse.Namespace, config: cfg.Config) -> int:
             once=args.once,
             drain_timeout=config.agent.drain_timeout,
             progress=progress,
+            instance_id=instance_id,
         )
         return supervisor.run()
 

@@ -121,6 +121,7 @@ class Supervisor:
         progress: Progress | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        instance_id: str = "",
     ) -> None:
         self.argv = [sys.executable, "-m", "foldermon", *argv]
         self.layouts = layouts
@@ -129,7 +130,8 @@ class Supervisor:
         self.progress = progress
         self.notifier = notifier or Notifier.from_environ()
         self._clock = clock
-        self.log = logmod.get(component="supervisor")
+        # The supervisor's own id (each worker has its own): its lines say which agent they are.
+        self.log = logmod.get(component="supervisor", instance=instance_id)
         tag = f"foldermon-{os.getpid()}-{secrets.token_hex(4)}"
         self.workers = [self._socket(i, f"{tag}-{i}") for i in range(workers)]
         self.code = 0

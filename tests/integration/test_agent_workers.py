@@ -78,6 +78,7 @@ def test_workers_drain_a_backlog_each_file_once(tmp_path: Path) -> None:
     assert all(len(instances) == 1 for instances in by.values())
     records = log_records(tmp_path / "run.log")
     assert len({r["pid"] for r in records if r.get("event") == "worker started"}) == 3
+    assert all(r.get("instance") for r in records), "every line names its instance, the supervisor's too"
     assert [r.get("event") for r in records].count(ENABLE_HINT) == 1  # said once, not per worker
     assert len({i for instances in by.values() for i in instances}) >= 2
 

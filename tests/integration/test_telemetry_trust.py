@@ -242,6 +242,8 @@ def test_the_line_by_line_run_of_an_attempt_is_not_counted_as_a_retry(
     assert record["attempts"] == 2
     assert record["line"] == 300
     assert _files_counted(counted)["retry", ""] == 1
+    errors = [p for p in counted.metrics() if p["name"] == "foldermon.processor.errors"]
+    assert int(errors[-1]["value"]) == 2  # one per attempt, as with --trace
 
 
 @pytest.mark.parametrize("kind", ["gzip", "utf8"])
