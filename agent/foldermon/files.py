@@ -303,7 +303,9 @@ class Files:
         self.ctx.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             finish = target if result.finish_only else None
-            if result.trace is not None:  # the next attempt links to this one's trace
+            # The next attempt links to this one's trace; a batch run that runs again at once
+            # line by line is the same attempt, traced (and listed) by that run.
+            if result.trace is not None and not result.rerun:
                 claim = replace(claim, traces=(*claim.traces, result.trace))
             retry = Retry(
                 self.ctx.clock() + result.retry_in, root, claim, result.counted, result.exact, finish

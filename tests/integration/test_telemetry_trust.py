@@ -139,24 +139,24 @@ def test_every_attempt_is_traced_and_linked_whatever_the_sampler(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
     """With the sampler at always_off, the retries of a failing file are traced anyway, each links to
-    the earlier kept attempts, and the record lists every attempt's trace (the first as not kept)."""
+    the earlier attempts, and the record lists every attempt's trace once: attempt 1's is its
+    line-by-line run (kept), not the batch run before it (not kept)."""
     root = tmp_path / "root"
     drop(root, "bad.txt", "ok\nBAD\n")
     config = "[retry]\nmax_attempts = 3\nbackoff = 0.01\n" + FAILING
     _run(root, tmp_path, receiver, config, env={"OTEL_TRACES_SAMPLER": "always_off"})
     record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
     traces = record["attempt_traces"]
-    # Attempt 1 ran in batches (not kept), then line by line at once (kept); then attempts 2 and 3.
-    assert [(t["attempt"], t["sampled"]) for t in traces] == [(1, False), (1, True), (2, True), (3, True)]
+    assert [(t["attempt"], t["sampled"]) for t in traces] == [(1, True), (2, True), (3, True)]
     assert record["trace_id"] == traces[-1]["trace_id"]
     assert record["trace_sampled"] is True
     files = receiver.wait_for(
         lambda rx: len(_named(rx.spans(), "foldermon.process_file")) == 3 and rx.spans()
     )
     by_trace = {s["trace_id"]: s for s in _named(files, "foldermon.process_file")}
-    assert set(by_trace) == {t["trace_id"] for t in traces[1:]}
+    assert set(by_trace) == {t["trace_id"] for t in traces}
     last = by_trace[traces[-1]["trace_id"]]
-    assert last["links"] == [(t["trace_id"], t["span_id"]) for t in traces[1:-1]]
+    assert last["links"] == [(t["trace_id"], t["span_id"]) for t in traces[:-1]]
 
 
 def test_a_failure_whose_trace_was_not_kept_says_so(tmp_path: Path, receiver: OtlpReceiver) -> None:
