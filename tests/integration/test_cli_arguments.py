@@ -212,6 +212,12 @@ def test_an_output_folder_inside_a_queue_folder_is_refused(tmp_path: Path) -> No
     refused = run_cli("run", "--once", "--watch", str(root), "--config", str(config))
     assert refused.returncode == 1
     assert "outputs would be taken for inputs" in refused.stderr
+    (tmp_path / "link").symlink_to(root)  # the same folder named through a symlink
+    via_link = run_cli(
+        "run", "--once", "--watch", str(tmp_path / "link"), "--output-dir", str(root / "unprocessed")
+    )
+    assert via_link.returncode == 1
+    assert "outputs would be taken for inputs" in via_link.stderr
 
 
 def test_explain_without_watch_looks_in_the_configured_root(tmp_path: Path) -> None:

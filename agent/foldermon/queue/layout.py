@@ -191,8 +191,18 @@ def check_output_place(layout: Layout) -> None:
     """Refuse an output folder inside a queue folder: in ``unprocessed/`` every output would be
     taken as a new input, without end; in the others it would be moved or removed as an input."""
     output = Path(os.path.normpath(layout.output_dir))  # as named: nothing outside the root is read
+    try:
+        st = os.stat(layout.output_dir)
+        same = (st.st_dev, st.st_ino)  # the same folder under another name (a symlink on the way)
+    except OSError:
+        same = None
     for folder in (layout.unprocessed, layout.underprocess, layout.processed, layout.failed):
-        if output.is_relative_to(os.path.normpath(folder)):
+        try:
+            folder_st = os.stat(folder)
+            is_it = same == (folder_st.st_dev, folder_st.st_ino)
+        except OSError:
+            is_it = False
+        if is_it or output.is_relative_to(os.path.normpath(folder)):
             raise LifecycleError(
                 f"the output folder {layout.output_dir} is inside {folder}: outputs would be taken "
                 "for inputs; set [output] dir outside the queue folders"
