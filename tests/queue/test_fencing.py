@@ -194,6 +194,7 @@ def test_a_move_stopped_between_link_and_unlink_leaves_a_second_name_that_is_dro
     leaves the input both where it went and in its claim folder. Recovery drops the second name."""
     cut = Queue(layout, Instance(layout, CUT))
     peer = Queue(layout, Instance(layout, PEER))
+    peer.atomic_moves = False  # as on GlusterFS or NFS (this test's filesystem has it)
     try:
         claim = _claim(cut, "h.txt")
         (layout.root / folder / "h.txt").write_bytes(b"another file of that name\n")
@@ -270,3 +271,20 @@ def test_a_child_forked_by_plugin_code_does_not_keep_the_instance_lock(layout: L
         os.waitpid(pid, 0)
         for end in (wait_r, wait_w, ready_r, ready_w):
             os.close(end)
+
+
+def test_where_moves_are_single_renames_a_second_name_is_a_producers_link_and_kept(layout: Layout) -> None:
+    """With RENAME_NOREPLACE no move leaves two names: a claimed input that is also in processed/
+    is a file the producer hard-linked in again, and recovery returns it to be processed."""
+    cut = Queue(layout, Instance(layout, CUT))
+    peer = Queue(layout, Instance(layout, PEER))
+    assert peer.atomic_moves
+    try:
+        claim = _claim(cut, "h.txt")
+        os.link(claim.path, layout.processed / "h.txt")
+        _cut_off(cut)
+        report = peer.recover()
+        assert (report.leftovers, report.returned) == ([], ["h.txt"])
+    finally:
+        cut.instance.close()
+        peer.instance.close()

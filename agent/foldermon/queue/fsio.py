@@ -98,6 +98,25 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
+def renames_atomically(folder: Path) -> bool:
+    """Whether moves in ``folder``'s filesystem are single renames (it has RENAME_NOREPLACE):
+    then a move never leaves one file under two names. Tried on a probe file in ``folder``."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    import ctypes
+
+    probe = folder / f".probe-{os.getpid()}"
+    moved = probe.with_name(probe.name + ".moved")
+    probe.touch()
+    try:
+        rc = renameat2(_AT_FDCWD, os.fsencode(probe), _AT_FDCWD, os.fsencode(moved), _RENAME_NOREPLACE)
+        return rc == 0 or ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS)
+    finally:
+        probe.unlink(missing_ok=True)
+        moved.unlink(missing_ok=True)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two names are links of one inode (a half-done link-then-unlink move)."""
     try:

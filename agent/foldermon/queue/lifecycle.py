@@ -30,7 +30,7 @@ from foldermon.queue.claims import (
     Unclaimable,
 )
 from foldermon.queue.counter import Count, counter_name, read_counter, write_counter
-from foldermon.queue.fsio import fsync_dir, unique_name
+from foldermon.queue.fsio import fsync_dir, renames_atomically, unique_name
 from foldermon.queue.instance import Instance, fence
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
 from foldermon.queue.moves import move_unique, return_input
@@ -90,6 +90,9 @@ class Queue:
         # each: recovered once they are 2 * lease old (see recovery.recover).
         self.fenced_seen: dict[str, float] = {}
         self.root_id = root_id(layout.root)
+        # Where moves are single renames, no input is ever left under two names by a cut move:
+        # a second name is then a producer's hard link (recovery.py).
+        self.atomic_moves = renames_atomically(instance.dir)
         # Names in this instance's claim folder: nobody else writes there, so a claim that is
         # not in this set can be a plain rename.
         self.held: set[str] = set()

@@ -110,7 +110,7 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
             continue
         tmp = output_dir / f"{prefix}{identity(queue.root_id, name, st)}.tmp"
         temps.update(name.name for name in temp_names(tmp))
-        if st.st_nlink > 1 and _moved_already(queue, folder, name, st):
+        if st.st_nlink > 1 and not queue.atomic_moves and _moved_already(queue, folder, name, st):
             (folder / name).unlink()
             report.leftovers.append(name)
         elif is_committed(tmp):
