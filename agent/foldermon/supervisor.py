@@ -51,6 +51,10 @@ PROGRESS_ENV = "FOLDERMON_WORKER_PROGRESS"
 PROGRESS_FIELD = "X_FOLDERMON_FILE"
 # Like systemd's RestartSec: a worker that dies at once every time does not spin.
 RESTART_DELAY = 1.0
+# A worker started again that finds the configuration file broken (an edit not reloaded yet)
+# tries again this often; the other workers keep running on the configuration they have.
+CONFIG_RETRY = 10.0
+_EX_CONFIG = 78
 # Workers end themselves at most 10 s after their drain; this much later they are killed.
 KILL_GRACE = 25.0
 _TICK = 0.2
@@ -105,6 +109,7 @@ class Worker:
     ready: bool = False
     last_ping: float = 0.0
     status: str = "starting"
+    replacement: bool = False  # started again after its predecessor died
 
 
 class Supervisor:
@@ -275,6 +280,15 @@ class Supervisor:
                 name = signal.Signals(-code).name
                 self.log.error("worker killed; starting it again", worker=worker.index, signal=name)
                 worker.restart_at = self._clock() + RESTART_DELAY
+                worker.replacement = True
+            elif code == _EX_CONFIG and worker.replacement and not self._stopping:
+                self.log.error(
+                    "a worker started again finds the configuration file broken; the others keep "
+                    "running. Fix it (foldermon-agent check-config), then reload (SIGHUP)",
+                    worker=worker.index,
+                    retry_in=CONFIG_RETRY,
+                )
+                worker.restart_at = self._clock() + CONFIG_RETRY
             else:
                 self.log.error("worker exited; stopping the others", worker=worker.index, code=code)
                 self.code = self.code or (code if code > 0 else 1)
@@ -320,6 +334,8 @@ class Supervisor:
         self._announced = False
         for worker in self.workers:
             worker.ready = False
+            if worker.proc is None and worker.restart_at is not None:
+                worker.restart_at = self._clock()  # waiting for a fixed configuration: try it now
         self._signal_all(signal.SIGHUP)
 
     def _signal_all(self, signum: signal.Signals) -> None:

@@ -111,6 +111,36 @@ def test_a_killed_worker_is_started_again_and_a_poison_file_quarantined(tmp_path
     assert census(root)["underprocess"] == []
 
 
+def test_a_worker_started_again_on_a_broken_config_file_waits_and_the_others_go_on(tmp_path: Path) -> None:
+    """The config file has an edit not yet reloaded, and broken, when a worker dies: its successor
+    cannot start (exit 78) and tries again later; the agent and the other worker keep serving,
+    and a reload after the fix starts it at once."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "uppercase"\n')
+    proc = start_workers(tmp_path, root, 2, config)
+    try:
+        serving = lambda: [r for r in log_records(tmp_path / "a.log") if r.get("event") == "serving root"]  # noqa: E731
+        wait_until(lambda: len(serving()) == 2, what="two workers serving")
+        config.write_text("[[processors]\n")  # a typo, not reloaded
+        os.kill(children(proc.pid)[0], signal.SIGKILL)
+        wait_until(
+            lambda: any(
+                "configuration file broken" in r.get("event", "") for r in log_records(tmp_path / "a.log")
+            ),
+            what="the successor refused",
+        )
+        drop(root, "a.txt", "a\n")
+        wait_until(lambda: census(root)["processed"] == ["a.txt"], what="the other worker serving")
+        assert proc.poll() is None
+        config.write_text('[[processors]]\ntype = "uppercase"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: len(children(proc.pid)) == 2, timeout=8, what="the worker started again after the fix"
+        )
+    finally:
+        assert stop(proc) == 0
+
+
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the supervisor: every worker is told to stop (parent-death signal) and exits."""
     root = tmp_path / "root"
