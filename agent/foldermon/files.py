@@ -27,7 +27,7 @@ from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
 from foldermon.roots import Root
-from foldermon.scheduler import Pending, Retries
+from foldermon.scheduler import Pending, Retries, pause_marker
 from foldermon.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -211,7 +211,9 @@ class Files:
     def _run_claim(self, root: Root, claim: Claim, group: list[Produced]) -> list[Produced]:
         """Run one claimed file; its output joins ``group``, committed when the group is large."""
         root.unclaimable.pop(claim.name, None)
-        if self.ctx.stopping():
+        # A stop, or a pause (`foldermon-agent pause`, looked at before each file: files not
+        # started yet are released, so a pause holds within a file, not a claim batch).
+        if self.ctx.stopping() or os.path.lexists(pause_marker(root.layout)):
             root.queue.release(claim)
             return group
         outcome = self._attempt(root, claim)

@@ -201,6 +201,26 @@ def test_a_pause_by_one_instance_holds_every_instance_and_resume_lets_them_go(tm
     assert _status(root)["paused"] is False
 
 
+def test_a_pause_holds_within_a_file_not_a_claim_batch(tmp_path: Path) -> None:
+    """Slow files claimed 16 at a time: after a pause only the file being processed finishes;
+    the rest of its claim batch goes back to unprocessed/ and waits; resume lets them go."""
+    root = tmp_path / "root"
+    for i in range(20):
+        drop(root, f"s{i:02}.txt", f"{i}\n")
+    config = write_config(tmp_path / "s.toml", '[[processors]]\ntype = "sleepy"\nseconds = 0.3\n')
+    proc = start_agent("run", "--watch", str(root), "--config", str(config), log=tmp_path / "a.log")
+    wait_until(lambda: len(census(root)["processed"]) >= 2)
+    assert run_cli("pause", "--watch", str(root)).returncode == 0
+    time.sleep(1.0)
+    done = len(census(root)["processed"])
+    time.sleep(2.0)
+    assert len(census(root)["processed"]) == done, "files were still processed after the pause"
+    assert census(root)["underprocess"] == []
+    assert run_cli("resume", "--watch", str(root)).returncode == 0
+    wait_until(lambda: len(census(root)["processed"]) == 20, timeout=30)
+    assert terminate_all([proc]) == [0]
+
+
 # -- compressed input ----------------------------------------------------------------------------
 
 PAYLOAD = b"".join(b"record %d with some text,IMPORTANT\n" % i for i in range(20_000))
