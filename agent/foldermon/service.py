@@ -42,6 +42,8 @@ _CLAIM_BATCH = 16
 _CLAIM_BYTES = 1 << 20
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
+# `run --once` left files waiting in a held root: try again later (sysexits' EX_TEMPFAIL).
+EX_TEMPFAIL = 75
 
 
 class Agent:
@@ -79,6 +81,7 @@ class Agent:
         self._retain_at = 0.0
         self._watcher: Watcher | None = None
         self._stop_at: float | None = None
+        self._left_waiting = False  # --once ended with files waiting in a held root
         self._next_listing = 0.0
         self._reload = False
         self.notifier = notifier or Notifier.from_environ()
@@ -126,8 +129,11 @@ class Agent:
                 self._shutdown()
             finally:
                 self.alarm.close()
-        # --once says in its exit code whether any file went to failed/ (for cron and scripts).
-        return 1 if self.once and self.files.done["failed"] else 0
+        # --once says in its exit code whether any file went to failed/, or else was left waiting
+        # in a held root (paused, or short of disk): for cron and scripts.
+        if self.once and self.files.done["failed"]:
+            return 1
+        return EX_TEMPFAIL if self.once and self._left_waiting else 0
 
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:
@@ -213,6 +219,7 @@ class Agent:
             due = self._retries.next_due(self._may_retry)
             if due is None and not self._pending.ready(self._may_claim):
                 self._holds.say_held([r.layout for r in self.roots])
+                self._left_waiting = len(self._pending) + len(self._retries) > 0
                 return True  # drained, or what is left waits for a held root
             time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
         return False

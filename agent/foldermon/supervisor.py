@@ -55,6 +55,7 @@ RESTART_DELAY = 1.0
 # tries again this often; the other workers keep running on the configuration they have.
 CONFIG_RETRY = 10.0
 _EX_CONFIG = 78
+_EX_TEMPFAIL = 75
 # Workers end themselves at most 10 s after their drain; this much later they are killed.
 KILL_GRACE = 25.0
 _TICK = 0.2
@@ -271,11 +272,12 @@ class Supervisor:
             # it had claimed nothing yet.
             if (code == 0 and (self.once or self._stopping)) or (code == -signal.SIGTERM and self._stopping):
                 worker.finished = True
-            elif code == 1 and self.once:
-                # `run --once` ends with 1 when a file went to failed/: the others keep draining.
-                self.log.warning("worker finished; some files failed", worker=worker.index)
+            elif code in (1, _EX_TEMPFAIL) and self.once:
+                # `run --once` ends with 1 when a file went to failed/, 75 when files wait in a
+                # held root: the others keep draining; 1 says more than 75.
+                self.log.warning("worker finished; some files failed or wait", worker=worker.index, code=code)
                 worker.finished = True
-                self.code = self.code or 1
+                self.code = 1 if 1 in (self.code, code) else code
             elif code < 0 and not self._stopping:
                 name = signal.Signals(-code).name
                 self.log.error("worker killed; starting it again", worker=worker.index, signal=name)

@@ -216,6 +216,8 @@ def test_a_pause_holds_within_a_file_not_a_claim_batch(tmp_path: Path) -> None:
     time.sleep(2.0)
     assert len(census(root)["processed"]) == done, "files were still processed after the pause"
     assert census(root)["underprocess"] == []
+    once = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert once.returncode == 75, "files left waiting in a paused root: try again later"
     assert run_cli("resume", "--watch", str(root)).returncode == 0
     wait_until(lambda: len(census(root)["processed"]) == 20, timeout=30)
     assert terminate_all([proc]) == [0]
