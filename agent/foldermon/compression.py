@@ -75,9 +75,13 @@ def kind_of(head: bytes) -> str | None:
 
 
 def plain_name(name: str, kind: str | None) -> str:
-    """The name without the compression suffix of ``kind`` (``data.csv.gz`` → ``data.csv``)."""
-    if kind is not None and name.endswith(FORMATS[kind][1]) and len(name) > len(FORMATS[kind][1]):
-        return name[: -len(FORMATS[kind][1])]
+    """The name of compressed data without its compression suffix (``data.csv.gz`` →
+    ``data.csv``), whichever of the four it carries: a zstd file named ``.gz`` is compressed
+    data too. Plain data keeps its name."""
+    if kind is not None:
+        for suffix in SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)]
     return name
 
 

@@ -286,6 +286,15 @@ def test_padded_and_multi_part_streams_are_read_as_the_tools_read_them(tmp_path:
     assert (root / "output" / "skip-then-text_processed.txt").read_bytes().endswith(b"plain text\n")
 
 
+def test_compressed_data_under_another_format_s_suffix_is_named_as_plain(tmp_path: Path) -> None:
+    """zstd data named .gz: read as zstd, its output named without the (wrong) suffix, written plain."""
+    root = tmp_path / "root"
+    drop(root, "data.csv.gz", COMPRESS["zst"](PAYLOAD))
+    config = write_config(tmp_path / "c.toml", COUNTER_CONFIG)
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert (root / "output" / "data_processed.csv").read_bytes() == numbered(PAYLOAD)
+
+
 def test_plain_text_starting_like_a_magic_is_plain(tmp_path: Path) -> None:
     """Text that begins with a format's first bytes ("BZh", gzip's 1f 8b without its method
     byte) is not taken for compressed data: only a whole header is."""
