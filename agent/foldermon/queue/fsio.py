@@ -108,7 +108,11 @@ def renames_atomically(folder: Path) -> bool:
 
     probe = folder / f".probe-{os.getpid()}"
     moved = probe.with_name(probe.name + ".moved")
-    probe.touch()
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fsync_fd(fd)  # like every file the agent renames: durable before it moves
+    finally:
+        os.close(fd)
     try:
         rc = renameat2(_AT_FDCWD, os.fsencode(probe), _AT_FDCWD, os.fsencode(moved), _RENAME_NOREPLACE)
         return rc == 0 or ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS)
