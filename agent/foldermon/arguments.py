@@ -137,7 +137,10 @@ def build_parser(only: str | None = None, parser_class: type[_Parser] = _Parser)
     parser = parser_class(
         prog="foldermon-agent",
         description="Watch folders for new files and run their lines through a pipeline of processors.",
-        epilog="exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error (EX_CONFIG)",
+        epilog=(
+            "exit codes: 0 success, 1 failure, 2 usage error, 75 files left waiting in a paused or "
+            "full root (run --once), 78 configuration error (EX_CONFIG)"
+        ),
         add_help=only is None,  # abbreviations of --help must reach the whole parser
     )
     parser.verbs = {}

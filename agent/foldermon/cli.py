@@ -17,18 +17,20 @@ from typing import TYPE_CHECKING
 
 from foldermon import early
 from foldermon.arguments import build_parser, parse
-from foldermon.errors import ConfigError, FoldermonError, WatchUnavailableError
+from foldermon.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_OK,
+    EX_USAGE,
+    ConfigError,
+    FoldermonError,
+    WatchUnavailableError,
+)
 
 if TYPE_CHECKING:
     from foldermon import config as cfg
     from foldermon.processors import Registry
     from foldermon.telemetry import Telemetry
-
-
-EX_OK = 0
-EX_FAILURE = 1
-EX_USAGE = 2
-EX_CONFIG = 78
 
 
 def config_path(explicit: Path | None) -> Path | None:

@@ -79,3 +79,12 @@ FAILURE_TYPES = (
     "InputRejected",
     "AttemptsExhausted",
 )
+
+
+# Exit codes (sysexits where one fits): `run --once` leaving files in a held root ends with
+# EX_TEMPFAIL, a configuration error with EX_CONFIG.
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 2
+EX_TEMPFAIL = 75
+EX_CONFIG = 78

@@ -14,7 +14,7 @@ from foldermon import log as logmod
 from foldermon.config import Config
 from foldermon.configcheck import WATCHER_SETTINGS, restart_only_changes
 from foldermon.deadline import Alarm
-from foldermon.errors import UNREACHABLE_ERRNOS, ConfigError, LifecycleError
+from foldermon.errors import EX_TEMPFAIL, UNREACHABLE_ERRNOS, ConfigError, LifecycleError
 from foldermon.files import Context, Files, NoProgress, Progress, Retry
 from foldermon.processors import Registry
 from foldermon.retention import Retention
@@ -42,8 +42,6 @@ _CLAIM_BATCH = 16
 _CLAIM_BYTES = 1 << 20
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
-# `run --once` left files waiting in a held root: try again later (sysexits' EX_TEMPFAIL).
-EX_TEMPFAIL = 75
 
 
 class Agent:

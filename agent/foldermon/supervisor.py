@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from foldermon import early
 from foldermon import log as logmod
+from foldermon.errors import EX_CONFIG, EX_TEMPFAIL
 from foldermon.queue.layout import Layout, claimed_names, input_names
 from foldermon.sdnotify import Notifier
 
@@ -54,8 +55,6 @@ RESTART_DELAY = 1.0
 # A worker started again that finds the configuration file broken (an edit not reloaded yet)
 # tries again this often; the other workers keep running on the configuration they have.
 CONFIG_RETRY = 10.0
-_EX_CONFIG = 78
-_EX_TEMPFAIL = 75
 # Workers end themselves at most 10 s after their drain; this much later they are killed.
 KILL_GRACE = 25.0
 _TICK = 0.2
@@ -272,7 +271,7 @@ class Supervisor:
             # it had claimed nothing yet.
             if (code == 0 and (self.once or self._stopping)) or (code == -signal.SIGTERM and self._stopping):
                 worker.finished = True
-            elif code in (1, _EX_TEMPFAIL) and self.once:
+            elif code in (1, EX_TEMPFAIL) and self.once:
                 # `run --once` ends with 1 when a file went to failed/, 75 when files wait in a
                 # held root: the others keep draining; 1 says more than 75.
                 self.log.warning("worker finished; some files failed or wait", worker=worker.index, code=code)
@@ -283,7 +282,7 @@ class Supervisor:
                 self.log.error("worker killed; starting it again", worker=worker.index, signal=name)
                 worker.restart_at = self._clock() + RESTART_DELAY
                 worker.replacement = True
-            elif code == _EX_CONFIG and worker.replacement and not self._stopping:
+            elif code == EX_CONFIG and worker.replacement and not self._stopping:
                 self.log.error(
                     "a worker started again finds the configuration file broken; the others keep "
                     "running. Fix it (foldermon-agent check-config), then reload (SIGHUP)",

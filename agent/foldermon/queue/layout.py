@@ -56,6 +56,11 @@ class Layout:
     def failed(self) -> Path:
         return self.root / FAILED
 
+    @property
+    def queue_folders(self) -> tuple[Path, Path, Path, Path]:
+        """``unprocessed/``, ``underprocess/``, ``processed/`` and ``failed/``."""
+        return self.unprocessed, self.underprocess, self.processed, self.failed
+
     def create(self, *, parents: bool = True) -> list[Path]:
         """Create every missing queue folder and the output folder; the folders it had to make.
 
@@ -176,7 +181,7 @@ def is_watch_root(root: Path) -> bool:
 def check_no_links(layout: Layout) -> None:
     """Refuse queue folders that are symbolic links (and the default output folder, which is in
     the root): the agent would read, move and write outside the root through them."""
-    folders = [layout.unprocessed, layout.underprocess, layout.processed, layout.failed]
+    folders = list(layout.queue_folders)
     if layout.output_dir.parent == layout.root:
         folders.append(layout.output_dir)
     for folder in folders:
@@ -196,7 +201,7 @@ def check_output_place(layout: Layout) -> None:
         same = (st.st_dev, st.st_ino)  # the same folder under another name (a symlink on the way)
     except OSError:
         same = None
-    for folder in (layout.unprocessed, layout.underprocess, layout.processed, layout.failed):
+    for folder in layout.queue_folders:
         try:
             folder_st = os.stat(folder)
             is_it = same == (folder_st.st_dev, folder_st.st_ino)
@@ -216,8 +221,7 @@ def check_one_filesystem(layout: Layout) -> None:
     filesystem included) it fails with EXDEV, which would surface only after an output is
     published.
     """
-    folders = (layout.unprocessed, layout.underprocess, layout.processed, layout.failed)
-    seen = {folder: (mount_id(folder), os.stat(folder).st_dev) for folder in folders}
+    seen = {folder: (mount_id(folder), os.stat(folder).st_dev) for folder in layout.queue_folders}
     first = seen[layout.unprocessed]
     for folder, where in seen.items():
         if where != first:
@@ -245,13 +249,7 @@ def mount_id(path: Path) -> int | None:
 
 def check_writable(layout: Layout) -> None:
     """Fail early, with a sentence, when a queue folder is not writable (read-only mount, permissions)."""
-    for folder in (
-        layout.unprocessed,
-        layout.underprocess,
-        layout.processed,
-        layout.failed,
-        layout.output_dir,
-    ):
+    for folder in (*layout.queue_folders, layout.output_dir):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise LifecycleError(
                 f"{folder} is not writable by this user (uid {os.geteuid()}); fix its permissions or mount"
