@@ -178,6 +178,8 @@ class Decompressed:
         self._limit = limit
         self._inner = _reader(kind, raw)
         self._count = 0
+        self._stored = os.fstat(raw.fileno()).st_size
+        self._declared = declared_size(kind, raw.fileno(), self._stored)
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -207,6 +209,17 @@ class Decompressed:
     def fileno(self) -> int:
         return self._raw.fileno()
 
+    def progress(self) -> float:
+        """The share of the input read so far, from 0 to 1: the share of the stored (compressed)
+        bytes read, or the decompressed bytes against the size the format declares when that
+        says less. A decompressor may read a very compressible file whole at once, while its
+        text is still to come."""
+        offset = self._offset()
+        share = offset / self._stored if self._stored > 0 and offset >= 0 else 0.0
+        if self._declared:
+            share = min(share, self._count / self._declared)
+        return min(1.0, share)
+
     def close(self) -> None:
         self._inner.close()
         self._raw.close()
@@ -232,6 +245,72 @@ class Decompressed:
 
 
 _ZSTD_MAGIC = 0xFD2FB528
+_XZ_FOOTER = 12
+
+
+def declared_size(kind: str, fd: int, stored: int) -> int | None:
+    """The decompressed size the file declares, or None: gzip's ISIZE (of the last member, modulo
+    4 GiB), the index of the last xz stream, the first zstd frame's content size. Only an
+    estimate of how much text is to come (a file of several members, streams or frames declares
+    less than it holds); never a reason to refuse the file, which its reader checks."""
+    try:
+        if kind == "gzip" and stored >= 18:
+            return int.from_bytes(os.pread(fd, 4, stored - 4), "little") or None
+        if kind == "xz":
+            return _xz_declared(fd, stored)
+        if kind == "zstd":
+            return _zstd_declared(fd)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _xz_declared(fd: int, stored: int) -> int | None:
+    """The sum of the uncompressed sizes in the index of the last xz stream of the file."""
+    end = stored
+    while end >= 4 and os.pread(fd, 4, end - 4) == b"\0\0\0\0":  # stream padding
+        end -= 4
+    footer = os.pread(fd, _XZ_FOOTER, end - _XZ_FOOTER)
+    if len(footer) != _XZ_FOOTER or footer[-2:] != b"YZ":
+        return None
+    index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+    index = os.pread(fd, index_size, end - _XZ_FOOTER - index_size)
+    if len(index) != index_size or index[0] != 0:
+        return None
+    pos = 1
+
+    def number() -> int:  # the format's multibyte integer: 7 bits a byte, low bits first
+        nonlocal pos
+        value = 0
+        for shift in range(0, 63, 7):
+            byte = index[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+        raise ValueError("an xz index number longer than 9 bytes")
+
+    total = 0
+    for _ in range(number()):
+        number()  # the block's unpadded size
+        total += number()
+    return total or None
+
+
+def _zstd_declared(fd: int) -> int | None:
+    """The content size in the header of the first zstd frame (after any skippable frames)."""
+    zstandard = _codec("zstd")
+    pos = 0
+    for _ in range(_MAX_SKIPPABLE):
+        head = os.pread(fd, 8, pos)
+        if len(head) < 8 or int.from_bytes(head[:4], "little") & 0xFFFFFFF0 != _SKIPPABLE:
+            break
+        pos += 8 + int.from_bytes(head[4:8], "little")
+    try:
+        size: int = zstandard.frame_content_size(os.pread(fd, 18, pos))
+    except zstandard.ZstdError:
+        return None
+    return size if size > 0 else None
 
 
 def _zstd_frames_end(fd: int) -> None:

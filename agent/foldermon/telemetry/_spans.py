@@ -6,9 +6,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from stat import S_ISREG
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -107,7 +107,7 @@ class LineTracer:
         self._ratio = ratio
         self._cap = cap
         self._budget = examine_budget(cap, ratio)
-        self._fd, self._size = _file_of(source)
+        self._progress = _progress_of(source)
         self._feed = pipeline.feed_exact if exact else pipeline.feed
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
         self._batch_left = 0
@@ -174,14 +174,11 @@ class LineTracer:
         return sorted(self._rng.sample(range(len(lines)), count))
 
     def _lines_after(self, batch: int) -> float:
-        """How many lines are still to come after this batch, by the bytes of the file read so
+        """How many lines are still to come after this batch, by the share of the file read so
         far (the reader is at most a chunk ahead of the lines handed out)."""
-        try:
-            read = os.lseek(self._fd, 0, os.SEEK_CUR) if self._size > 0 else 0
-        except OSError:
-            return 0.0
+        share = self._progress() if self._progress is not None else 0.0
         done = self._pipeline.lines_fed + batch
-        return done * max(0, self._size - read) / read if read > 0 else 0.0
+        return done * (1.0 - share) / share if share > 0 else 0.0
 
     def _keep(self, dropped: bool) -> bool:
         """Whether an examined line gets a span: dropped ones, others by ratio, and the spans
@@ -245,14 +242,27 @@ class LineTracer:
         span.end()
 
 
-def _file_of(source: BinaryIO | None) -> tuple[int, int]:
-    """The descriptor of the file (as stored) ``source`` reads, and its size; (-1, 0) when it
-    has none or it is not a regular file."""
+def _progress_of(source: BinaryIO | None) -> Callable[[], float] | None:
+    """How to ask which share of its file ``source`` has read: a decompressing reader knows; a
+    plain regular file by its offset; None when there is no file to measure (a pipe)."""
+    progress = getattr(source, "progress", None)
+    if callable(progress):
+        return cast(Callable[[], float], progress)
     if source is None:
-        return -1, 0
+        return None
     try:
         fd = source.fileno()
         st = os.fstat(fd)
     except (OSError, ValueError):
-        return -1, 0
-    return (fd, st.st_size) if S_ISREG(st.st_mode) else (-1, 0)
+        return None
+    if not S_ISREG(st.st_mode) or st.st_size <= 0:
+        return None
+    size = st.st_size
+
+    def share() -> float:
+        try:
+            return min(1.0, os.lseek(fd, 0, os.SEEK_CUR) / size)
+        except OSError:
+            return 0.0
+
+    return share
