@@ -24,6 +24,7 @@ from foldermon.errors import (
     EX_USAGE,
     ConfigError,
     FoldermonError,
+    ProcessorError,
     WatchUnavailableError,
 )
 
@@ -113,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"foldermon-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
     except FoldermonError as exc:
-        print(f"foldermon-agent: {exc}", file=sys.stderr)
+        cause = exc.__cause__ if isinstance(exc, ProcessorError) else None
+        because = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        print(f"foldermon-agent: {exc}{because}", file=sys.stderr)
         return EX_FAILURE
     except OSError as exc:  # a folder or file the command needs: a sentence, never a traceback
         where = f": {exc.filename}" if exc.filename else ""

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from foldermon.early import CtrlC
+
 
 class Interrupted(BaseException):
     """Raised inside the pipeline by a deadline; a BaseException so plugin code cannot swallow it."""
@@ -30,10 +32,11 @@ class FileTimeLimit(Interrupted):
 
 def interrupts_agent(exc: BaseException) -> bool:
     """Whether ``exc``, coming out of plugin code, stops the agent's own work rather than failing
-    that code: a deadline, or Ctrl-C where SIGINT raises KeyboardInterrupt (the one-shot verbs).
-    Anything else plugin code raises (SystemExit from ``sys.exit``, GeneratorExit, a
-    KeyboardInterrupt it raises itself under ``run``, any other BaseException) is its failure."""
-    if isinstance(exc, Interrupted):
+    that code: a deadline, or Ctrl-C in a one-shot verb (``early.CtrlC``; Python's own SIGINT
+    handler where the console script did not install that one). Anything else plugin code
+    raises (SystemExit from ``sys.exit``, GeneratorExit, a KeyboardInterrupt it raises itself,
+    any other BaseException) is its failure."""
+    if isinstance(exc, Interrupted | CtrlC):
         return True
     raised_by_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     return isinstance(exc, KeyboardInterrupt) and raised_by_sigint

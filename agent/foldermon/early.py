@@ -35,6 +35,15 @@ def take() -> list[int]:
     return taken
 
 
+class CtrlC(KeyboardInterrupt):
+    """Ctrl-C in a one-shot verb: raised by the SIGINT handler ``restore`` installs, so it is
+    told apart from a KeyboardInterrupt that plugin code raises itself (that one fails the file)."""
+
+
+def _ctrl_c(_signum: int, _frame: FrameType | None) -> None:
+    raise CtrlC
+
+
 def restore() -> None:
     """Give the signals their default actions back and deliver any that came meanwhile."""
     if not _recording:
@@ -42,6 +51,6 @@ def restore() -> None:
     _recording.clear()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _ctrl_c)
     for signum in take():
         os.kill(os.getpid(), signum)

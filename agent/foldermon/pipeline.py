@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from foldermon.deadline import interrupts_agent
 from foldermon.errors import ProcessorError
-from foldermon.processors import Processor, ProcessorSpec, Registry
+from foldermon.processors import BUILTINS, Processor, ProcessorSpec, Registry
 
 __all__ = ["LineResult", "Pipeline", "Stage", "StageStats", "Step", "build_pipeline", "step_result"]
 
@@ -68,12 +68,14 @@ class Pipeline:
     exception.
     """
 
-    __slots__ = ("_active", "_clock", "_counters", "_fed", "stages")
+    __slots__ = ("_active", "_checked", "_clock", "_counters", "_fed", "stages")
 
     def __init__(self, stages: Sequence[Stage], clock: Callable[[], float] = time.perf_counter) -> None:
         """Run ``stages`` in order; ``clock`` times each processor call."""
         self.stages = tuple(stages)
         self._counters = tuple(_Counters() for _ in self.stages)
+        # What plugin code returns is checked; the built-ins return lists of str.
+        self._checked = tuple(stage.type not in BUILTINS for stage in self.stages)
         self._clock = clock
         self._fed = 0
         self._active = -1
@@ -166,6 +168,8 @@ class Pipeline:
         stdout, sys.stdout = sys.stdout, sys.stderr
         try:
             out = stage.processor.process(lines)
+            if self._checked[index]:
+                out = _lines_of(out, "process")
         except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
             if interrupts_agent(exc):
                 raise
@@ -186,6 +190,8 @@ class Pipeline:
         stdout, sys.stdout = sys.stdout, sys.stderr
         try:
             out = stage.processor.finish()
+            if self._checked[index]:
+                out = _lines_of(out, "finish")
         except BaseException as exc:  # plugin code: sys.exit() in it fails the file, not the agent
             if interrupts_agent(exc):
                 raise
@@ -198,6 +204,20 @@ class Pipeline:
         self._active = -1
         counters.lines_out += len(out)
         return out
+
+
+def _lines_of(out: Any, method: str) -> list[str]:
+    """What a plugin's ``process`` or ``finish`` returned, as the list of str it must be (a
+    tuple is taken as one); TypeError, which fails the file, for anything else."""
+    if type(out) is tuple:
+        out = list(out)
+    if type(out) is not list:
+        raise TypeError(f"{method}() returned {type(out).__name__}, not a list of str")
+    if not set(map(type, out)) <= {str}:
+        wrong = next((x for x in out if not isinstance(x, str)), None)
+        if wrong is not None:
+            raise TypeError(f"{method}() returned a list holding {type(wrong).__name__}, not only str")
+    return cast(list[str], out)
 
 
 def step_result(lines: list[str], out: list[str]) -> LineResult:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,72 @@ def test_a_processor_raising_past_exception_fails_its_file_not_the_agent(
     assert exception in record["cause"]
     if not at_finish:
         assert record["line"] == 2
+
+
+@pytest.mark.parametrize("what", ["none", "generator", "ints", "bytes"])
+def test_a_processor_returning_something_else_than_lines_fails_its_file_with_its_name(
+    tmp_path: Path, what: str
+) -> None:
+    """process() must return a list of str: anything else fails the file like a raise, with the
+    processor and the line named in the record, a sentence from `process` and a failed step in
+    `explain` (never a traceback, never an output made of it)."""
+    config = write_config(
+        tmp_path / "c.toml",
+        "[retry]\nmax_attempts = 2\nbackoff = 0.05\n"
+        f'[[processors]]\nid = "sloppy"\ntype = "returns"\nwhat = "{what}"\n',
+    )
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "fine\nBAD line\n")
+    ran = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert ran.returncode == 1, ran.stderr
+    assert census(root)["failed"] == ["bad.txt"]
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert (record["processor_id"], record["processor_type"], record["line"]) == ("sloppy", "returns", 2)
+    assert "TypeError" in record["cause"]
+    data = tmp_path / "data.txt"
+    data.write_text("fine\nBAD line\n")
+    out = tmp_path / "out.txt"
+    shown = run_cli("process", str(data), "--output", str(out), "--config", str(config))
+    assert shown.returncode == 1
+    assert "Traceback" not in shown.stderr
+    assert "'sloppy' (returns) failed: TypeError: process() returned" in shown.stderr
+    assert not out.exists()
+    explained = run_cli("explain", str(data), "--line", "2", "--json", "--config", str(config))
+    assert "Traceback" not in explained.stderr
+    steps = json.loads(explained.stdout)["lines"][0]["steps"]
+    assert steps[0]["result"] == "failed"
+
+
+def test_a_tuple_of_lines_is_taken_as_a_list(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "returns"\nwhat = "tuple"\n')
+    data = tmp_path / "data.txt"
+    data.write_text("fine\nBAD line\n")
+    shown = run_cli("process", str(data), "--config", str(config))
+    assert (shown.returncode, shown.stdout) == (0, "fine\nBAD line\n")
+
+
+def test_keyboardinterrupt_from_a_processor_fails_the_file_but_ctrl_c_stops_a_one_shot_verb(
+    tmp_path: Path,
+) -> None:
+    """Under `process`, a KeyboardInterrupt the plugin raises itself is its failure (exit 1, a
+    sentence); a real Ctrl-C (SIGINT) still stops the verb with 130 and leaves no output."""
+    data = tmp_path / "data.txt"
+    data.write_text("fine\nBAD line\n")
+    raising = write_config(
+        tmp_path / "r.toml", '[[processors]]\ntype = "raise_on"\nexception = "KeyboardInterrupt"\n'
+    )
+    shown = run_cli("process", str(data), "--config", str(raising))
+    assert shown.returncode == 1
+    assert "KeyboardInterrupt" in shown.stderr
+    explained = run_cli("explain", str(data), "--line", "2", "--json", "--config", str(raising))
+    assert json.loads(explained.stdout)["lines"][0]["steps"][0]["result"] == "failed"
+    slow = write_config(tmp_path / "s.toml", '[[processors]]\ntype = "sleepy"\nseconds = 60\n')
+    out = tmp_path / "out.txt"
+    proc = start("process", str(data), "--output", str(out), "--config", str(slow), log=tmp_path / "p.log")
+    time.sleep(1.0)  # in the sleepy processor by now (the interpreter starts in well under that)
+    assert stop(proc, signal.SIGINT) == 130
+    assert not out.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
 def test_what_a_processor_prints_never_mixes_with_records_reports_or_logs(tmp_path: Path) -> None:

@@ -108,3 +108,27 @@ class Chatty:
     def finish(self) -> list[str]:
         print("chatty done")
         return []
+
+
+class Returns:
+    """Returns what a careless plugin might instead of a list of str when a line contains
+    ``marker``: ``what`` is "none", "generator", "ints", "bytes" or "tuple"."""
+
+    def __init__(self, *, what: str = "none", marker: str = "BAD") -> None:
+        self.what = what
+        self.marker = marker
+
+    def process(self, lines: list[str]) -> object:
+        if not any(self.marker in line for line in lines):
+            return lines
+        made: dict[str, object] = {
+            "none": None,
+            "generator": (line for line in lines),
+            "ints": [len(line) for line in lines],
+            "bytes": [line.encode() for line in lines],
+            "tuple": tuple(lines),
+        }
+        return made[self.what]
+
+    def finish(self) -> list[str]:
+        return []

@@ -522,3 +522,20 @@ def test_tag_router_rejects_routes_that_are_not_a_table() -> None:
     assert problems("tag_router", routes=["ERROR"]) == [
         'option "routes": must be a table of tag = processor config'
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("replace", {"pattern": "a", "count": 2**63}),
+        ("sum", {"field": 10**30}),
+        ("count_by", {"field": 2**64}),
+        ("tag_router", {"tag_field": 2**63, "routes": {}}),
+    ],
+)
+def test_an_index_or_count_too_big_for_python_is_refused_when_checked(
+    kind: str, options: dict[str, Any]
+) -> None:
+    """Larger than the largest index, it would fail every line with OverflowError at run time."""
+    found = problems(kind, **options)
+    assert any("must be at most" in p for p in found), found

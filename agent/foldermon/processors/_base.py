@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -171,10 +172,13 @@ def bool_option(key: str, value: object) -> bool:
 
 
 def index_option(key: str, value: object) -> int:
-    """Return ``value`` if it is an integer >= 0 (a field index or a count)."""
+    """Return ``value`` if it is an integer from 0 to the largest index Python takes (a field
+    index or a count: a larger one fails every line with OverflowError)."""
     # bool is an int subclass, but `true` as a field index is a config mistake.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise OptionError(key, "must be a non-negative integer")
+    if value > sys.maxsize:
+        raise OptionError(key, f"must be at most {sys.maxsize}")
     return value
 
 
