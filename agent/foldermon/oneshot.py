@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,16 +126,25 @@ class _Run:
         return self._stream(pipeline, sys.stdout.fileno())
 
     def to_file(self, pipeline: Pipeline, dst: Path) -> StreamResult:
-        """Write through a temp file so no partial output ever carries the final name."""
-        dst = dst.absolute()
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        if dst.is_dir():
-            raise FoldermonError(f"cannot write {dst}: it is a folder; give a file name")
+        """Write through a temp file so no partial output ever carries the final name. A
+        symbolic link is written through, to the file it names; a file already there keeps its
+        mode (and, for root, its owner); anything there that is not a file is refused."""
+        dst = Path(os.path.realpath(dst))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            st: os.stat_result | None = os.stat(dst)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise FoldermonError(f"cannot write {dst}: it is {_not_a_file(st.st_mode)}")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
         except OSError as exc:
             raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc} (in {dst.parent})") from exc
+        tmp = Path(name)
         try:
+            _take_over(fd, st)
             result = self._stream(pipeline, fd)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -143,3 +154,24 @@ class _Run:
         tmp.replace(dst)
         fsync_dir(dst.parent)
         return result
+
+
+def _take_over(fd: int, st: os.stat_result | None) -> None:
+    """Give the temp output the mode of the file it replaces (0644 for a new one), and as root
+    its owner too."""
+    os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
+    if st is not None and os.geteuid() == 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
+def _not_a_file(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder; give a file name"
+    kinds = {
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a pipe",
+        stat.S_ISSOCK: "a socket",
+    }
+    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"{kind}, not a file (without --output, process writes to stdout)"

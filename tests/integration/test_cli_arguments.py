@@ -4,6 +4,8 @@ the paths and config values every verb must read the same way."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,45 @@ def test_explain_without_watch_looks_in_the_configured_root(tmp_path: Path) -> N
     shown = run_cli("explain", "f.txt", "--line", "1", "--config", str(config))
     assert shown.returncode == 0, shown.stderr
     assert "'one'" in shown.stdout
+
+
+def test_process_output_replaces_a_file_keeping_its_mode_and_writes_through_a_link(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("secret\n")
+    private = tmp_path / "private.txt"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    assert run_cli("process", str(src), "--output", str(private)).returncode == 0
+    assert (private.read_text(), private.stat().st_mode & 0o777) == ("secret\n", 0o600)
+    target = tmp_path / "target.txt"
+    target.write_text("old\n")
+    (tmp_path / "link").symlink_to(target.name)
+    assert run_cli("process", str(src), "--output", str(tmp_path / "link")).returncode == 0
+    assert (tmp_path / "link").is_symlink()
+    assert target.read_text() == "secret\n"
+    fresh = tmp_path / "new.txt"
+    assert run_cli("process", str(src), "--output", str(fresh)).returncode == 0
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_process_output_that_is_not_a_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """A pipe, a device or a folder named by --output is never replaced by a regular file."""
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    places = [fifo, tmp_path]
+    if os.geteuid() == 0:
+        device = tmp_path / "null"
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        places.append(device)
+    for place in places:
+        done = run_cli("process", str(src), "--output", str(place))
+        assert done.returncode == 1
+        assert f"cannot write {place}: it is a" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
