@@ -71,6 +71,7 @@ def _verb(sub: argparse._SubParsersAction[_Parser], name: str, text: str) -> _Pa
         description=text[0].upper() + text[1:] + ".",
         epilog=EXAMPLES[name],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `run --output x` is not --output-dir
     )
 
 
@@ -124,6 +125,14 @@ def _checked(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"{legacy[0]} is the original form of a verb: give either it or {args.command}")
         if args.output is not None and args.command != "process":
             parser.error(f"--output goes with --file or process, not with {args.command}")
+        own = parser.verbs[args.command]._option_string_actions  # argparse has no public view
+        for flag, dest in _COMMON:
+            if getattr(args, dest, None) not in (None, False) and flag not in own:
+                parser.error(f"{flag} does not go with {args.command}")
+    elif args.original_monitor is not None and args.output is not None:
+        parser.error("--output goes with --file or process, not with --monitor")
+    elif args.original_file is not None and args.output_dir is not None:
+        parser.error("--output-dir goes with --monitor or run, not with --file (give --output)")
     folders = getattr(args, "watch", None) or []
     for index, _ in repeated_folders(folders):  # error() does not return
         where.error(f"--watch {folders[index]}: that folder is given twice; name each root once")
@@ -154,9 +163,9 @@ def build_parser(only: str | None = None, parser_class: type[_Parser] = _Parser)
         help="original form of: run --watch DIR",
     )
     parser.add_argument(
-        "--file", metavar="IN", type=Path, dest="original_file", help="original form of: process IN"
+        "--file", metavar="IN", type=_file, dest="original_file", help="original form of: process IN"
     )
-    parser.add_argument("--output", metavar="OUT", type=Path, help="with --file: the output file")
+    parser.add_argument("--output", metavar="OUT", type=_file, help="with --file: the output file")
     _common(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (text, add_arguments) in _VERBS.items():
@@ -184,11 +193,11 @@ def _process_arguments(process: argparse.ArgumentParser) -> None:
     process.add_argument(
         "--output",
         metavar="FILE",
-        type=Path,
+        type=_file,
         default=argparse.SUPPRESS,
         help="written atomically; default: stdout",
     )
-    _common(process)
+    _common(process, output_dir=False)
     _quiet(process)
 
 
@@ -229,7 +238,7 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--config",
         metavar="FILE",
-        type=Path,
+        type=_file,
         default=argparse.SUPPRESS,
         help="the pipeline to replay (TOML or JSON)",
     )
@@ -271,6 +280,11 @@ def _folder(text: str) -> Path:
     return Path(os.path.expanduser(text))  # as the shell: left as written for an unknown user
 
 
+def _file(text: str) -> Path:
+    """A file option: ``~`` expanded, as the shell does not in ``--config=~/agent.toml``."""
+    return Path(os.path.expanduser(text))
+
+
 def _roots(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch", metavar="DIR", type=_folder, action="append", help="watch root (repeatable)"
@@ -278,7 +292,7 @@ def _roots(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        type=Path,
+        type=_file,
         default=argparse.SUPPRESS,
         help="read the watch roots from this config",
     )
@@ -288,11 +302,25 @@ def _quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress display on a terminal")
 
 
-def _common(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+# The options given before the verb as well as after it: (flag, destination).
+_COMMON = (
+    ("--config", "config"),
+    ("--output-dir", "output_dir"),
+    ("--trace", "trace"),
+    ("--log-level", "log_level"),
+)
+
+
+def _common(
+    parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS, *, output_dir: bool = True
+) -> None:
     parser.add_argument(
-        "--config", metavar="FILE", type=Path, default=default, help="TOML config or JSON pipeline"
+        "--config", metavar="FILE", type=_file, default=default, help="TOML config or JSON pipeline"
     )
-    parser.add_argument("--output-dir", metavar="DIR", type=_folder, default=default, help="where outputs go")
+    if output_dir:
+        parser.add_argument(
+            "--output-dir", metavar="DIR", type=_folder, default=default, help="where outputs go"
+        )
     parser.add_argument("--trace", action="store_true", default=default, help="one span per line (bounded)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=default)
 

@@ -43,7 +43,7 @@ def config_path(explicit: Path | None) -> Path | None:
         return explicit
     env = os.environ.get("FOLDERMON_CONFIG")
     if env:
-        return Path(env)
+        return Path(os.path.expanduser(env))  # a unit's Environment= is not expanded by a shell
     default = cfg.SYSTEM_CONFIG if os.geteuid() == 0 else cfg.user_config_path()
     return default if default.is_file() else None
 

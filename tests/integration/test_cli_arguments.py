@@ -272,3 +272,46 @@ def test_process_output_that_is_not_a_file_is_refused_and_left_alone(tmp_path: P
     if os.geteuid() == 0:
         assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--output-dir", "{tmp}/od", "status", "--watch", "{tmp}/r"],
+        ["--trace", "explain", "{tmp}/b.txt", "--line", "1"],
+        ["--config", "{tmp}/c.toml", "check-config", "{tmp}/c.toml"],
+        ["--output-dir", "{tmp}/od", "process", "{tmp}/b.txt"],
+        ["process", "{tmp}/b.txt", "--output-dir", "{tmp}/od"],
+        ["run", "--once", "--watch", "{tmp}/r", "--output", "{tmp}/od"],  # not --output-dir
+        ["--monitor", "{tmp}/r", "--output", "{tmp}/od"],
+        ["--file", "{tmp}/b.txt", "--output-dir", "{tmp}/od"],
+    ],
+)
+def test_an_option_the_verb_does_not_take_is_a_usage_error_before_it_as_after_it(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Nothing runs with an option that would be ignored, wherever it stands, and a verb's
+    options are not abbreviated (`run --output` is not `--output-dir`)."""
+    (tmp_path / "b.txt").write_text("b\n")
+    write_config(tmp_path / "c.toml", "")
+    _root(tmp_path / "r")
+    done = run_cli(*(a.format(tmp=tmp_path) for a in args))
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "od").exists()
+
+
+def test_a_config_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path: Path) -> None:
+    """``--config=~/p.toml`` (which the shell leaves alone) and FOLDERMON_CONFIG="~/p.toml" (a
+    unit's Environment=) both mean the file in $HOME, as ``--watch=~/drop`` does."""
+    write_config(tmp_path / "p.toml", '[[processors]]\ntype = "uppercase"\n')
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    home = {"HOME": str(tmp_path)}
+    for args, env in (
+        (["process", str(src), "--config=~/p.toml"], home),
+        (["process", str(src)], {**home, "FOLDERMON_CONFIG": "~/p.toml"}),
+    ):
+        done = run_cli(*args, env=env)
+        assert (done.returncode, done.stdout) == (0, "ONE\n"), done.stderr
