@@ -30,7 +30,7 @@ from foldermon.explaintext import ranges
 from foldermon.pipeline import Pipeline, Step, build_pipeline, step_result
 from foldermon.processors import Registry
 from foldermon.queue.layout import FAILED, PROCESSED
-from foldermon.worker import open_input, read_batches
+from foldermon.worker import LineTooLongError, open_input, read_batches
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Tracer
@@ -114,6 +114,8 @@ def _read(replay: _Replay, path: Path, config: Config) -> None:
             for batch in read_batches(fin, config.pipeline.max_line_bytes):
                 if not replay.feed(batch):
                     break
+    except LineTooLongError as exc:  # the lines before it have been replayed
+        replay.failure, replay.error_type = str(exc), type(exc).__qualname__
     except OSError as exc:
         raise FoldermonError(f"cannot read {path}: {exc.strerror or exc}") from exc
 

@@ -22,7 +22,12 @@ CHUNK_BYTES = 1 << 18
 
 
 class LineTooLongError(FoldermonError):
-    """A line is longer than ``[pipeline] max_line_bytes``; the file fails instead of exhausting memory."""
+    """A line is longer than ``[pipeline] max_line_bytes``; the file fails instead of exhausting
+    memory. ``line`` is its number in the file."""
+
+    def __init__(self, max_line_bytes: int, line: int) -> None:
+        self.line = line
+        super().__init__(f"line {line} is longer than max_line_bytes ({max_line_bytes} bytes)")
 
 
 class StreamResult(NamedTuple):
@@ -51,32 +56,35 @@ def open_input(path: Path, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) ->
     return cast(BinaryIO, Decompressed(raw, kind, max_input_bytes))
 
 
-def _too_long(max_line_bytes: int) -> LineTooLongError:
-    return LineTooLongError(f"a line is longer than max_line_bytes ({max_line_bytes} bytes)")
-
-
 def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
-    """Yield lists of complete lines (newline removed), decoded so that every byte survives."""
+    """Yield lists of complete lines (newline removed), decoded so that every byte survives.
+    A line longer than ``max_line_bytes`` raises LineTooLongError once the lines before it have
+    been yielded."""
     rest = bytearray()
+    done = 0  # lines yielded so far
     while chunk := src.read(CHUNK_BYTES):
         cut = chunk.rfind(b"\n")
         if cut < 0:
             rest += chunk
             if len(rest) > max_line_bytes:
-                raise _too_long(max_line_bytes)
+                raise LineTooLongError(max_line_bytes, done + 1)
             continue
         if rest and len(rest) + chunk.find(b"\n") > max_line_bytes:
-            raise _too_long(max_line_bytes)
+            raise LineTooLongError(max_line_bytes, done + 1)
         head = bytes(rest) + chunk[:cut] if rest else chunk[:cut]
         rest = bytearray(chunk[cut + 1 :])
         lines = head.decode("utf-8", "surrogateescape").split("\n")
         if max_line_bytes < CHUNK_BYTES and max(map(len, lines)) > max_line_bytes:
-            raise _too_long(max_line_bytes)
+            long = next(i for i, line in enumerate(lines) if len(line) > max_line_bytes)
+            if long:
+                yield lines[:long]
+            raise LineTooLongError(max_line_bytes, done + long + 1)
+        done += len(lines)
         yield lines
     if rest:
         # The last line, without a newline: held to the same limit as every other.
         if len(rest) > max_line_bytes:
-            raise _too_long(max_line_bytes)
+            raise LineTooLongError(max_line_bytes, done + 1)
         yield [rest.decode("utf-8", "surrogateescape")]
 
 

@@ -225,6 +225,14 @@ def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None
     record = json.loads((root / "failed" / ".long.txt.error.json").read_text())
     assert record["error_type"] == "LineTooLongError"
     assert record["attempts"] == 1
+    assert record["line"] == 1
+    data = tmp_path / "data.txt"
+    data.write_text("short\nshort\n" + "x" * 5000 + "\nafter\n")
+    explained = run_cli("explain", str(data), "--line", "1-4", "--json", "--config", str(config))
+    assert explained.returncode == 0, explained.stderr
+    doc = json.loads(explained.stdout)
+    assert [entry["number"] for entry in doc["lines"]] == [1, 2]  # those before it are replayed
+    assert any("line 3 is longer than max_line_bytes" in note for note in doc["notes"])
 
 
 def _dead_instance(root: Path, name: str = "deadhost-1-abcdef") -> Path:

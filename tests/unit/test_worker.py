@@ -45,3 +45,22 @@ def test_a_last_line_is_held_to_the_limit_with_or_without_its_newline(newline: b
     with pytest.raises(LineTooLongError):
         _lines(b"a\n" + b"x" * 5000 + newline, 100)
     assert _lines(b"a\n" + b"x" * 100 + newline, 100) == ["a", "x" * 100]
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "line"),
+    [
+        (b"a\nb\n" + b"x" * 500 + b"\nc\n", 100, 3),  # in the first chunk, after two lines
+        (b"x" * 500 + b"\n", 100, 1),
+        (b"a\n" * 100_000 + b"x" * 500 + b"\n", 100, 100_001),  # in a later chunk
+        (b"a\n" + b"y" * (CHUNK_BYTES + 10), CHUNK_BYTES, 2),  # no newline in a whole chunk
+    ],
+)
+def test_a_line_too_long_is_named_after_the_lines_before_it(data: bytes, limit: int, line: int) -> None:
+    """The lines before a line too long are handed out first, and the error names its number."""
+    got: list[str] = []
+    with pytest.raises(LineTooLongError) as raised:
+        got.extend(line for batch in read_batches(io.BytesIO(data), limit) for line in batch)
+    assert raised.value.line == line
+    assert f"line {line} is longer" in str(raised.value)
+    assert len(got) == line - 1
