@@ -147,8 +147,8 @@ def build_parser(only: str | None = None, parser_class: type[_Parser] = _Parser)
         prog="foldermon-agent",
         description="Watch folders for new files and run their lines through a pipeline of processors.",
         epilog=(
-            "exit codes: 0 success, 1 failure, 2 usage error, 75 files left waiting in a paused or "
-            "full root (run --once), 78 configuration error (EX_CONFIG)"
+            "exit codes: 0 success, 1 failure, 2 usage error, 75 files left waiting (run --once: a "
+            "paused or full root, a file still being written), 78 configuration error (EX_CONFIG)"
         ),
         add_help=only is None,  # abbreviations of --help must reach the whole parser
     )

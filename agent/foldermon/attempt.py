@@ -48,6 +48,7 @@ class Outcome:
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
     rerun: bool = False  # not a retry: the same attempt runs again at once, line by line
     finish_only: bool = False  # the output is published: the retry only finishes the input
+    environment: bool = False  # the retry waits for the environment (a full disk), not the file
     error_type: str | None = None  # of a failed outcome
     trace: TraceRef | None = None  # where this attempt is traced
     taken_over: bool = False  # another instance took the claim folder over (Queue.confirm_lease)
@@ -313,7 +314,9 @@ class Attempt:
             log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
             # After a processor error every retry runs line by line, so each names the line.
             exact = isinstance(exc, ProcessorError)
-            return Outcome("retry", retry_in=delay, counted=not environment, exact=exact)
+            return Outcome(
+                "retry", retry_in=delay, counted=not environment, exact=exact, environment=environment
+            )
         record = fail_record(
             exc,
             claim.attempt,

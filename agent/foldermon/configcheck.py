@@ -74,6 +74,7 @@ def validate(config: Config) -> list[str]:
     return [
         *_watch_problems(config.watch),
         *_output_problems(config.output),
+        *_output_place_problems(config),
         *_range("retry", "max_attempts", config.retry.max_attempts, 1, MAX_ATTEMPTS),
         *_seconds("retry", "backoff", config.retry.backoff, zero=True),
         *_range("pipeline", "max_line_bytes", config.pipeline.max_line_bytes, 1, MAX_LINE_BYTES),
@@ -131,6 +132,26 @@ def _identity(folder: str | os.PathLike[str]) -> object:
     except (OSError, ValueError):  # not there yet, or a name no folder can have (said elsewhere)
         return os.path.abspath(folder)
     return (st.st_dev, st.st_ino)
+
+
+def _output_place_problems(config: Config) -> list[str]:
+    """An ``[output] dir`` named inside a queue folder of a ``[watch] dirs`` root (as run refuses
+    it, where it also sees the same folder under another name)."""
+    if not config.output.dir:
+        return []
+    from foldermon.queue.layout import STATES
+
+    output = Path(os.path.normpath(Path(config.output.dir).expanduser()))
+    problems = []
+    for index, root in enumerate(config.watch.dirs):
+        for state in STATES:
+            folder = os.path.normpath(Path(root).expanduser() / state)
+            if output.is_relative_to(folder):
+                problems.append(
+                    f"[output] dir {config.output.dir} is inside {folder} ([watch] dirs[{index}]): "
+                    "outputs would be taken for inputs; set it outside the queue folders"
+                )
+    return problems
 
 
 def _output_problems(o: OutputConfig) -> list[str]:

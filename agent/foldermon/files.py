@@ -64,6 +64,7 @@ class Retry:
     counted: bool
     exact: bool = False  # run line by line, to name the line a processor fails on
     finish: OutputTarget | None = None  # the output is published: only the finish is retried
+    environment: bool = False  # waits for the environment (a full disk), not for the file
 
 
 @dataclass(slots=True)
@@ -310,7 +311,13 @@ class Files:
             if result.trace is not None and not result.rerun:
                 claim = replace(claim, traces=(*claim.traces, result.trace))
             retry = Retry(
-                self.ctx.clock() + result.retry_in, root, claim, result.counted, result.exact, finish
+                self.ctx.clock() + result.retry_in,
+                root,
+                claim,
+                result.counted,
+                result.exact,
+                finish,
+                result.environment,
             )
             self.retries.add(retry)
             return

@@ -26,7 +26,7 @@ from foldermon.queue.lifecycle import Queue
 from foldermon.queue.records import migrate_legacy_records
 from foldermon.scheduler import Holds
 from foldermon.telemetry import SPAN_DROP_REASONS, Instruments, QueueSample, Telemetry, WatchModeSample
-from foldermon.watch import EntryKind, NameRules, Watcher, scan_dir
+from foldermon.watch import EntryKind, NameRules, Watcher, open_for_writing, scan_dir
 from foldermon.watch.fstype import filesystem_type, remote_reason
 
 if TYPE_CHECKING:
@@ -48,14 +48,17 @@ class Root:
     unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
     shared: bool = False  # on a network or FUSE filesystem: other hosts may serve it, it may stop answering
     taken_over: bool = False  # another instance fenced this instance's claim folder
+    # Files `run --once` left because a process had them open for writing.
+    still_written: list[str] = field(default_factory=list)
 
     def forbidden(self, name: str) -> bool:
         """A name this agent was refused the right to move: trying again changes nothing."""
         return self.unclaimable.get(name, None) in (errno.EPERM, errno.EACCES)
 
     def listing(self, rules: NameRules | None, log: Logger) -> list[str]:
-        """The names in unprocessed/ ready to claim (or settling) under ``rules``, by name (none
-        without rules: the watcher finds them); folders in it are reported, once."""
+        """The names in unprocessed/ ready to claim (or settling, unless a process has them open
+        for writing) under ``rules``, by name (none without rules: the watcher finds them);
+        folders in it are reported, once."""
         entries = scan_dir(self.layout.unprocessed)
         for entry in entries:
             if entry.kind is EntryKind.DIR:
@@ -63,7 +66,23 @@ class Root:
         if rules is None:
             return []
         listed = rules.split(entries)
-        return sorted(e.name for e in (*listed.ready, *listed.settling) if e.name[:1] != ".")
+        names = [e.name for e in listed.ready if e.name[:1] != "."]
+        before, self.still_written = self.still_written, []
+        for entry in listed.settling:
+            if entry.name[:1] == ".":
+                continue
+            if open_for_writing(self.layout.unprocessed / entry.name):
+                self.still_written.append(entry.name)
+            else:
+                names.append(entry.name)
+        if self.still_written and self.still_written != before:
+            log.info(
+                "files still open for writing left for a later run",
+                root=str(self.layout.root),
+                files=len(self.still_written),
+                first=self.still_written[0],
+            )
+        return sorted(names)
 
     def report_dir(self, name: str, log: Logger) -> None:
         """Say once that a folder in unprocessed/ is left alone."""
@@ -87,11 +106,12 @@ def open_root(
     layout = Layout.for_root(root_dir, config.output.dir)
     instance: Instance | None = None
     try:
+        check_output_place(layout)  # by name, before any folder is made for it
         for made in layout.create(parents=config.watch.create_parents):
             log.warning("folder created", root=str(layout.root), folder=str(made))
         shared = remote_reason(filesystem_type(layout.root))
         check_no_links(layout)
-        check_output_place(layout)
+        check_output_place(layout)  # and the same folder under another name, now it exists
         check_writable(layout)
         instance = Instance(layout, instance_id)
         check_one_filesystem(layout)

@@ -127,9 +127,10 @@ class Agent:
                 self._shutdown()
             finally:
                 self.alarm.close()
-        # --once says in its exit code whether any file went to failed/, or else was left waiting
-        # in a held root (paused, or short of disk): for cron and scripts.
-        if self.once and self.files.done["failed"]:
+        # --once says in its exit code whether any file went to failed/ or could not be claimed
+        # (left in unprocessed/, reported), or else was left waiting (a held root, a full disk, a
+        # file still being written): for cron and scripts.
+        if self.once and (self.files.done["failed"] or self._unclaimed()):
             return 1
         return EX_TEMPFAIL if self.once and self._left_waiting else 0
 
@@ -217,7 +218,8 @@ class Agent:
             due = self._retries.next_due(self._may_retry)
             if due is None and not self._pending.ready(self._may_claim):
                 self._holds.say_held([r.layout for r in self.roots])
-                self._left_waiting = len(self._pending) + len(self._retries) > 0
+                written = any(root.still_written for root in self.roots)
+                self._left_waiting = written or len(self._pending) + len(self._retries) > 0
                 return True  # drained, or what is left waits for a held root
             time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
         return False
@@ -267,10 +269,21 @@ class Agent:
     def _offer(self, index: int, name: str) -> bool:
         return self.files.offer(self.roots[index], name)
 
+    def _unclaimed(self) -> bool:
+        """Whether a file this agent could not claim is still there."""
+        return any(
+            os.path.lexists(root.layout.unprocessed / name)
+            for root in self.roots
+            for name in root.unclaimable
+        )
+
     def _may_claim(self, index: int) -> bool:
         return index not in self._holds
 
     def _may_retry(self, retry: Retry) -> bool:
+        # --once does not wait for a full disk to be freed: the file is left for a later run.
+        if self.once and retry.environment:
+            return False
         return self.roots.index(retry.root) not in self._holds
 
     def _check_layouts(self) -> None:

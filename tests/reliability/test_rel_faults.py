@@ -566,7 +566,8 @@ def test_retry_racing_a_running_agent_keeps_every_record(tmp_path: Path) -> None
 
 def test_run_once_tries_a_file_it_cannot_claim_once_and_exits(unprivileged: Unprivileged) -> None:
     """run --once as nobody on a sticky drop folder with a root-owned file: the other files are
-    processed, the root-owned one is reported once and left, and the run ends."""
+    processed, the root-owned one is reported once and left, and the run ends with 1: not every
+    file was processed, and waiting would not change that."""
     user = unprivileged
     root = owned_root(user)
     unprocessed = root / "unprocessed"
@@ -577,7 +578,7 @@ def test_run_once_tries_a_file_it_cannot_claim_once_and_exits(unprivileged: Unpr
         user.drop(root, f"good{i}.txt", b"good\n")
     log = user.base / "once.log"
     proc = popen(user.argv("run", "--watch", str(root), "--once"), log=log, env=user.env)
-    assert proc.wait(30) == 0
+    assert proc.wait(30) == 1
     assert census(root)["processed"] == ["good0.txt", "good1.txt", "good2.txt"]
     assert census(root)["unprocessed"] == ["root-owned.txt"]
     assert [r["file"] for r in events([log], UNCLAIMABLE)] == ["root-owned.txt"]

@@ -126,6 +126,45 @@ def test_a_full_disk_holds_claiming_and_it_resumes_once_space_returns(tmp_path: 
         assert (root / "output" / "w0_processed.txt").read_bytes() == numbered(b"wait 0\n")
 
 
+def test_run_once_leaves_what_a_full_disk_cannot_take_and_exits_75(tmp_path: Path) -> None:
+    """The output disk too full for one output (the guard not holding: it has room for the
+    small ones): run --once processes the rest, gives the big file back to unprocessed/ with no
+    attempt counted, and ends with 75 instead of waiting for space."""
+    with mounted(tmp_path / "out", options="size=1m") as out:
+        root = tmp_path / "root"
+        config = write_config(
+            tmp_path / "c.toml", f'[output]\ndir = "{out}"\n[retry]\nbackoff = 0.2\n' + COUNTER_CONFIG
+        )
+        drop(root, "big.txt", "".join(f"a long enough line number {i}\n" for i in range(60_000)))
+        drop(root, "small.txt", "small\n")
+        done = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=60)
+        assert done.returncode == 75, done.stderr
+        assert census(root)["processed"] == ["small.txt"]
+        assert census(root)["unprocessed"] == ["big.txt"]
+        assert census(root)["underprocess"] == []
+        assert not list((root / "unprocessed").glob(".*.attempts"))
+        assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_run_once_leaves_a_file_still_open_for_writing_and_exits_75(tmp_path: Path) -> None:
+    """A producer pausing mid-file with it open: run --once does not take it (the kernel says it
+    is open for writing), ends with 75, and takes it whole in the run after it was closed."""
+    root = tmp_path / "root"
+    drop(root, "done.txt", "done\n")
+    config = write_config(tmp_path / "c.toml", COUNTER_CONFIG)
+    with (root / "unprocessed" / "open.txt").open("w") as producer:
+        producer.write("part1\n")
+        producer.flush()
+        os.utime(root / "unprocessed" / "open.txt", (1, 1))  # old: settle alone would take it
+        done = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+        assert done.returncode == 75, done.stderr
+        assert census(root)["processed"] == ["done.txt"]
+        assert census(root)["unprocessed"] == ["open.txt"]
+        producer.write("part2\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert (root / "output" / "open_processed.txt").read_bytes() == numbered(b"part1\npart2\n")
+
+
 # -- order -------------------------------------------------------------------------------------
 
 

@@ -510,3 +510,20 @@ def test_the_default_file_is_the_system_one_for_root_and_the_per_user_one_otherw
     monkeypatch.setenv("FOLDERMON_CONFIG", str(user))
     assert cli.config_path(None) == user
     assert cli.config_path(tmp_path / "given.toml") == tmp_path / "given.toml"
+
+
+@pytest.mark.parametrize("inside", ["unprocessed", "processed/out", "failed", "underprocess/../failed/x"])
+def test_an_output_folder_inside_a_queue_folder_is_a_config_problem(tmp_path: Path, inside: str) -> None:
+    """check-config refuses it as run does (outputs would be taken for inputs)."""
+    root = tmp_path / "root"
+    text = f'[watch]\ndirs = ["{root}"]\n[output]\ndir = "{root}/{inside}"\n'
+    with pytest.raises(ConfigError) as raised:
+        load_text(tmp_path, text)
+    assert any("outputs would be taken for inputs" in p for p in raised.value.problems)
+
+
+def test_an_output_folder_beside_the_queue_folders_is_fine(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for place in (root / "output", root, tmp_path / "elsewhere", root / "processed-out"):
+        config = load_text(tmp_path, f'[watch]\ndirs = ["{root}"]\n[output]\ndir = "{place}"\n')
+        assert validate(config) == []

@@ -306,6 +306,25 @@ def test_a_scan_leaves_a_file_still_open_for_writing_however_old(root: Path) -> 
     assert backend.collect(3.6) == [FileEvent(root, "kept")]  # the next settle check after its close
 
 
+def test_a_file_renamed_in_while_still_open_for_writing_waits_for_its_close(root: Path) -> None:
+    """A producer that renames its file in before it closes it: the move does not return it
+    while the kernel says it is open for writing; its close event then does."""
+    fd = FakeFd()
+    backend = fake_backend(root, fd)
+    backend.collect(0.0)
+    path = root / "unprocessed" / "early"
+    with path.open("wb") as writer:
+        writer.write(b"part1\n")
+        fd.queued.append(Event(wd=1, mask=F.MOVED_TO, cookie=7, name="early"))
+        assert backend.collect(0.1) == []
+        writer.write(b"part2\n")
+    fd.queued.append(Event(wd=1, mask=F.CLOSE_WRITE, cookie=0, name="early"))
+    assert backend.collect(0.2) == [FileEvent(root, "early")]
+    make_file(root / "unprocessed" / "done")  # closed before it was moved in: returned at once
+    fd.queued.append(Event(wd=1, mask=F.MOVED_TO, cookie=8, name="done"))
+    assert backend.collect(0.3) == [FileEvent(root, "done")]
+
+
 def test_periodic_check_rewatches_a_folder_replaced_without_an_event(root: Path) -> None:
     """At each rescan interval a replaced unprocessed/ (other inode) gets a fresh watch."""
     fd = FakeFd()

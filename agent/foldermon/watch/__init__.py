@@ -9,6 +9,7 @@ from foldermon.watch._base import (
     Watcher,
     WatchMode,
     WatchSettings,
+    open_for_writing,
     scan_dir,
 )
 from foldermon.watch._combined import CombinedWatcher
@@ -31,6 +32,7 @@ __all__ = [
     "Watcher",
     "describe_error",
     "filesystem_type",
+    "open_for_writing",
     "open_watcher",
     "remote_reason",
     "scan_dir",

@@ -32,6 +32,7 @@ _F = inotify_simple.flags
 # IN_CREATE is for FIFOs, sockets, devices and symlinks made in place: they get no close event.
 WATCH_MASK = int(_F.CLOSE_WRITE | _F.MOVED_TO | _F.CREATE | _F.DELETE_SELF | _F.MOVE_SELF | _F.ONLYDIR)
 _FINAL = int(_F.CLOSE_WRITE | _F.MOVED_TO)
+_MOVED_TO = int(_F.MOVED_TO)
 _WATCH_GONE = int(_F.DELETE_SELF | _F.MOVE_SELF | _F.IGNORED | _F.UNMOUNT)
 _OVERFLOW = int(_F.Q_OVERFLOW)
 _ISDIR = int(_F.ISDIR)
@@ -215,7 +216,7 @@ class InotifyBackend:
 
     def handle_events(self, raw: Iterable[RawEvent], now: float) -> list[FileEvent]:
         """Turn a batch of inotify events into ready names; an overflow scans every root."""
-        final: dict[tuple[Path, str], bool] = {}
+        final: dict[tuple[Path, str], int] = {}  # the close and move events seen per name
         for event in raw:
             if event.mask & _OVERFLOW:
                 self._to_scan.update(dict.fromkeys(self._wd_of))
@@ -227,10 +228,13 @@ class InotifyBackend:
                 self._forget(root, event.wd, moved=bool(event.mask & _MOVE_SELF))
             elif event.name and not event.mask & _ISDIR:
                 key = (root, event.name)
-                final[key] = final.get(key, False) or bool(event.mask & _FINAL)
+                final[key] = final.get(key, 0) | (event.mask & _FINAL)
         ready: dict[FileEvent, None] = {}  # one batch reports a name once (x and x.done both map to x)
-        for (root, name), closed in final.items():
-            target = self._ready_name(root, name, closed=closed)
+        for (root, name), mask in final.items():
+            # A file renamed in may still be open for writing (a producer that renames before it
+            # closes): the kernel says so, and its close event returns it then.
+            moved_open = mask == _MOVED_TO and open_for_writing(root / UNPROCESSED / name)
+            target = self._ready_name(root, name, closed=bool(mask) and not moved_open)
             if target is not None:
                 self._pending.pop((root, target), None)
                 ready[FileEvent(root, target)] = None
