@@ -66,11 +66,15 @@ def kind_at(fd: int) -> str | None:
 
 
 def kind_of(head: bytes) -> str | None:
-    """The compression whose header ``head`` (the first HEAD_BYTES of a file) starts with."""
-    if head.startswith(b"\x1f\x8b\x08"):
+    """The compression whose header ``head`` (the first HEAD_BYTES of a file) starts with. A
+    whole file shorter than that which is the start of a gzip or bzip2 header is that format, cut
+    short (as ``gzip -t`` and ``bzip2 -t`` say): it fails as truncated, never passes as text."""
+    if head.startswith(b"\x1f\x8b\x08") or head == b"\x1f\x8b":
         return "gzip"
-    if head.startswith(b"BZh") and head[3:4].isdigit() and head[3:4] != b"0" and head[4:10] in _BZIP2_MARKERS:
-        return "bzip2"
+    if head.startswith(b"BZh") and head[3:4].isdigit() and head[3:4] != b"0":
+        cut_short = len(head) < HEAD_BYTES and any(m.startswith(head[4:]) for m in _BZIP2_MARKERS)
+        if head[4:10] in _BZIP2_MARKERS or cut_short:
+            return "bzip2"
     return next((kind for kind in ("xz", "zstd") if head.startswith(FORMATS[kind][0])), None)
 
 

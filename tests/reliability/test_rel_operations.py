@@ -377,13 +377,16 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
     drop(root, "broken.csv.zst", bytes(broken))
     drop(root, "garbage.csv.xz", lzma.compress(PAYLOAD) + b"\0" * 4 + b"not a stream")
     drop(root, "bomb.txt.gz", gzip.compress(b"\n" * (20 << 20)))
+    drop(root, "magic.gz", packed[:2])  # cut to the magic alone: still gzip cut short, not text
+    drop(root, "magic.bz2", bz2.compress(PAYLOAD)[:4])
     drop(root, "good.csv.gz", packed)
     config = write_config(tmp_path / "c.toml", "[pipeline]\nmax_input_bytes = 4000000\n")
     assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
     found = census(root)
     assert found["processed"] == ["good.csv.gz"]
     cut = [f"cut.{suffix}.csv.{suffix}" for suffix in COMPRESS]
-    assert found["failed"] == sorted(["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz", "garbage.csv.xz", *cut])
+    failed = ["bomb.txt.gz", "broken.csv.zst", "cut.csv.gz", "garbage.csv.xz", "magic.bz2", "magic.gz", *cut]
+    assert found["failed"] == sorted(failed)
 
     def reason(name: str) -> str:
         record = json.loads((root / "failed" / f".{name}.error.json").read_text())
@@ -391,6 +394,8 @@ def test_corrupt_truncated_and_bomb_inputs_fail_with_their_reason(tmp_path: Path
         return str(record["message"])
 
     assert "truncated gzip data at compressed offset" in reason("cut.csv.gz")
+    assert "truncated gzip data" in reason("magic.gz")
+    assert "bzip2 data" in reason("magic.bz2")
     for name in cut:
         assert "data at compressed offset" in reason(name), reason(name)
     assert "truncated zstd data at compressed offset" in reason("cut.zst.csv.zst")
