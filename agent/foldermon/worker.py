@@ -44,11 +44,13 @@ def open_input(path: Path, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) ->
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # the entry became a symlink after it was checked
-            raise InputRejectedError(f"{path.name} is a symbolic link; links are never followed") from exc
+            raise InputRejectedError(
+                f"{path.name or path} is a symbolic link; links are never followed"
+            ) from exc
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InputRejectedError(f"{path.name} is not a regular file")
+        raise InputRejectedError(f"{path.name or path} is not a regular file")
     raw = os.fdopen(fd, "rb", buffering=0)
     kind = kind_at(fd)
     if kind is None:

@@ -315,3 +315,24 @@ def test_a_config_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path: Pat
     ):
         done = run_cli(*args, env=env)
         assert (done.returncode, done.stdout) == (0, "ONE\n"), done.stderr
+
+
+def test_a_file_in_the_way_of_a_folder_is_named(tmp_path: Path) -> None:
+    """A queue folder, the output folder or a root's parent that is a file: the error names it."""
+    (tmp_path / "afile").write_text("x\n")
+    (tmp_path / "r1" / "unprocessed").parent.mkdir()
+    (tmp_path / "r1" / "unprocessed").write_text("x\n")
+    cases = [
+        (["--watch", str(tmp_path / "r1")], f"{tmp_path / 'r1' / 'unprocessed'} is in the way"),
+        (
+            ["--watch", str(tmp_path / "r2"), "--output-dir", str(tmp_path / "afile")],
+            f"{tmp_path / 'afile'} is in the way",
+        ),
+        (["--watch", str(tmp_path / "afile" / "x")], f"its parent {tmp_path / 'afile'} is a file"),
+    ]
+    for args, said in cases:
+        done = run_cli("run", "--once", *args)
+        assert done.returncode == 1
+        assert said in done.stderr, done.stderr
+    shown = run_cli("process", ".")
+    assert (shown.returncode, shown.stderr.strip()) == (1, "foldermon-agent: . is not a regular file")

@@ -68,6 +68,8 @@ class Layout:
         not a new tree.
         """
         if not parents and not self.root.is_dir() and not self.root.parent.is_dir():
+            if self.root.parent.exists():
+                raise LifecycleError(f"its parent {self.root.parent} is a file, not a folder")
             raise LifecycleError(
                 f"its parent folder {self.root.parent} does not exist (a typo?); create it, or "
                 "let the agent make it (--create-parents, or [watch] create_parents = true)"
@@ -84,6 +86,8 @@ class Layout:
             self.output_dir,
         ):
             if not path.is_dir():
+                if os.path.lexists(path):
+                    raise LifecycleError(f"{path} is in the way: it is a file, not a folder")
                 make_dir(path)
                 made.append(path)
         return made
