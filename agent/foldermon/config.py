@@ -359,6 +359,18 @@ def _processor_specs(raw: Any, registry: Registry, problems: list[str]) -> tuple
         if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
             problems.append(f'processors[{index}]: needs a "type" string, got {short(entry)}')
             continue
+        ident = entry.get("id")
+        if ident is not None and not (isinstance(ident, str) and ident.strip()):
+            problems.append(f'processors[{index}]: "id" must be a non-empty string, got {short(ident)}')
+            continue
+        nested = entry.get("config")
+        flat = set(entry) - {"type", "id", "config"}
+        twice = sorted(flat & set(nested)) if isinstance(nested, Mapping) else []
+        if twice:
+            problems.append(
+                f"processors[{index}]: {', '.join(map(str, twice))} given both beside and under "
+                '"config"; give each option once'
+            )
         spec = spec_from_entry(entry, index)
         where = f'processors[{index}] (id "{spec.id[:80]}")'
         if len(spec.id) > 128 or "\0" in spec.id or len(spec.type) > 128:

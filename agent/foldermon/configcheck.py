@@ -141,11 +141,11 @@ def _output_place_problems(config: Config) -> list[str]:
         return []
     from foldermon.queue.layout import STATES
 
-    output = Path(os.path.normpath(Path(config.output.dir).expanduser()))
+    output = Path(os.path.normpath(os.path.expanduser(config.output.dir)))
     problems = []
     for index, root in enumerate(config.watch.dirs):
         for state in STATES:
-            folder = os.path.normpath(Path(root).expanduser() / state)
+            folder = os.path.normpath(os.path.join(os.path.expanduser(root), state))
             if output.is_relative_to(folder):
                 problems.append(
                     f"[output] dir {config.output.dir} is inside {folder} ([watch] dirs[{index}]): "

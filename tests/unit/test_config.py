@@ -527,3 +527,21 @@ def test_an_output_folder_beside_the_queue_folders_is_fine(tmp_path: Path) -> No
     for place in (root / "output", root, tmp_path / "elsewhere", root / "processed-out"):
         config = load_text(tmp_path, f'[watch]\ndirs = ["{root}"]\n[output]\ndir = "{place}"\n')
         assert validate(config) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"type": "uppercase", "id": ""}, '"id" must be a non-empty string'),
+        ({"type": "uppercase", "id": 5}, '"id" must be a non-empty string'),
+        (
+            {"type": "filter", "pattern": "a", "config": {"pattern": "b"}},
+            'pattern given both beside and under "config"',
+        ),
+    ],
+)
+def test_a_processor_entry_that_would_be_read_some_way_silently_is_refused(
+    tmp_path: Path, entry: dict[str, Any], said: str
+) -> None:
+    problems = problems_of(tmp_path, json.dumps({"processors": [entry]}), "p.json")
+    assert any(said in p for p in problems), problems

@@ -159,6 +159,7 @@ def resolve(config: TelemetryConfig, env: Mapping[str, str]) -> ExportSettings:
     for key, value in (
         ("endpoint", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")),
         ("headers", env.get("OTEL_EXPORTER_OTLP_HEADERS", "")),
+        ("resource_attributes", env.get("OTEL_RESOURCE_ATTRIBUTES", "")),
         ("prometheus_host", host),
     ):
         problem = telemetry_value_problem(key, value)
