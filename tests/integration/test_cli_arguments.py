@@ -210,10 +210,12 @@ def test_a_queue_folder_that_is_a_symlink_is_refused_and_nothing_outside_is_touc
 
 def test_an_output_folder_inside_a_queue_folder_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
     config = write_config(tmp_path / "o.toml", f'[output]\ndir = "{root}/unprocessed/out"\n')
     refused = run_cli("run", "--once", "--watch", str(root), "--config", str(config))
     assert refused.returncode == 1
     assert "outputs would be taken for inputs" in refused.stderr
+    assert not (root / "unprocessed" / "out").exists()  # refused before any folder is made
     (tmp_path / "link").symlink_to(root)  # the same folder named through a symlink
     via_link = run_cli(
         "run", "--once", "--watch", str(tmp_path / "link"), "--output-dir", str(root / "unprocessed")

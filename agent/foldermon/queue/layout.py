@@ -86,6 +86,8 @@ class Layout:
             self.output_dir,
         ):
             if not path.is_dir():
+                if os.path.islink(path):
+                    raise LifecycleError(f"{path} is a symbolic link to no folder")
                 if os.path.lexists(path):
                     raise LifecycleError(f"{path} is in the way: it is a file, not a folder")
                 make_dir(path)
