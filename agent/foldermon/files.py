@@ -310,6 +310,8 @@ class Files:
             # line by line is the same attempt, traced (and listed) by that run.
             if result.trace is not None and not result.rerun:
                 claim = replace(claim, traces=(*claim.traces, result.trace))
+            if result.environment:
+                claim = replace(claim, waits=claim.waits + 1)
             retry = Retry(
                 self.ctx.clock() + result.retry_in,
                 root,

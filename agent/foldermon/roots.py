@@ -48,6 +48,8 @@ class Root:
     unusable: str | None = None  # why the root cannot be served now (its folders gone, say)
     shared: bool = False  # on a network or FUSE filesystem: other hosts may serve it, it may stop answering
     taken_over: bool = False  # another instance fenced this instance's claim folder
+    # Dead instances' claim folders left because their output folder is not reachable here.
+    said_unreachable: set[str] = field(default_factory=set)
     # Files `run --once` left because a process had them open for writing.
     still_written: list[str] = field(default_factory=list)
 
@@ -166,6 +168,14 @@ def recover(root: Root, log: Logger, instruments: Instruments, *, sweep_temps: b
         log.error(
             "recovery could not finish a published input; will retry", root=str(layout.root), error=error
         )
+    for folder in set(report.unreachable) - root.said_unreachable:
+        log.error(
+            "a dead instance's output folder is not reachable here: its claimed files stay in "
+            "underprocess/ until an instance that reaches it recovers them",
+            root=str(layout.root),
+            claim_folder=folder,
+        )
+    root.said_unreachable = set(report.unreachable)
     instruments.recovered.add(len(report.returned), root.queue.attributes)
 
 

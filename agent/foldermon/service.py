@@ -281,8 +281,9 @@ class Agent:
         return index not in self._holds
 
     def _may_retry(self, retry: Retry) -> bool:
-        # --once does not wait for a full disk to be freed: the file is left for a later run.
-        if self.once and retry.environment:
+        # --once does not wait long for a full disk to be freed: after max_attempts tries in a row
+        # the file is left for a later run.
+        if self.once and retry.environment and retry.claim.waits >= self.config.retry.max_attempts:
             return False
         return self.roots.index(retry.root) not in self._holds
 

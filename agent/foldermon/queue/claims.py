@@ -29,6 +29,7 @@ class Claim:
     identity: str
     traces: tuple[TraceRef, ...] = ()  # of the earlier attempts
     generation: int = 0  # of the claim folder it was claimed into (Queue.generation)
+    waits: int = 0  # retries in a row that waited for the environment (a full disk), uncounted
 
 
 @dataclass(frozen=True, slots=True)

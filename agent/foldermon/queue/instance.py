@@ -13,7 +13,7 @@ from pathlib import Path
 
 from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import durable_rename, fsync_dir
-from foldermon.queue.layout import LOCK_NAME, Layout
+from foldermon.queue.layout import LOCK_NAME, Layout, mount_id
 
 NEW_PREFIX = ".new-"
 FENCED_PREFIX = ".fenced-"
@@ -88,15 +88,26 @@ def read_lock(lock_fd: int | None) -> LockInfo:
     return LockInfo(os.fsdecode(rest) if rest else None, output)
 
 
+def output_as_named(layout: Layout) -> Path:
+    """The output folder as a lock file names it: relative to the root when it is on the root's
+    mount, inside the root or beside it (``../out``), so that every host finds it however it
+    mounts a shared volume; else as it is (another filesystem: only this host may see it)."""
+    output, root = layout.output_dir, layout.root
+    if output.is_relative_to(root):
+        return output.relative_to(root)
+    with contextlib.suppress(OSError):
+        if mount_id(output) == mount_id(root) is not None:
+            return Path(os.path.relpath(os.path.realpath(output), os.path.realpath(root)))
+    return output
+
+
 class Instance:
     """This process's claim folder ``underprocess/<id>/``, locked with flock for its whole life."""
 
     def __init__(self, layout: Layout, instance_id: str) -> None:
         self.id = instance_id
         self.dir = layout.underprocess / instance_id
-        self._output_dir = layout.output_dir
-        if layout.output_dir.is_relative_to(layout.root):
-            self._output_dir = layout.output_dir.relative_to(layout.root)
+        self._output_dir = output_as_named(layout)
         for tries_left in reversed(range(_BUILD_TRIES)):
             try:
                 fd = self._build(layout, staging=layout.underprocess / f"{NEW_PREFIX}{self.id}.{tries_left}")

@@ -86,11 +86,11 @@ class Layout:
             self.output_dir,
         ):
             if not path.is_dir():
-                if os.path.islink(path):
-                    raise LifecycleError(f"{path} is a symbolic link to no folder")
-                if os.path.lexists(path):
-                    raise LifecycleError(f"{path} is in the way: it is a file, not a folder")
-                make_dir(path)
+                try:
+                    make_dir(path)
+                except FileExistsError as exc:  # not a folder: made by another instance is fine
+                    what = "a symbolic link to no folder" if os.path.islink(path) else "in the way: a file"
+                    raise LifecycleError(f"{path} is {what}, not a folder") from exc
                 made.append(path)
         return made
 

@@ -42,6 +42,8 @@ class Recovery:
     # Second names of inputs that a move interrupted between link and unlink had already put
     # elsewhere (filesystems without RENAME_NOREPLACE): dropped, never processed again.
     leftovers: list[str] = field(default_factory=list)
+    # Claim folders left as they are: their instance's output folder is not reachable here.
+    unreachable: list[str] = field(default_factory=list)
 
 
 def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
@@ -101,6 +103,11 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
     # Its temp outputs (and proofs of publication) are in its own output folder, which may not be
     # this instance's (another config, or output.dir changed since); in this one if it is not here.
     output_dir = _output_dir(queue, lock)
+    if output_dir is None:
+        # Whether it published an output cannot be told from here: returned, an input could get
+        # a second output. Left claimed for an instance that reaches that folder.
+        report.unreachable.append(f"{entry}: {lock.output_dir}")
+        return
     kept: set[str] = set()
     temps: set[str] = set()
     for name in filter(is_input_name, names):
@@ -139,14 +146,17 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
     report.dead_instances.append(instance_id)
 
 
-def _output_dir(queue: Queue, lock: LockInfo) -> Path:
-    """Where the dead instance wrote its temp outputs: as its lock file says (a path inside the
-    root is relative to it, so every host finds it), else where this instance writes."""
+def _output_dir(queue: Queue, lock: LockInfo) -> Path | None:
+    """Where the dead instance wrote its temp outputs: as its lock file says (a path on the
+    root's mount is relative to the root, so every host finds it), else where this instance
+    writes; None when the lock names a folder on another filesystem that is not here."""
     if lock.output_dir is not None:
         path = queue.layout.root / lock.output_dir  # an absolute path stays as it is
         with contextlib.suppress(OSError):
             if path.is_dir():
                 return path
+        if lock.output_dir.is_absolute() and lock.output_dir != queue.layout.output_dir:
+            return None
     return queue.layout.output_dir
 
 
