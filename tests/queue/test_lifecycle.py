@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -761,6 +762,59 @@ def test_recover_finishes_an_input_whose_published_output_a_consumer_took_away(
     report = make_queue(layout, open_instance(ME)).recover()
     assert (report.finished, report.returned) == (["data.txt"], [])
     assert os.listdir(layout.output_dir) == []  # the proof went with the dead instance's temps
+
+
+def _published_and_died(layout: Layout) -> Path:
+    """Instance OTHER claims data.txt, publishes its output and dies before finishing it."""
+    layout.create()
+    drop(layout, "data.txt", b"line\n")
+    first = Instance(layout, OTHER)
+    dying = make_queue(layout, first)
+    target = dying.output_target(claimed(dying, "data.txt"))
+    target.tmp.write_bytes(b"output\n")
+    output = target.publish()
+    die(first)
+    return output
+
+
+def test_recover_finds_an_output_folder_beside_the_root_where_another_host_mounts_it(tmp_path: Path) -> None:
+    """Hosts mount a shared volume at their own paths, each with its own output folder beside the
+    root: the lock names the dead instance's folder relative to the root, so a host that sees the
+    volume elsewhere still finds its published output and finishes the input (no second output)."""
+    output = _published_and_died(Layout.for_root(tmp_path / "vol" / "root", tmp_path / "vol" / "outA"))
+    (tmp_path / "vol").rename(tmp_path / "elsewhere")  # host b: the same volume, another path
+    vol = tmp_path / "elsewhere"
+    layout = Layout.for_root(vol / "root", vol / "outB")
+    layout.create()
+    survivor = Instance(layout, ME)
+    try:
+        report = make_queue(layout, survivor).recover()
+    finally:
+        survivor.close()
+    assert (report.finished, report.returned) == (["data.txt"], [])
+    assert (vol / "outA" / output.name).read_bytes() == b"output\n"
+    assert os.listdir(vol / "outB") == []
+
+
+def test_recover_leaves_the_claims_of_an_instance_whose_output_folder_is_not_here(tmp_path: Path) -> None:
+    """A dead instance that wrote to another filesystem (another host's own disk, say): whether it
+    published cannot be told, so its claims stay in underprocess/ rather than get a second output."""
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))  # another mount than tmp_path's
+    try:
+        layout = Layout.for_root(tmp_path / "root", elsewhere / "out")
+        _published_and_died(layout)
+    finally:
+        shutil.rmtree(elsewhere)  # that host's disk is not here
+    mine = Layout.for_root(tmp_path / "root")
+    mine.create()
+    survivor = Instance(mine, ME)
+    try:
+        report = make_queue(mine, survivor).recover()
+    finally:
+        survivor.close()
+    assert (report.finished, report.returned) == ([], [])
+    assert report.unreachable == [f"{OTHER}: {elsewhere / 'out'}"]
+    assert sorted(os.listdir(mine.underprocess / OTHER)) == sorted([LOCK_NAME, "data.txt"])
 
 
 def test_recover_returns_an_input_whose_output_was_not_published(
