@@ -12,6 +12,13 @@ import os
 import signal
 from types import FrameType
 
+TYPE_CHECKING = False  # typing itself is not loaded this early: it costs a few ms at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _pending: list[int] = []
 _recording: list[bool] = []  # non-empty while record() is in force
@@ -22,10 +29,23 @@ def _record(signum: int, _frame: FrameType | None) -> None:
 
 
 def record() -> None:
-    """Remember SIGTERM, SIGINT and SIGHUP from now on instead of acting on them."""
+    """Remember SIGTERM, SIGINT and SIGHUP from now on instead of acting on them. A worker is
+    started with them blocked (``blocked_while``): those that came meanwhile arrive now."""
     _recording[:] = [True]
     for signum in SIGNALS:
         signal.signal(signum, _record)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def blocked_while(call: Callable[[], _T]) -> _T:
+    """``call()`` with SIGTERM, SIGINT and SIGHUP held back in this thread, and so in a process
+    it starts until that one's ``record`` (a signal sent to the whole process group while a
+    worker's interpreter starts would kill it); here they arrive when it returns."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        return call()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def take() -> list[int]:

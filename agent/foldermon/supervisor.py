@@ -204,7 +204,7 @@ class Supervisor:
             env[PROGRESS_ENV] = "1"
         # Under a progress display the workers' log lines are printed from here, above it.
         stdout = subprocess.PIPE if self.progress is not None else None
-        worker.proc = subprocess.Popen(self.argv, env=env, stdout=stdout)
+        worker.proc = early.blocked_while(lambda: subprocess.Popen(self.argv, env=env, stdout=stdout))
         worker.pidfd = os.pidfd_open(worker.proc.pid)
         worker.restart_at = None
         worker.ready = False

@@ -13,7 +13,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+from agentctl import (
+    agent_env,
+    census,
+    command,
+    drop,
+    log_records,
+    run_cli,
+    start,
+    stop,
+    wait_until,
+    write_config,
+)
 from foldermon.telemetry import ENABLE_HINT
 from notifysock import NotifySocket
 
@@ -286,3 +297,28 @@ def test_a_reload_does_not_change_the_number_of_workers(tmp_path: Path) -> None:
         assert children(proc.pid) == []
     finally:
         assert stop(proc) == 0
+
+
+def test_ctrl_c_to_the_group_while_workers_start_stops_them_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group: sent at once and at a few delays
+    after the workers are started (their interpreters still starting), every worker records it
+    and drains; the run ends with 0 and no traceback."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    log = tmp_path / "group.log"
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.0):
+        with log.open("w+b") as out:
+            proc = subprocess.Popen(
+                command("run", "--watch", str(root), "--workers", "2"),
+                env=agent_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            wait_until(lambda: log.read_bytes().count(b'"worker started"') >= 2, timeout=20, interval=0.001)
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(30) == 0, log.read_text()[-2000:]
+        text = log.read_text()
+        assert "Traceback" not in text
+        assert "worker killed" not in text
