@@ -183,7 +183,7 @@ class Decompressed:
         self._inner = _reader(kind, raw)
         self._count = 0
         self._stored = os.fstat(raw.fileno()).st_size
-        self._declared = declared_size(kind, raw.fileno(), self._stored)
+        self._declared: int | None = -1  # read when progress() is first asked
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -220,6 +220,8 @@ class Decompressed:
         text is still to come."""
         offset = self._offset()
         share = offset / self._stored if self._stored > 0 and offset >= 0 else 0.0
+        if self._declared == -1:
+            self._declared = declared_size(self._kind, self._raw.fileno(), self._stored)
         if self._declared:
             share = min(share, self._count / self._declared)
         return min(1.0, share)
@@ -250,6 +252,8 @@ class Decompressed:
 
 _ZSTD_MAGIC = 0xFD2FB528
 _XZ_FOOTER = 12
+_XZ_MAX_INDEX = 1 << 24  # a few bytes a block: millions of blocks
+_XZ_TAIL = 1 << 16  # read from the end for the footer: stream padding beyond that is not looked past
 
 
 def declared_size(kind: str, fd: int, stored: int) -> int | None:
@@ -271,13 +275,14 @@ def declared_size(kind: str, fd: int, stored: int) -> int | None:
 
 def _xz_declared(fd: int, stored: int) -> int | None:
     """The sum of the uncompressed sizes in the index of the last xz stream of the file."""
-    end = stored
-    while end >= 4 and os.pread(fd, 4, end - 4) == b"\0\0\0\0":  # stream padding
-        end -= 4
+    tail = os.pread(fd, _XZ_TAIL, max(0, stored - _XZ_TAIL))
+    end = stored - (len(tail) - len(tail.rstrip(b"\0")))  # past the stream padding (a footer ends in "YZ")
     footer = os.pread(fd, _XZ_FOOTER, end - _XZ_FOOTER)
     if len(footer) != _XZ_FOOTER or footer[-2:] != b"YZ":
         return None
     index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+    if index_size > min(end, _XZ_MAX_INDEX):
+        return None
     index = os.pread(fd, index_size, end - _XZ_FOOTER - index_size)
     if len(index) != index_size or index[0] != 0:
         return None

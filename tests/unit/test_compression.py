@@ -65,9 +65,21 @@ def test_an_xz_file_of_many_blocks_declares_them_all(tmp_path: Path) -> None:
         (zstandard.ZstdCompressor(write_content_size=False).compress(TEXT), None),
         (bz2.compress(TEXT), None),
         (lzma.compress(TEXT)[:-20], None),  # cut: no index to read
+        (lzma.compress(TEXT) + b"\0" * (1 << 20), None),  # padding past what is looked at
+        (b"\xfd7zXZ\x00" + b"\0" * 30 + b"\xff\xff\xff\xff\0\0YZ", None),  # an index of 16 GiB
         (b"\xfd7zXZ\x00" + b"\xff" * 40 + b"YZ", None),  # a footer pointing nowhere
     ],
-    ids=["gzip-members", "xz-streams", "zstd-frames", "zstd-unsized", "bzip2", "xz-cut", "xz-garbage"],
+    ids=[
+        "gzip-members",
+        "xz-streams",
+        "zstd-frames",
+        "zstd-unsized",
+        "bzip2",
+        "xz-cut",
+        "xz-long-padding",
+        "xz-huge-index",
+        "xz-garbage",
+    ],
 )
 def test_what_a_file_of_several_parts_or_none_declares(
     tmp_path: Path, data: bytes, declared: int | None
