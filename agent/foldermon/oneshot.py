@@ -6,7 +6,6 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,6 +137,8 @@ class _Run:
             raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc}") from exc
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise FoldermonError(f"cannot write {dst}: it is {_not_a_file(st.st_mode)}")
+        import tempfile  # only for an output file: stdout needs none of it
+
         try:
             fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
         except OSError as exc:
