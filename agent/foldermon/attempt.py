@@ -48,7 +48,7 @@ class Outcome:
     exact: bool = False  # the retry runs line by line, to name the line a processor fails on
     rerun: bool = False  # not a retry: the same attempt runs again at once, line by line
     finish_only: bool = False  # the output is published: the retry only finishes the input
-    environment: bool = False  # the retry waits for the environment (a full disk), not the file
+    environment: bool = False  # the retry waits for the environment (a full or read-only disk), not the file
     error_type: str | None = None  # of a failed outcome
     trace: TraceRef | None = None  # where this attempt is traced
     taken_over: bool = False  # another instance took the claim folder over (Queue.confirm_lease)
@@ -248,7 +248,7 @@ class Attempt:
             error=describe(exc),
             retry_in=delay,
         )
-        return Outcome("retry", retry_in=delay, counted=False, finish_only=True)
+        return Outcome("retry", retry_in=delay, counted=False, finish_only=True, environment=True)
 
     def _error(self, run: _Run, exc: Exception) -> Outcome:
         with contextlib.suppress(OSError):  # the filesystem may be what failed
@@ -339,7 +339,7 @@ class Attempt:
             # Not durably quarantined: the file stays claimed and this last attempt runs again.
             delay = self.config.retry.backoff
             log.warning("quarantine failed; will retry", error=describe(quarantine_exc), retry_in=delay)
-            return Outcome("retry", retry_in=delay, counted=False)
+            return Outcome("retry", retry_in=delay, counted=False, environment=True)
         log.error("file failed", failed_as=failed_as, error=describe(exc))
         return Outcome("failed", error_type=type(exc).__qualname__)
 

@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"foldermon-agent: {exc.strerror or exc}{where}", file=sys.stderr)
         return EX_FAILURE
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

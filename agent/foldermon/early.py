@@ -2,8 +2,8 @@
 
 The console script installs ``record`` first thing, before the heavy imports, so a SIGTERM or
 SIGHUP in the first instants of a start is remembered instead of killing the process: the
-agent applies it once its own handlers are in place (``take``); other commands put the
-default actions back and have it delivered again (``restore``).
+agent applies it once its own handlers are in place (``take``); other commands stop on it,
+cleaning up first, and have it delivered again (``restore``).
 """
 
 from __future__ import annotations
@@ -56,21 +56,27 @@ def take() -> list[int]:
 
 
 class CtrlC(KeyboardInterrupt):
-    """Ctrl-C in a one-shot verb: raised by the SIGINT handler ``restore`` installs, so it is
-    told apart from a KeyboardInterrupt that plugin code raises itself (that one fails the file)."""
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP in a one-shot verb, raised by the handler ``restore``
+    installs: the verb stops as the signal asks, after its clean-up (a temp output removed), and
+    exits with 128 + ``signum``. Told apart from a KeyboardInterrupt that plugin code raises
+    itself (that one fails the file)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _ctrl_c(_signum: int, _frame: FrameType | None) -> None:
-    raise CtrlC
+def _stop_verb(signum: int, _frame: FrameType | None) -> None:
+    raise CtrlC(signum)
 
 
 def restore() -> None:
-    """Give the signals their default actions back and deliver any that came meanwhile."""
+    """For the one-shot verbs: SIGTERM, SIGINT and SIGHUP stop the verb (``CtrlC``), and any
+    that came meanwhile is delivered now."""
     if not _recording:
         return
     _recording.clear()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, _ctrl_c)
+    for stop in SIGNALS:
+        signal.signal(stop, _stop_verb)
     for signum in take():
         os.kill(os.getpid(), signum)

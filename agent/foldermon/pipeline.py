@@ -214,9 +214,9 @@ def _lines_of(out: Any, method: str) -> list[str]:
     if type(out) is not list:
         raise TypeError(f"{method}() returned {type(out).__name__}, not a list of str")
     if not set(map(type, out)) <= {str}:
-        wrong = next((x for x in out if not isinstance(x, str)), None)
-        if wrong is not None:
-            raise TypeError(f"{method}() returned a list holding {type(wrong).__name__}, not only str")
+        for item in out:  # str subclasses are str
+            if not isinstance(item, str):
+                raise TypeError(f"{method}() returned a list holding {type(item).__name__}, not only str")
     return cast(list[str], out)
 
 

@@ -76,11 +76,14 @@ def read_batches(src: BinaryIO, max_line_bytes: int) -> Iterator[list[str]]:
         head = bytes(rest) + chunk[:cut] if rest else chunk[:cut]
         rest = bytearray(chunk[cut + 1 :])
         lines = head.decode("utf-8", "surrogateescape").split("\n")
-        if max_line_bytes < CHUNK_BYTES and max(map(len, lines)) > max_line_bytes:
-            long = next(i for i, line in enumerate(lines) if len(line) > max_line_bytes)
-            if long:
-                yield lines[:long]
-            raise LineTooLongError(max_line_bytes, done + long + 1)
+        # A character is at most 4 bytes: only longer lines are measured in bytes.
+        if max_line_bytes < CHUNK_BYTES and max(map(len, lines)) * 4 > max_line_bytes:
+            sizes = [len(line) for line in head.split(b"\n")]
+            long = next((i for i, size in enumerate(sizes) if size > max_line_bytes), None)
+            if long is not None:
+                if long:
+                    yield lines[:long]
+                raise LineTooLongError(max_line_bytes, done + long + 1)
         done += len(lines)
         yield lines
     if rest:

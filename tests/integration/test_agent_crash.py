@@ -130,7 +130,7 @@ def test_a_processor_raising_past_exception_fails_its_file_not_the_agent(
         assert record["line"] == 2
 
 
-@pytest.mark.parametrize("what", ["none", "generator", "ints", "bytes"])
+@pytest.mark.parametrize("what", ["none", "generator", "ints", "bytes", "none-inside"])
 def test_a_processor_returning_something_else_than_lines_fails_its_file_with_its_name(
     tmp_path: Path, what: str
 ) -> None:

@@ -112,7 +112,7 @@ class Chatty:
 
 class Returns:
     """Returns what a careless plugin might instead of a list of str when a line contains
-    ``marker``: ``what`` is "none", "generator", "ints", "bytes" or "tuple"."""
+    ``marker``: ``what`` is "none", "generator", "ints", "bytes", "none-inside" or "tuple"."""
 
     def __init__(self, *, what: str = "none", marker: str = "BAD") -> None:
         self.what = what
@@ -126,6 +126,7 @@ class Returns:
             "generator": (line for line in lines),
             "ints": [len(line) for line in lines],
             "bytes": [line.encode() for line in lines],
+            "none-inside": [*lines, None],
             "tuple": tuple(lines),
         }
         return made[self.what]

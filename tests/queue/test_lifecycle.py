@@ -31,6 +31,7 @@ from foldermon.queue.ids import new_instance_id
 from foldermon.queue.instance import Instance, LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, Layout, record_name
 from foldermon.queue.lifecycle import Queue
+from foldermon.queue.output import published_name, publishing_name
 
 # Instance ids have the shape new_instance_id() gives (host-pid-random): temp outputs are
 # matched to their owner by it.
@@ -796,24 +797,33 @@ def test_recover_finds_an_output_folder_beside_the_root_where_another_host_mount
     assert os.listdir(vol / "outB") == []
 
 
-def test_recover_leaves_the_claims_of_an_instance_whose_output_folder_is_not_here(tmp_path: Path) -> None:
-    """A dead instance that wrote to another filesystem (another host's own disk, say): whether it
-    published cannot be told, so its claims stay in underprocess/ rather than get a second output."""
+@pytest.mark.parametrize("where", ["other-fs-gone", "other-fs-another-folder", "beside-gone"])
+def test_recover_leaves_the_claims_of_an_instance_whose_output_folder_is_not_here(
+    tmp_path: Path, where: str
+) -> None:
+    """A dead instance whose output folder is not here (another host's own disk, the same path
+    holding another folder there, a folder beside the root this mount of it does not lead to):
+    whether it published cannot be told, so its claims stay in underprocess/ rather than get a
+    second output."""
     elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))  # another mount than tmp_path's
+    output = tmp_path / "out" if where == "beside-gone" else elsewhere / "out"
     try:
-        layout = Layout.for_root(tmp_path / "root", elsewhere / "out")
-        _published_and_died(layout)
+        _published_and_died(Layout.for_root(tmp_path / "root", output))
+        shutil.rmtree(output)
+        if where == "other-fs-another-folder":
+            output.mkdir()  # the same path, another folder (another disk, or made anew)
+        mine = Layout.for_root(tmp_path / "root")
+        mine.create()
+        survivor = Instance(mine, ME)
+        try:
+            report = make_queue(mine, survivor).recover()
+        finally:
+            survivor.close()
     finally:
-        shutil.rmtree(elsewhere)  # that host's disk is not here
-    mine = Layout.for_root(tmp_path / "root")
-    mine.create()
-    survivor = Instance(mine, ME)
-    try:
-        report = make_queue(mine, survivor).recover()
-    finally:
-        survivor.close()
+        shutil.rmtree(elsewhere)
     assert (report.finished, report.returned) == ([], [])
-    assert report.unreachable == [f"{OTHER}: {elsewhere / 'out'}"]
+    named = output if where != "beside-gone" else Path("../out")
+    assert report.unreachable == [f"{OTHER}: {named}"]
     assert sorted(os.listdir(mine.underprocess / OTHER)) == sorted([LOCK_NAME, "data.txt"])
 
 
@@ -865,3 +875,29 @@ def test_recover_leaves_its_own_claims_and_temps(layout: Layout, queue: Queue) -
     assert (report.returned, report.temps_removed) == ([], 0)
     assert (queue.instance.dir / "data.txt").exists()
     assert target.tmp.exists()
+
+
+@pytest.mark.parametrize("stop_after", ["pub", "done", "rename"])
+def test_a_publish_stopped_at_each_step_is_judged_by_what_happened(
+    layout: Layout, open_instance: OpenInstance, stop_after: str
+) -> None:
+    """An instance dies at each step of a publish (the publishing link, the proof, the rename),
+    and a consumer takes away whatever output there is before the recovery: an output that was
+    renamed into place is never made again; one that was not is made once, by the next attempt."""
+    drop(layout, "data.txt", b"line\n")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    target = dying.output_target(claimed(dying, "data.txt"))
+    target.tmp.write_bytes(b"output\n")
+    pub, done = publishing_name(target.tmp), published_name(target.tmp)
+    os.link(target.tmp, pub)
+    if stop_after in ("done", "rename"):
+        os.link(target.tmp, done)
+    if stop_after == "rename":
+        os.rename(pub, layout.output_dir / "data_processed.txt")
+        (layout.output_dir / "data_processed.txt").unlink()  # the consumer took it
+    die(first)
+    report = make_queue(layout, open_instance(ME)).recover()
+    published = stop_after == "rename"
+    assert (report.finished, report.returned) == ((["data.txt"], []) if published else ([], ["data.txt"]))
+    assert os.listdir(layout.output_dir) == []

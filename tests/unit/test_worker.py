@@ -64,3 +64,10 @@ def test_a_line_too_long_is_named_after_the_lines_before_it(data: bytes, limit: 
     assert raised.value.line == line
     assert f"line {line} is longer" in str(raised.value)
     assert len(got) == line - 1
+
+
+def test_the_line_limit_counts_bytes_not_characters() -> None:
+    """Four-byte characters: 30 of them are 120 bytes, over a limit of 100; 25 are not."""
+    with pytest.raises(LineTooLongError):
+        _lines(("a\n" + "😀" * 30 + "\n").encode(), 100)
+    assert _lines(("a\n" + "😀" * 25 + "\n").encode(), 100) == ["a", "😀" * 25]

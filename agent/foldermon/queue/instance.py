@@ -69,9 +69,12 @@ class LockInfo:
     """What a claim folder's lock file says about its instance."""
 
     active: str | None  # the input its current attempt is on
-    # Where it writes temp outputs: relative to the root when inside it (hosts mount a shared
+    # Where it writes temp outputs: relative to the root when on its mount (hosts mount a shared
     # root at different paths); None in lock files of older versions.
     output_dir: Path | None
+    # The device and inode of an output folder on another filesystem ("dev:ino"): a folder at
+    # that path on another host (its own disk) or made anew is another folder.
+    output_id: str | None = None
 
 
 def read_lock(lock_fd: int | None) -> LockInfo:
@@ -80,12 +83,20 @@ def read_lock(lock_fd: int | None) -> LockInfo:
     if lock_fd is None:
         return LockInfo(None, None)
     _, _, rest = os.pread(lock_fd, 8192, 0).partition(b"\n")
-    output = None
+    output = output_id = None
     if rest.startswith(b'{"output":'):
         line, _, rest = rest.partition(b"\n")
-        with contextlib.suppress(ValueError, TypeError):
-            output = Path(os.fsdecode(json.loads(line)["output"]))
-    return LockInfo(os.fsdecode(rest) if rest else None, output)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            fields = json.loads(line)
+            output = Path(os.fsdecode(fields["output"]))
+            output_id = fields.get("output_id")
+    return LockInfo(os.fsdecode(rest) if rest else None, output, output_id)
+
+
+def folder_id(path: Path) -> str:
+    """A folder's device and inode, as a lock file keeps them (``LockInfo.output_id``)."""
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def output_as_named(layout: Layout) -> Path:
@@ -166,7 +177,10 @@ class Instance:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Where this instance's temp outputs are: its recovery looks for them there.
-            output = json.dumps({"output": os.fsdecode(self._output_dir)})
+            named: dict[str, str] = {"output": os.fsdecode(self._output_dir)}
+            if self._output_dir.is_absolute():
+                named["output_id"] = folder_id(self._output_dir)
+            output = json.dumps(named)
             header = f"{socket.gethostname()} pid {os.getpid()}\n{output}\n".encode()
             self._header_len = os.write(fd, header)
             os.fsync(fd)

@@ -2,18 +2,18 @@
 
 The temp output of an input is named by its owner instance, its root and the input's
 identity (``.foldermon-<instance>-<root tag>-<identity>.tmp``). Publishing links it to a
-second temp name and renames that one to the final name without replacing anything (a taken
-name gets the next ``.N`` suffix), then links it to a third, ``.done.tmp``; the temp names stay
-until the input is finished. So while the input is still claimed, a ``.done.tmp`` name, or a
-temp output with a second link and no second temp name (a stop between the two steps),
-proves its output is published, even once a consumer has taken the output away: the
-recovery of a dead instance finishes such an input instead of processing it again, and a
-published output is never replaced or made twice.
+second temp name, ``.pub.tmp``, and a third, ``.done.tmp``, then renames the ``.pub.tmp`` one
+to the final name without replacing anything (a taken name gets the next ``.N`` suffix); the
+temp names stay until the input is finished. The rename is the publication, and it takes the
+``.pub.tmp`` name away: so while the input is still claimed, a ``.done.tmp`` name without a
+``.pub.tmp`` one, or a link of the temp output besides its temp names (the final name, in a
+rename made of a link and an unlink), proves the output is published, even once a consumer
+has taken the output away: the recovery of a dead instance finishes such an input instead of
+processing it again, and a published output is never replaced or made twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -77,11 +77,13 @@ class OutputTarget:
         instance may no longer publish (``Queue.confirm_lease``). Not yet durable: the caller
         fsyncs the folder (once for a batch of outputs).
         """
-        pub = publishing_name(self.tmp)
-        pub.unlink(missing_ok=True)  # left by an earlier publish of this output that failed
+        pub, done = publishing_name(self.tmp), published_name(self.tmp)
+        _unpublish(pub, done)  # left by an earlier publish of this output that failed
         try:
             link_noreplace(self.tmp, pub)
+            os.link(self.tmp, done)  # proves the publication once the rename takes ``pub`` away
         except OSError as exc:
+            _unpublish(pub, done)
             if exc.errno not in _NO_LINKS:
                 raise
             # No hard links: the output is still never replaced, but a crash before its input
@@ -101,17 +103,16 @@ class OutputTarget:
                     break
         except BaseException:
             if pub != self.tmp:
-                pub.unlink(missing_ok=True)
+                _unpublish(pub, done)
             raise
-        if pub != self.tmp:
-            # The proof of publication that outlives the final name (a consumer may take the
-            # output away first). Published already, so a failure here must not fail the file:
-            # the final name's own link is the proof then.
-            done = published_name(self.tmp)
-            with contextlib.suppress(OSError):
-                done.unlink(missing_ok=True)
-                os.link(self.tmp, done)
         return final
+
+
+def _unpublish(pub: Path, done: Path) -> None:
+    """Take an unpublished output's proof away, then its publishing name: in this order, a stop
+    in between never leaves the proof without the publishing name (which says "published")."""
+    done.unlink(missing_ok=True)
+    pub.unlink(missing_ok=True)
 
 
 def publishing_name(tmp: Path) -> Path:
@@ -130,14 +131,17 @@ def temp_names(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 def is_committed(tmp: Path) -> bool:
-    """Whether a temp output is published: it has its proof, or a link besides itself and its
-    publishing name (its final name: a stop just before the proof was made).
+    """Whether a temp output is published: it has its proof and the rename took its publishing
+    name away, or it has a link besides its temp names (its final name).
 
     Counting links covers a publish interrupted inside a link-then-unlink rename (filesystems
-    without RENAME_NOREPLACE), where the final name exists beside the publishing one.
+    without RENAME_NOREPLACE), where the final name exists beside the publishing one, and the
+    temp outputs of earlier versions, which made the proof after the rename.
     """
     try:
         links = os.lstat(tmp).st_nlink
     except FileNotFoundError:
         return False
-    return os.path.lexists(published_name(tmp)) or links > 1 + os.path.lexists(publishing_name(tmp))
+    done = os.path.lexists(published_name(tmp))
+    pub = os.path.lexists(publishing_name(tmp))
+    return (done and not pub) or links > 1 + pub + done

@@ -14,7 +14,6 @@ claimed), and settled only once it has been fenced for ``2 * lease`` seconds.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,15 @@ from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
-from foldermon.queue.instance import FENCED_PREFIX, NEW_PREFIX, LockInfo, fence, read_lock, try_lock
+from foldermon.queue.instance import (
+    FENCED_PREFIX,
+    NEW_PREFIX,
+    LockInfo,
+    fence,
+    folder_id,
+    read_lock,
+    try_lock,
+)
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_names, temp_owner, temp_prefix
@@ -148,16 +155,18 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
 
 def _output_dir(queue: Queue, lock: LockInfo) -> Path | None:
     """Where the dead instance wrote its temp outputs: as its lock file says (a path on the
-    root's mount is relative to the root, so every host finds it), else where this instance
-    writes; None when the lock names a folder on another filesystem that is not here."""
-    if lock.output_dir is not None:
-        path = queue.layout.root / lock.output_dir  # an absolute path stays as it is
-        with contextlib.suppress(OSError):
-            if path.is_dir():
-                return path
-        if lock.output_dir.is_absolute() and lock.output_dir != queue.layout.output_dir:
-            return None
-    return queue.layout.output_dir
+    root's mount is relative to the root, so every host finds it), where this instance writes
+    for a lock of an older version that does not say; None when that folder is not here (a
+    host's own disk, a path that leads elsewhere from this mount of the root), or another
+    folder stands at its path."""
+    if lock.output_dir is None:
+        return queue.layout.output_dir
+    path = queue.layout.root / lock.output_dir  # an absolute path stays as it is
+    try:
+        found = path.is_dir() and lock.output_id in (None, folder_id(path))
+    except OSError:
+        found = False
+    return path if found else None
 
 
 def _moved_already(queue: Queue, folder: Path, name: str, st: os.stat_result) -> bool:
