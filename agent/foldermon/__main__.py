@@ -7,9 +7,18 @@ from foldermon import __version__, early
 
 
 def main() -> int:
+    if sys.stdout is None:  # started with its standard output closed: nothing could be said
+        print("foldermon-agent: standard output is closed", file=sys.stderr)
+        return 1
     if sys.argv[1:] == ["--version"]:  # asked by scripts and package checks: no parser needed
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a closed pipe ends it quietly
-        print(f"foldermon-agent {__version__}")
+        try:
+            print(f"foldermon-agent {__version__}", flush=True)
+        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (None)
+            print(
+                f"foldermon-agent: cannot write the version: {getattr(exc, 'strerror', exc)}", file=sys.stderr
+            )
+            return 1
         return 0
     # Before anything slow is imported: a signal in the first instants must not kill the agent.
     early.record()

@@ -150,7 +150,8 @@ def build_parser(only: str | None = None, parser_class: type[_Parser] = _Parser)
             "exit codes: 0 success, 1 failure, 2 usage error, 75 files left waiting (run --once: a "
             "paused or full root, a file still being written), 78 configuration error (EX_CONFIG)"
         ),
-        add_help=only is None,  # abbreviations of --help must reach the whole parser
+        add_help=only is None,  # help is shown by the whole parser
+        allow_abbrev=False,  # as after the verb: an option is given whole
     )
     parser.verbs = {}
     parser.add_argument("--version", action="version", version=f"foldermon-agent {__version__}")
@@ -189,7 +190,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _process_arguments(process: argparse.ArgumentParser) -> None:
-    process.add_argument("input", metavar="FILE", type=Path)
+    process.add_argument("input", metavar="FILE", type=_file)
     process.add_argument(
         "--output",
         metavar="FILE",
@@ -228,7 +229,9 @@ def _gc_arguments(gc: argparse.ArgumentParser) -> None:
 
 
 def _explain_arguments(explain: argparse.ArgumentParser) -> None:
-    explain.add_argument("file", metavar="FILE", type=Path, help="a path, or a name in processed/ or failed/")
+    explain.add_argument(
+        "file", metavar="FILE", type=_file, help="a path, or a name in processed/ or failed/"
+    )
     explain.add_argument(
         "--line", required=True, metavar="N[,M-K]", type=_lines, help="line numbers and ranges, from 1"
     )
@@ -246,7 +249,7 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
 
 
 def _file_argument(check: argparse.ArgumentParser) -> None:
-    check.add_argument("file", metavar="FILE", type=Path)
+    check.add_argument("file", metavar="FILE", type=_file)
 
 
 def _completion_arguments(completion: argparse.ArgumentParser) -> None:
@@ -281,7 +284,10 @@ def _folder(text: str) -> Path:
 
 
 def _file(text: str) -> Path:
-    """A file option: ``~`` expanded, as the shell does not in ``--config=~/agent.toml``."""
+    """A file: ``~`` expanded, as the shell does not in ``--config=~/agent.toml`` or in quotes
+    (and as ``--watch`` does); empty is a usage error rather than the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a file")
     return Path(os.path.expanduser(text))
 
 

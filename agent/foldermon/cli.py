@@ -8,6 +8,7 @@ interpreter's own start-up.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from foldermon.errors import (
     EX_CONFIG,
     EX_FAILURE,
     EX_OK,
+    EX_TEMPFAIL,
     EX_USAGE,
     ConfigError,
     FoldermonError,
@@ -117,13 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = exc.__cause__ if isinstance(exc, ProcessorError) else None
         because = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         print(f"foldermon-agent: {exc}{because}", file=sys.stderr)
-        return EX_FAILURE
+        # run --once on a root whose disk is full: try again later, as for a file left waiting.
+        return EX_TEMPFAIL if getattr(args, "once", False) and _short_of_space(exc) else EX_FAILURE
     except OSError as exc:  # a folder or file the command needs: a sentence, never a traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"foldermon-agent: {exc.strerror or exc}{where}", file=sys.stderr)
         return EX_FAILURE
     except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
         return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _short_of_space(exc: BaseException | None) -> bool:
+    """Whether a full disk or quota is behind ``exc`` (an error of opening a root, say)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -215,7 +227,8 @@ def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
     roots = roots_for(args.watch, config)
     if args.watch and commands.not_roots(roots, "--watch"):
         return EX_FAILURE
-    path, folder = explain.find_file(args.file, roots)
+    bare = os.sep not in str(args.file)  # a name: with --watch, the root's file before the current folder's
+    path, folder = explain.find_file(args.file, roots, roots_first=bool(args.watch) and bare)
     record = explaintext.record_summary(path, folder)
     if record and not args.json:  # said before the replay, which may take long
         print(explaintext.record_text(record), flush=True)

@@ -36,10 +36,13 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Link, Tracer
 
 
-def find_file(name: Path, roots: Iterable[Path]) -> tuple[Path, str | None]:
-    """The file to replay and the queue folder it was found in (None: the path as given)."""
+def find_file(name: Path, roots: Iterable[Path], *, roots_first: bool = False) -> tuple[Path, str | None]:
+    """The file to replay and the queue folder it was found in (None: the path as given);
+    ``roots_first`` (a bare name with --watch) looks in the roots before the current folder."""
     roots = list(roots)
-    for path, folder in [(name, None)] + [(r / f / name.name, f) for r in roots for f in (PROCESSED, FAILED)]:
+    in_roots = [(r / f / name.name, f) for r in roots for f in (PROCESSED, FAILED)]
+    as_given: list[tuple[Path, str | None]] = [(name, None)]
+    for path, folder in [*in_roots, *as_given] if roots_first else [*as_given, *in_roots]:
         try:
             mode = os.lstat(path).st_mode
         except OSError:
@@ -303,7 +306,7 @@ class _Replay:
         if missing and self.failure is None:
             said.append(f"the file has {self.read} lines: {ranges(missing)} not in it")
         elif missing:
-            said.append(f"not reached, the file failing before: {ranges(missing)}")
+            said.append(f"not reached, the file failing at or before: {ranges(missing)}")
         later = [f"{s.id} ({s.type})" for i, s in enumerate(self.pipeline.stages) if i in self._holding]
         if later and self.failure is None:
             said.append(

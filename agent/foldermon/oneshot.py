@@ -159,10 +159,10 @@ class _Run:
 
 def _take_over(fd: int, st: os.stat_result | None) -> None:
     """Give the temp output the mode of the file it replaces (0644 for a new one), and as root
-    its owner too."""
-    os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
+    its owner too (first: a change of owner clears the set-id bits)."""
     if st is not None and os.geteuid() == 0:
         os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
 
 
 def _not_a_file(mode: int) -> str:

@@ -75,11 +75,13 @@ def test_an_original_flag_with_a_verb_is_a_usage_error(tmp_path: Path, flag: str
     assert not (tmp_path / "r").exists()
 
 
-def test_an_abbreviated_help_before_a_verb_shows_the_whole_help() -> None:
-    shown = run_cli("--hel", "run")
-    assert shown.returncode == 0
-    for verb in ("run", "process", "status", "explain", "completion"):
-        assert f"    {verb} " in shown.stdout
+@pytest.mark.parametrize(
+    "args", [["--hel", "run"], ["--conf", "c.toml", "process", "x"], ["--tra", "status"]]
+)
+def test_an_abbreviated_option_is_refused_before_the_verb_as_after_it(args: list[str]) -> None:
+    shown = run_cli(*args)
+    assert shown.returncode == 2
+    assert "unrecognized arguments" in shown.stderr or "invalid choice" in shown.stderr, shown.stderr
 
 
 def test_an_unknown_option_after_a_verb_is_said_by_that_verb() -> None:

@@ -225,7 +225,7 @@ def test_a_quarantined_file_is_explained_with_its_record_and_its_trace_linked(tm
     doc = _explain("bad.txt", "--watch", str(root), "--line", "2-4", "--config", str(config))
     assert doc["record"]["line"] == 3
     assert [s["result"] for s in doc["lines"][1]["steps"]] == ["failed"]
-    assert "not reached, the file failing before: 4" in doc["notes"]
+    assert "not reached, the file failing at or before: 4" in doc["notes"]
 
 
 def test_json_escapes_bytes_that_are_not_utf8_as_status_does(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_a_hung_processor_is_stopped_by_max_file_seconds(tmp_path: Path) -> None
     assert "max_file_seconds (1 s)" in stopped["error"]
     assert doc["notes"][0].startswith("the replay was stopped by [pipeline] max_file_seconds (1 s)")
     assert "hang_0 (hang) was still running on line 2" in doc["notes"][0]
-    assert doc["notes"][1] == "not reached, the file failing before: 3"
+    assert doc["notes"][1] == "not reached, the file failing at or before: 3"
 
 
 def test_the_error_record_is_printed_before_the_replay(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,11 @@ def output_as_named(layout: Layout) -> Path:
         return output.relative_to(root)
     with contextlib.suppress(OSError):
         if mount_id(output) == mount_id(root) is not None:
-            return Path(os.path.relpath(os.path.realpath(output), os.path.realpath(root)))
+            # ".." is followed from the root's real folder: the relative name must lead to the
+            # output folder itself (a symlink on the way to either could send it elsewhere).
+            relative = Path(os.path.relpath(output, root))
+            if folder_id(root / relative) == folder_id(output):
+                return relative
     return output
 
 
@@ -173,6 +178,16 @@ class Instance:
     def _build(self, layout: Layout, staging: Path) -> int:
         # Built under a dot name and renamed in, so every visible instance folder has its lock.
         staging.mkdir(mode=0o750)
+        try:
+            return self._lock_in(staging)
+        except (FileNotFoundError, BlockingIOError):
+            raise  # another instance took it for a dead one's and is removing it
+        except OSError:
+            # A full disk, say: nothing of this start is left behind for the next one's recovery.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _lock_in(self, staging: Path) -> int:
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
