@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from agentctl import run_cli, write_config
+from agentctl import agent_env, command, run_cli, start, stop, wait_until, write_config
 
 
 def _root(path: Path) -> Path:
@@ -340,3 +342,67 @@ def test_a_file_in_the_way_of_a_folder_is_named(tmp_path: Path) -> None:
         assert said in done.stderr, done.stderr
     shown = run_cli("process", ".")
     assert (shown.returncode, shown.stderr.strip()) == (1, "foldermon-agent: . is not a regular file")
+
+
+def test_sigterm_stops_process_and_leaves_no_temp_output(tmp_path: Path) -> None:
+    """timeout, cron and systemd stop with SIGTERM: `process --output` removes its temp file and
+    exits with 128 + 15, the old output untouched."""
+    config = write_config(tmp_path / "s.toml", '[[processors]]\ntype = "sleepy"\nseconds = 60\n')
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    out = tmp_path / "out.txt"
+    out.write_text("old\n")
+    proc = start("process", str(src), "--output", str(out), "--config", str(config), log=tmp_path / "p.log")
+    wait_until(lambda: any(n.endswith(".tmp") for n in os.listdir(tmp_path)), timeout=20)
+    assert stop(proc, signal.SIGTERM) == 128 + signal.SIGTERM
+    assert out.read_text() == "old\n"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_replaced_output_keeps_its_set_id_bits_and_owner(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file another owner")
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    out = tmp_path / "out.txt"
+    out.write_text("old\n")
+    os.chown(out, 65534, 65534)
+    out.chmod(0o4750)
+    assert run_cli("process", str(src), "--output", str(out)).returncode == 0
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, out.read_text()) == (0o4750, 65534, "one\n")
+
+
+def test_a_closed_standard_output_is_said(tmp_path: Path) -> None:
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command("status", "--watch", str(tmp_path))],
+        env=agent_env(),
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    assert closed.returncode == 1
+    assert "standard output is closed" in closed.stderr
+    assert "Traceback" not in closed.stderr
+
+
+def test_explain_a_name_with_watch_reads_the_root_s_file_not_one_in_the_current_folder(
+    tmp_path: Path,
+) -> None:
+    root = _root(tmp_path / "root")
+    (root / "processed").mkdir()
+    (root / "processed" / "x.txt").write_text("from the root\n")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "x.txt").write_text("from here\n")
+    done = subprocess.run(
+        command("explain", "x.txt", "--line", "1", "--json", "--watch", str(root)),
+        env=agent_env(),
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lines"][0]["text"] == "from the root"

@@ -4,6 +4,7 @@ pause and resume, compressed input."""
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import lzma
@@ -144,6 +145,50 @@ def test_run_once_leaves_what_a_full_disk_cannot_take_and_exits_75(tmp_path: Pat
         assert census(root)["underprocess"] == []
         assert not list((root / "unprocessed").glob(".*.attempts"))
         assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_run_once_on_a_full_root_exits_75_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The root's own disk full: run --once cannot even take its claim folder. It says so and
+    ends with 75 (try again later), the file untouched and no half-built claim folder left."""
+    with mounted(tmp_path / "fs", options="size=1m") as fs:
+        root = fs / "root"
+        drop(root, "a.txt", "a\n")
+        assert run_cli("run", "--watch", str(root), "--once").returncode == 0  # folders made
+        drop(root, "b.txt", "b\n")
+        _fill(fs)
+        done = run_cli("run", "--watch", str(root), "--once", timeout=60)
+        assert done.returncode == 75, done.stderr
+        assert "No space left on device" in done.stderr
+        assert census(root)["unprocessed"] == ["b.txt"]
+        assert [n for n in os.listdir(root / "underprocess") if n.startswith(".new-")] == []
+
+
+def test_run_once_stops_waiting_when_the_error_record_cannot_be_written(tmp_path: Path) -> None:
+    """A failing file whose error record the full disk refuses: run --once tries max_attempts
+    times in a row, then ends with 75, the file back in unprocessed/ (it used to try forever)."""
+    with mounted(tmp_path / "fs", options="size=1m") as fs:
+        root = fs / "root"
+        config = write_config(
+            tmp_path / "c.toml",
+            f'[output]\ndir = "{tmp_path / "out"}"\n[retry]\nbackoff = 0.05\nmax_attempts = 2\n'
+            '[[processors]]\ntype = "raise_on"\n',
+        )
+        (root / "unprocessed").mkdir(parents=True)
+        assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+        drop(root, "bad.txt", "BAD\n")
+        _fill(fs)
+        done = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=60)
+        assert done.returncode == 75, done.stderr
+        assert done.stdout.count("quarantine failed; will retry") == 2
+        assert census(root)["unprocessed"] == ["bad.txt"]
+
+
+def _fill(fs: Path) -> None:
+    """Fill a tmpfs to the last byte."""
+    with contextlib.suppress(OSError), (fs / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
 
 
 def test_run_once_leaves_a_file_still_open_for_writing_and_exits_75(tmp_path: Path) -> None:
