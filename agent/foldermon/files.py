@@ -147,7 +147,9 @@ class Files:
             except OSError as exc:
                 # The attempt cannot be counted on disk; running it uncounted could crash-loop.
                 log.warning("could not count the attempt; will retry", error=str(exc))
-                self.retries.add(replace(retry, due=self.ctx.clock() + self.ctx.config.retry.backoff))
+                waited = replace(retry.claim, waits=retry.claim.waits + 1)  # on the disk, not the file
+                due = self.ctx.clock() + self.ctx.config.retry.backoff
+                self.retries.add(replace(retry, due=due, claim=waited, environment=True))
                 return True
             outcome = self._attempt(retry.root, claim, exact=retry.exact)
             if isinstance(outcome, Produced):
