@@ -44,6 +44,9 @@ _CLAIM_BYTES = 1 << 20
 _RETAIN_EVERY = 0.2
 
 
+ONCE_ENVIRONMENT_TRIES = 3
+
+
 class Agent:
     """Serves every configured watch root until stopped (or, with ``once``, until drained)."""
 
@@ -282,8 +285,9 @@ class Agent:
 
     def _may_retry(self, retry: Retry) -> bool:
         # --once does not wait long for a full disk to be freed: after max_attempts tries in a row
-        # the file is left for a later run.
-        if self.once and retry.environment and retry.claim.waits >= self.config.retry.max_attempts:
+        # (three at least: one failed write must not end the run) the file is left for a later run.
+        tries = max(self.config.retry.max_attempts, ONCE_ENVIRONMENT_TRIES)
+        if self.once and retry.environment and retry.claim.waits >= tries:
             return False
         return self.roots.index(retry.root) not in self._holds
 
