@@ -22,9 +22,15 @@ def main() -> int:
         return 0
     # Before anything slow is imported: a signal in the first instants must not kill the agent.
     early.record()
-    from foldermon.cli import main as cli_main  # noqa: PLC0415 - after the handlers, on purpose
+    try:
+        from foldermon.cli import main as cli_main  # noqa: PLC0415 - after the handlers, on purpose
 
-    return cli_main()
+        return cli_main()
+    except KeyboardInterrupt as exc:  # a stop signal at the edge of a verb (early.CtrlC)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        for signum in early.SIGNALS:  # one that comes now ends the process as it asks
+            signal.signal(signum, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -95,14 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         args = _legacy(args, parser)
-    if args.command != "run":
-        early.restore()  # only the agent defers early signals
-        # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     for key in ("config", "output_dir", "trace", "log_level", "quiet"):
         if not hasattr(args, key):
             setattr(args, key, None)
     try:
+        if args.command != "run":
+            # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            early.restore()  # only the agent defers early signals; one come meanwhile stops it here
         return _dispatch(args)
     except ConfigError as exc:
         print(

@@ -406,3 +406,23 @@ def test_explain_a_name_with_watch_reads_the_root_s_file_not_one_in_the_current_
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["lines"][0]["text"] == "from the root"
+
+
+def test_retry_all_stopped_by_a_signal_leaves_no_file_without_its_record(tmp_path: Path) -> None:
+    """SIGTERM in the middle of `retry --all`: each file has moved with its record or not at
+    all (the signal waits for the pair), and the verb ends with 128 + 15."""
+    root = _root(tmp_path / "root")
+    (root / "failed").mkdir()
+    for i in range(3000):
+        (root / "failed" / f"f{i:04}").write_text("x\n")
+        (root / "failed" / f".f{i:04}.error.json").write_text('{"file": "f", "error_type": "E"}\n')
+    proc = start("retry", "--watch", str(root), "--all", log=tmp_path / "r.log")
+    wait_until(lambda: len(os.listdir(root / "unprocessed")) > 10, timeout=20, interval=0.001)
+    code = stop(proc, signal.SIGTERM)
+    left = {n for n in os.listdir(root / "failed") if not n.startswith(".")}
+    assert code == 128 + signal.SIGTERM or not left  # it may have finished first
+    for name in left:
+        assert (root / "failed" / f".{name}.error.json").exists(), name
+    moved = set(os.listdir(root / "unprocessed"))
+    assert not any((root / "failed" / f".{name}.error.json").exists() for name in moved)
+    assert len(moved) + len(left) == 3000

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from foldermon import early
 from foldermon.errors import FoldermonError
 from foldermon.queue.fsio import durable_rename_unique
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names, record_name
@@ -40,15 +42,21 @@ def requeue(
             f"not in {layout.failed}: {', '.join(unknown)}; see `foldermon-agent failed` for the names"
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    moved = []
+    moved: list[tuple[str, str]] = []
     for name in wanted:
-        # The record first: a retry cut short leaves the input in failed/ with its record kept,
-        # never a record in failed/ that has lost its input. A name gone meanwhile (another
-        # retry took it) is skipped.
-        with contextlib.suppress(FileNotFoundError):
-            _keep_record(layout, name, stamp)
-            moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
+        # A stop signal waits until the file and its record have both moved (it arrives between
+        # two files), so `retry --all` cut short leaves no input in failed/ without its record.
+        early.blocked_while(functools.partial(_requeue_one, layout, name, stamp, moved))
     return moved
+
+
+def _requeue_one(layout: Layout, name: str, stamp: str, moved: list[tuple[str, str]]) -> None:
+    # The record first: a retry cut short (a SIGKILL) leaves the input in failed/ with its record
+    # kept in the history, never a record in failed/ that has lost its input. A name gone
+    # meanwhile (another retry took it) is skipped.
+    with contextlib.suppress(FileNotFoundError):
+        _keep_record(layout, name, stamp)
+        moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
 
 
 def _keep_record(layout: Layout, name: str, stamp: str) -> None:
