@@ -901,3 +901,23 @@ def test_a_publish_stopped_at_each_step_is_judged_by_what_happened(
     published = stop_after == "rename"
     assert (report.finished, report.returned) == ((["data.txt"], []) if published else ([], ["data.txt"]))
     assert os.listdir(layout.output_dir) == []
+
+
+def test_recover_drops_the_record_of_a_quarantine_cut_short_by_a_crash(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """An instance died after taking a record's name in failed/ and before moving its input in:
+    the recovery returns the input and removes that record (it has no input), so the next
+    quarantine takes the input's own name; a record left by another instance stays."""
+    drop(layout, "bad.txt", b"BAD\n")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    started(dying, "bad.txt")
+    mine = {"file": "bad.txt", "failed_name": "bad.txt", "instance": OTHER}
+    (layout.failed / ".bad.txt.error.json").write_text(json.dumps(mine))
+    theirs = {"file": "bad.txt", "failed_name": "bad.1.txt", "instance": "someone-else-1"}
+    (layout.failed / ".bad.1.txt.error.json").write_text(json.dumps(theirs))
+    die(first)
+    report = make_queue(layout, open_instance(ME)).recover()
+    assert report.returned == ["bad.txt"]
+    assert sorted(os.listdir(layout.failed)) == [".bad.1.txt.error.json"]

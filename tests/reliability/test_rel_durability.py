@@ -252,7 +252,8 @@ FAULTS = {
     "fsync-EIO-claim-folder": Fault("fsync", "EIO", _fd_is(CLAIM_DIR), after=_src_is(r"{root}/unprocessed/victim\.txt")),
     "fsync-EIO-processed-folder": Fault("fsync", "EIO", _fd_is(r"{root}/processed"), after=_dst_is(r"{root}/processed/victim\.txt"), group_commit=True),
     "fsync-EIO-attempt-counter": Fault("fsync", "EIO", _fd_is(CLAIM_DIR + r"/\.\.victim\.txt\.attempts\..*\.tmp"), failing=True),
-    "fsync-EIO-error-record": Fault("fsync", "EIO", _fd_is(CLAIM_DIR + r"/\.\d+-[0-9a-f]{{8}}\.new"), failing=True, attempts=1),
+    # After the claim: the root's id, made at start, has a temp file of that form in the claim folder too.
+    "fsync-EIO-error-record": Fault("fsync", "EIO", _fd_is(CLAIM_DIR + r"/\.\d+-[0-9a-f]{{8}}\.new"), after=_src_is(r"{root}/unprocessed/victim\.txt"), failing=True, attempts=1),
     "linkat-EIO-output-publish": Fault("linkat", "EIO", _link_is(OUTPUT_PUB)),
     "renameat2-ENOSPC-output-commit": Fault("renameat2", "ENOSPC", _src_is(OUTPUT_PUB)),
     "fsync-EIO-claim-folder-at-finish": Fault("fsync", "EIO", _fd_is(CLAIM_DIR), after=_dst_is(r"{root}/processed/victim\.txt"), orphan=True, group_commit=True),

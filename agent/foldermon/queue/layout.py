@@ -116,16 +116,18 @@ def make_dir(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def root_id(root: Path) -> str:
+def root_id(root: Path, tmp_dir: Path) -> str:
     """The root's id: the random id kept in it (made once by whichever instance comes first; link:
     exactly one wins), bound to the root folder itself, so that a copy of the root (``cp -a``) is
-    another root. Every host sees one folder's inode alike, so they all name it alike."""
+    another root. Every host sees one folder's inode alike, so they all name it alike.
+    ``tmp_dir`` (this instance's claim folder) holds the new id's temp file: a start killed
+    meanwhile leaves it to the recovery of that folder, never in the root."""
     path = root / ROOT_ID_NAME
     try:
         kept = _read_id(path)
     except FileNotFoundError:
         with contextlib.suppress(FileExistsError):
-            write_new(path, uuid.uuid4().hex.encode() + b"\n", root)
+            write_new(path, uuid.uuid4().hex.encode() + b"\n", tmp_dir)
         kept = _read_id(path)
     folder = os.stat(root).st_ino
     return hashlib.sha256(f"{kept}:{folder}".encode()).hexdigest()[:32]

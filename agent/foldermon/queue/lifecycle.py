@@ -89,7 +89,7 @@ class Queue:
         # Dead instances' claim folders fenced (renamed away) and when this instance first saw
         # each: recovered once they are 2 * lease old (see recovery.recover).
         self.fenced_seen: dict[str, float] = {}
-        self.root_id = root_id(layout.root)
+        self.root_id = root_id(layout.root, instance.dir)
         # Where moves are single renames, no input is ever left under two names by a cut move:
         # a second name is then a producer's hard link (recovery.py).
         self.atomic_moves = renames_atomically(instance.dir)
@@ -123,7 +123,7 @@ class Queue:
             with contextlib.suppress(FileNotFoundError):  # fenced by another instance meanwhile
                 fence(self.instance.dir)
         self.instance = Instance(self.layout, self.instance.id)
-        self.root_id = root_id(self.layout.root)
+        self.root_id = root_id(self.layout.root, self.instance.dir)
         self.held.clear()
         self.generation += 1
 
@@ -391,15 +391,20 @@ class Queue:
         self._drop_counter(claim.name)
         return name or claim.name
 
-    def _quarantine(self, src: Path, name: str, record: Mapping[str, Any]) -> str | None:
-        stored = name
+    @staticmethod
+    def stored_name(name: str) -> str:
+        """The name an input is quarantined under: a long one shortened so its record's name
+        fits (the record keeps the full name under "file")."""
         if len(os.fsencode("." + name + ERROR_SUFFIX)) + _SUFFIX_ROOM > _NAME_MAX:
-            stored = _shortened(name)  # the record keeps the full name under "file"
+            return _shortened(name)
+        return name
+
+    def _quarantine(self, src: Path, name: str, record: Mapping[str, Any]) -> str | None:
         return quarantine(
             self.layout,
             src,
             name=name,
-            stored=stored,
+            stored=self.stored_name(name),
             record=record,
             tmp_dir=self.instance.dir,
             now=self._now(),

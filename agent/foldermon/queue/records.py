@@ -73,8 +73,9 @@ def quarantine(
 
     The record's name is taken first: it reserves the input's name there against another
     instance failing a same-named input at the same moment. A record that is there already is
-    never replaced, whoever left it (a quarantine cut short, an input moved out by hand): the
-    input takes the next name.
+    never replaced, whoever left it (an input moved out by hand): the input takes the next name.
+    (A quarantine cut short by a crash has its record removed by the recovery that returns the
+    input: ``drop_orphan_records``.)
     """
     failed = layout.failed
     n = 0
@@ -107,6 +108,33 @@ def quarantine(
         fsync_dir(failed)
         fsync_dir(src.parent)
         return dst
+
+
+def drop_orphan_records(layout: Layout, instance_id: str, name: str, stored: str) -> int:
+    """Remove the records a quarantine of ``name`` by ``instance_id`` left without their input
+    (the instance died between taking the record's name and moving the input in); the input,
+    returned by recovery, is tried again and gets a record of its own. How many were removed."""
+    failed, n, dropped = layout.failed, 0, 0
+    while True:
+        dst = unique_name(stored, n)
+        n += 1
+        record = failed / record_name(dst)
+        if not os.path.lexists(record):
+            if os.path.lexists(failed / dst):
+                continue  # an input whose record is gone: a later name may still be this one's
+            return dropped
+        if os.path.lexists(failed / dst):
+            continue
+        try:
+            fd = os.open(record, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                said = json.loads(f.read(1 << 20))
+        except (OSError, ValueError):
+            continue  # not a record this agent wrote: left alone
+        if isinstance(said, dict) and said.get("instance") == instance_id and said.get("file") == name:
+            record.unlink(missing_ok=True)
+            fsync_dir(failed)
+            dropped += 1
 
 
 def migrate_legacy_records(layout: Layout) -> int:

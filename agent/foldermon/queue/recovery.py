@@ -34,6 +34,7 @@ from foldermon.queue.instance import (
 from foldermon.queue.layout import LOCK_NAME, is_input_name
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_names, temp_owner, temp_prefix
+from foldermon.queue.records import drop_orphan_records
 
 if TYPE_CHECKING:
     from foldermon.queue.lifecycle import Queue
@@ -139,6 +140,8 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
         else:
             if name == lock.active:
                 _count_interrupted(queue, folder, name, st.st_ino)
+                # Its attempt may have been quarantining it: a record without its input goes.
+                drop_orphan_records(queue.layout, instance_id, name, queue.stored_name(name))
             report.returned.append(return_input(queue.layout, folder, name))
     if report.finished:
         fsync_dir(folder)  # the finished inputs' old names are gone before their proof is
