@@ -49,10 +49,12 @@ def process_file(
     with telemetry.tracer.start_as_current_span(
         "foldermon.process_file", attributes=attributes, start_time=start_ns
     ) as span:
+        tracers: list[LineTracer] = []
 
         def traced(fin: BinaryIO) -> Feed:
             span.set_attribute("file.size", os.fstat(fin.fileno()).st_size)
             tracer = LineTracer.for_config(pipeline, telemetry.line_spans, span, config.telemetry, source=fin)
+            tracers.extend([tracer] if tracer else [])
             return tracer or pipeline.feed
 
         try:
@@ -63,6 +65,8 @@ def process_file(
             raise  # recorded on the span, with status ERROR, as it leaves
         finally:
             processor_spans(telemetry.line_spans, span, pipeline, start_ns)
+            for tracer in tracers:  # how many lines were traced, of how many examined, as run says
+                span.set_attributes(tracer.summary())
         span.set_attribute("foldermon.outcome", "processed")
         span.set_attribute("foldermon.lines.in", result.lines_in)
         span.set_attribute("foldermon.lines.out", result.lines_out)

@@ -415,3 +415,22 @@ def test_a_stop_with_a_hung_collector_ends_in_time_without_a_dump(tmp_path: Path
     assert took < 8.0
     assert "Current thread" not in log  # no watchdog dump
     assert "telemetry shutdown incomplete" in log
+
+
+def test_process_with_trace_says_on_its_file_span_how_much_was_traced(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """`process --trace` states on its file span, as `run` does, how many lines were traced of
+    how many examined, and that the cap cut the trace short."""
+    src = tmp_path / "big.txt"
+    src.write_text(_lines(5000))
+    config = write_config(tmp_path / "p.toml", "[telemetry]\nmax_line_spans_per_file = 100\n" + COUNTER)
+    done = run_cli(
+        "process", str(src), "--trace", "--config", str(config), env={**FAST, **receiver.endpoint_env("grpc")}
+    )
+    assert done.returncode == 0, done.stderr
+    spans = receiver.wait_for(lambda rx: _named(rx.spans(), "foldermon.process_file") or None)
+    attributes = spans[0]["attributes"]
+    assert attributes["foldermon.lines.traced"] == len(_named(receiver.spans(), "foldermon.line")) == 100
+    assert attributes["foldermon.lines.examined"] >= 100
+    assert attributes["foldermon.trace.truncated"] is True
