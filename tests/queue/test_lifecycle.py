@@ -32,6 +32,7 @@ from foldermon.queue.instance import Instance, LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, Layout, record_name
 from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import published_name, publishing_name
+from foldermon.queue.recovery import Recovery
 
 # Instance ids have the shape new_instance_id() gives (host-pid-random): temp outputs are
 # matched to their owner by it.
@@ -778,6 +779,16 @@ def _published_and_died(layout: Layout) -> Path:
     return output
 
 
+def _recovered_by_a_survivor(layout: Layout) -> Recovery:
+    """What the recovery of instance ME, started on ``layout``, reports."""
+    layout.create()
+    survivor = Instance(layout, ME)
+    try:
+        return make_queue(layout, survivor).recover()
+    finally:
+        survivor.close()
+
+
 def test_recover_finds_an_output_folder_beside_the_root_where_another_host_mounts_it(tmp_path: Path) -> None:
     """Hosts mount a shared volume at their own paths, each with its own output folder beside the
     root: the lock names the dead instance's folder relative to the root, so a host that sees the
@@ -785,13 +796,7 @@ def test_recover_finds_an_output_folder_beside_the_root_where_another_host_mount
     output = _published_and_died(Layout.for_root(tmp_path / "vol" / "root", tmp_path / "vol" / "outA"))
     (tmp_path / "vol").rename(tmp_path / "elsewhere")  # host b: the same volume, another path
     vol = tmp_path / "elsewhere"
-    layout = Layout.for_root(vol / "root", vol / "outB")
-    layout.create()
-    survivor = Instance(layout, ME)
-    try:
-        report = make_queue(layout, survivor).recover()
-    finally:
-        survivor.close()
+    report = _recovered_by_a_survivor(Layout.for_root(vol / "root", vol / "outB"))
     assert (report.finished, report.returned) == (["data.txt"], [])
     assert (vol / "outA" / output.name).read_bytes() == b"output\n"
     assert os.listdir(vol / "outB") == []
@@ -813,12 +818,7 @@ def test_recover_leaves_the_claims_of_an_instance_whose_output_folder_is_not_her
         if where == "other-fs-another-folder":
             output.mkdir()  # the same path, another folder (another disk, or made anew)
         mine = Layout.for_root(tmp_path / "root")
-        mine.create()
-        survivor = Instance(mine, ME)
-        try:
-            report = make_queue(mine, survivor).recover()
-        finally:
-            survivor.close()
+        report = _recovered_by_a_survivor(mine)
     finally:
         shutil.rmtree(elsewhere)
     assert (report.finished, report.returned) == ([], [])
