@@ -308,9 +308,10 @@ class Files:
         self.ctx.progress.file_done(result.outcome, result.lines_in)
         if result.retry_in is not None:
             finish = target if result.finish_only else None
-            # The next attempt links to this one's trace; a batch run that runs again at once
-            # line by line is the same attempt, traced (and listed) by that run.
-            if result.trace is not None and not result.rerun:
+            # The next attempt links to this one's trace. A batch run that runs again at once
+            # line by line is the same attempt: that run links to (and the record lists) its
+            # trace when it was kept, and traces the attempt itself whatever the sampler says.
+            if result.trace is not None and (result.trace.sampled or not result.rerun):
                 claim = replace(claim, traces=(*claim.traces, result.trace))
             if result.environment:
                 claim = replace(claim, waits=claim.waits + 1)

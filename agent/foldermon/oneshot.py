@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from foldermon import console
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
-from foldermon.errors import FoldermonError
+from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.fsio import fsync_dir
 from foldermon.worker import StreamResult, open_input, stream
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
     from foldermon.telemetry import Telemetry
 
 Feed = Callable[[list[str]], list[str]]
@@ -37,31 +39,65 @@ def process_file(
     """Process ``src`` into ``dst`` (atomically replaced) or stdout; returns the exit code.
 
     Without ``telemetry`` (nothing asks for it) no span is made and OpenTelemetry is not loaded.
+    A processor failing in a batch does not say on which line: the file then runs again line by
+    line, its output discarded, so that the error (and, traced, an ERROR line span) names it.
     """
+    traced_as: list[SpanContext] = []  # the span context of the batch run, for the rerun's link
+    try:
+        _one_run(config, registry, telemetry, src, dst, progress=progress, traced_as=traced_as)
+    except ProcessorError as exc:
+        if exc.line is not None:
+            raise
+        _one_run(config, registry, telemetry, src, None, exact=True, traced_as=traced_as)
+        raise  # the line-by-line run passed: a processor failing by chance; its error stands
+    return 0
+
+
+def _one_run(
+    config: Config,
+    registry: Registry,
+    telemetry: Telemetry | None,
+    src: Path,
+    dst: Path | None,
+    *,
+    progress: bool = False,
+    exact: bool = False,
+    traced_as: list[SpanContext],
+) -> StreamResult:
+    """One run of ``src`` through a new pipeline; ``exact`` runs it line by line into nothing.
+    Traced, its span links to the spans in ``traced_as`` and joins them."""
     pipeline = build_pipeline(config.processors, registry)
+    plain = pipeline.feed_exact if exact else pipeline.feed
     if telemetry is None:
-        _process(config, pipeline, src, dst, lambda _fin: pipeline.feed, progress=progress)
-        return 0
-    from foldermon.telemetry import LineTracer, processor_spans  # see above
+        return _process(config, pipeline, src, dst, lambda _fin: plain, progress=progress, discard=exact)
+    from opentelemetry.trace import Link  # see above
+
+    from foldermon.telemetry import LineTracer, processor_spans
 
     start_ns = time.time_ns()
-    attributes = {"file.path": str(src.absolute()), "file.name": src.name}
+    attributes: dict[str, str | bool] = {"file.path": str(src.absolute()), "file.name": src.name}
+    if exact:
+        attributes["foldermon.lines.exact"] = True
+    links = [Link(context) for context in traced_as]
     with telemetry.tracer.start_as_current_span(
-        "foldermon.process_file", attributes=attributes, start_time=start_ns
+        "foldermon.process_file", attributes=attributes, links=links, start_time=start_ns
     ) as span:
         tracers: list[LineTracer] = []
 
         def traced(fin: BinaryIO) -> Feed:
             span.set_attribute("file.size", os.fstat(fin.fileno()).st_size)
-            tracer = LineTracer.for_config(pipeline, telemetry.line_spans, span, config.telemetry, source=fin)
+            tracer = LineTracer.for_config(
+                pipeline, telemetry.line_spans, span, config.telemetry, source=fin, exact=exact
+            )
             tracers.extend([tracer] if tracer else [])
-            return tracer or pipeline.feed
+            return tracer or plain
 
         try:
-            result = _process(config, pipeline, src, dst, traced, progress=progress)
+            result = _process(config, pipeline, src, dst, traced, progress=progress, discard=exact)
         except Exception as exc:
             span.set_attribute("foldermon.outcome", "failed")
             span.set_attribute("error.type", type(exc).__qualname__)  # as the agent's file span
+            traced_as.append(span.get_span_context())
             raise  # recorded on the span, with status ERROR, as it leaves
         finally:
             processor_spans(telemetry.line_spans, span, pipeline, start_ns)
@@ -70,7 +106,7 @@ def process_file(
         span.set_attribute("foldermon.outcome", "processed")
         span.set_attribute("foldermon.lines.in", result.lines_in)
         span.set_attribute("foldermon.lines.out", result.lines_out)
-    return 0
+    return result
 
 
 def _process(
@@ -81,8 +117,10 @@ def _process(
     feed_for: Callable[[BinaryIO], Feed],
     *,
     progress: bool,
+    discard: bool = False,
 ) -> StreamResult:
-    """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst`` or stdout."""
+    """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst``, stdout or
+    (``discard``) nowhere."""
     try:
         limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         with open_input(src, max_input_bytes=limit) as fin:
@@ -90,6 +128,8 @@ def _process(
             feed = feed_for(fin)
             with _progress(fin, size, src.name, enabled=progress) as keep_going:
                 run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
+                if discard:
+                    return run.to_nowhere(pipeline)
                 return (
                     run.to_stdout(pipeline) if dst is None or str(dst) == "-" else run.to_file(pipeline, dst)
                 )
@@ -127,6 +167,10 @@ class _Run:
     def to_stdout(self, pipeline: Pipeline) -> StreamResult:
         sys.stdout.flush()
         return self._stream(pipeline, sys.stdout.fileno())
+
+    def to_nowhere(self, pipeline: Pipeline) -> StreamResult:
+        with open(os.devnull, "wb") as sink:
+            return self._stream(pipeline, sink.fileno())
 
     def to_file(self, pipeline: Pipeline, dst: Path) -> StreamResult:
         """Write through a temp file so no partial output ever carries the final name. A

@@ -434,3 +434,50 @@ def test_process_with_trace_says_on_its_file_span_how_much_was_traced(
     assert attributes["foldermon.lines.traced"] == len(_named(receiver.spans(), "foldermon.line")) == 100
     assert attributes["foldermon.lines.examined"] >= 100
     assert attributes["foldermon.trace.truncated"] is True
+
+
+def test_process_names_a_failing_line_deep_in_the_file(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """`process` of a file failing at line 5,000 of 20,000 names the line, without --trace and with
+    it; traced, the line-by-line run has the ERROR line span and links to the batch run before it."""
+    src = tmp_path / "deep.txt"
+    src.write_text(_lines(20_000, bad_at=5_000))
+    config = write_config(tmp_path / "p.toml", FAILING)
+    plain = run_cli("process", str(src), "--config", str(config))
+    assert plain.returncode == 1
+    assert "failed at line 5000" in plain.stderr, plain.stderr
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    traced = run_cli("process", str(src), "--trace", "--config", str(config), env=env)
+    assert traced.returncode == 1
+    assert "failed at line 5000" in traced.stderr, traced.stderr
+    files = receiver.wait_for(
+        lambda rx: len(_named(rx.spans(), "foldermon.process_file")) == 2 and rx.spans()
+    )
+    batch, exact = sorted(_named(files, "foldermon.process_file"), key=lambda s: s["start_ns"])
+    assert exact["attributes"]["foldermon.lines.exact"] is True
+    assert "foldermon.lines.exact" not in batch["attributes"]
+    assert exact["links"] == [(batch["trace_id"], batch["span_id"])]
+    errors = [s for s in _named(receiver.spans(), "foldermon.line") if s["status_code"] == 2]
+    assert [(s["trace_id"], s["attributes"]["foldermon.line.number"]) for s in errors] == [
+        (exact["trace_id"], 5_000)
+    ]
+
+
+def test_the_line_by_line_run_of_attempt_one_links_to_its_batch_run(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Sampled, the batch run of attempt 1 that failed without naming a line is not an orphan trace:
+    the line-by-line run links to it and the record lists it (as attempt 1, before that run)."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", _lines(3_000, bad_at=2_000))
+    _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 1\n" + FAILING)
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert record["line"] == 2_000
+    files = receiver.wait_for(
+        lambda rx: len(_named(rx.spans(), "foldermon.process_file")) == 2 and rx.spans()
+    )
+    batch, exact = sorted(_named(files, "foldermon.process_file"), key=lambda s: s["start_ns"])
+    assert exact["attributes"]["foldermon.lines.exact"] is True
+    assert exact["links"] == [(batch["trace_id"], batch["span_id"])]
+    listed = [(t["attempt"], t["trace_id"]) for t in record["attempt_traces"]]
+    assert listed == [(1, batch["trace_id"]), (1, exact["trace_id"])]
+    assert record["trace_id"] == exact["trace_id"]
