@@ -127,6 +127,7 @@ class Instruments:
         )
         self._cached: list[QueueSample] = []
         self._sampled_at = -1e9
+        self._served: set[str] = set()
         meter.create_observable_gauge(
             "foldermon.queue.depth",
             callbacks=[self._depths],
@@ -146,21 +147,23 @@ class Instruments:
             description="1 for the watch mode in use per root, with the reason",
         )
 
-    def _samples(self) -> list[QueueSample]:
-        """One look at the queues serves both gauges of a collection."""
-        now = time.monotonic()
-        if now - self._sampled_at > 1.0:
+    def _samples(self, gauge: str) -> list[QueueSample]:
+        """One look at the queues serves both gauges of a collection: a gauge asking again (the
+        next collection, the final one at exit included) gets a new look."""
+        if gauge in self._served or time.monotonic() - self._sampled_at > 1.0:
             self._cached = list(self.queue_source())
-            self._sampled_at = now
+            self._sampled_at = time.monotonic()
+            self._served.clear()
+        self._served.add(gauge)
         return self._cached
 
     def _depths(self, _options: CallbackOptions) -> Iterable[Observation]:
-        for sample in self._samples():
+        for sample in self._samples("depth"):
             for state, count in sample.depths.items():
                 yield Observation(count, {"foldermon.queue.state": state, **_root(sample)})
 
     def _oldest(self, _options: CallbackOptions) -> Iterable[Observation]:
-        for sample in self._samples():
+        for sample in self._samples("oldest"):
             yield Observation(sample.oldest_age or 0.0, _root(sample))
 
     def _modes(self, _options: CallbackOptions) -> Iterable[Observation]:
