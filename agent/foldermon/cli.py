@@ -232,15 +232,19 @@ def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
     record = explaintext.record_summary(path, folder)
     if record and not args.json:  # said before the replay, which may take long
         print(explaintext.record_text(record), flush=True)
+    from foldermon.oneshot import data_on_stdout
+
     if not config.telemetry.wanted(os.environ):
-        doc = explain.explain(config, registry, path, args.line)
+        with data_on_stdout():  # what the replayed plugins write stays out of the report
+            doc = explain.explain(config, registry, path, args.line)
     else:
         from foldermon.telemetry import record_links
 
         telemetry = _command_telemetry(config, data_on_stdout=True)
         try:
             links = record_links(record or {})
-            doc = explain.explain(config, registry, path, args.line, tracer=telemetry.tracer, links=links)
+            with data_on_stdout():
+                doc = explain.explain(config, registry, path, args.line, tracer=telemetry.tracer, links=links)
         finally:
             telemetry.shutdown()
     if args.json:

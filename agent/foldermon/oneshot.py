@@ -165,8 +165,8 @@ class _Run:
         )
 
     def to_stdout(self, pipeline: Pipeline) -> StreamResult:
-        sys.stdout.flush()
-        return self._stream(pipeline, sys.stdout.fileno())
+        with data_on_stdout() as out:
+            return self._stream(pipeline, out)
 
     def to_nowhere(self, pipeline: Pipeline) -> StreamResult:
         with open(os.devnull, "wb") as sink:
@@ -203,6 +203,30 @@ class _Run:
         tmp.replace(dst)
         fsync_dir(dst.parent)
         return result
+
+
+@contextlib.contextmanager
+def data_on_stdout() -> Iterator[int]:
+    """While plugin code runs, descriptor 1 is stderr, so that nothing a plugin writes (``print``,
+    or bytes to descriptor 1 itself) mixes with a verb's data; yields the real stdout's descriptor."""
+    sys.stdout.flush()
+    try:
+        out = os.dup(1)
+    except OSError:  # stdout is closed: the first write says so
+        yield 1
+        return
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr: plugins' bytes cannot be moved out of the way
+        os.close(out)
+        yield 1
+        return
+    try:
+        yield out
+    finally:
+        sys.stdout.flush()
+        os.dup2(out, 1)
+        os.close(out)
 
 
 def _take_over(fd: int, st: os.stat_result | None) -> None:

@@ -216,6 +216,26 @@ def test_what_a_processor_prints_never_mixes_with_records_reports_or_logs(tmp_pa
     assert "chatty done" in ran.stderr
 
 
+def test_bytes_a_processor_writes_to_descriptor_1_stay_out_of_records_and_reports(tmp_path: Path) -> None:
+    """A plugin writing to descriptor 1 itself (as a C library does): `process` to stdout gives the
+    records alone, `explain --json` stays JSON; the bytes go to stderr, and stdout works after."""
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "fdwriter"\n')
+    data = tmp_path / "data.txt"
+    data.write_text("one\ntwo\n")
+    shown = run_cli("process", str(data), "--config", str(config))
+    assert (shown.returncode, shown.stdout) == (0, "one\ntwo\n"), shown.stderr
+    assert "fdwriter saw 2 lines" in shown.stderr
+    assert "fdwriter done" in shown.stderr
+    explained = run_cli("explain", str(data), "--line", "1", "--json", "--config", str(config))
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["lines"][0]["number"] == 1
+    assert "fdwriter" in explained.stderr
+    text = run_cli("explain", str(data), "--line", "2", "--config", str(config))
+    assert text.returncode == 0, text.stderr
+    assert "fdwriter saw" not in text.stdout
+    assert "line 2: 'two'" in text.stdout
+
+
 def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None:
     """A line over max_line_bytes fails the file at once, with that reason."""
     root = tmp_path / "root"

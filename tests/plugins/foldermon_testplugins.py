@@ -110,6 +110,18 @@ class Chatty:
         return []
 
 
+class FdWriter:
+    """Writes to file descriptor 1 itself, as a C library might, around every batch."""
+
+    def process(self, lines: list[str]) -> list[str]:
+        os.write(1, f"fdwriter saw {len(lines)} lines\n".encode())
+        return lines
+
+    def finish(self) -> list[str]:
+        os.write(1, b"fdwriter done\n")
+        return []
+
+
 class Returns:
     """Returns what a careless plugin might instead of a list of str when a line contains
     ``marker``: ``what`` is "none", "generator", "ints", "bytes", "none-inside" or "tuple"."""
