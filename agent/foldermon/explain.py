@@ -29,6 +29,7 @@ from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.explaintext import ranges
 from foldermon.pipeline import Pipeline, Step, build_pipeline, step_result
 from foldermon.processors import Registry
+from foldermon.queue.fsio import file_kind
 from foldermon.queue.layout import FAILED, PROCESSED
 from foldermon.worker import LineTooLongError, open_input, read_batches
 
@@ -50,24 +51,12 @@ def find_file(name: Path, roots: Iterable[Path], *, roots_first: bool = False) -
         if not stat.S_ISREG(mode):
             # The agent quarantines a FIFO, socket or folder unread: there are no lines to replay.
             raise FoldermonError(
-                f"{path} is {_kind(mode)}, not a regular file: the agent does not read it, so there "
+                f"{path} is {file_kind(mode)}, not a regular file: the agent does not read it, so there "
                 "is nothing to replay"
             )
         return path, folder
     where = " or ".join(f"{r}/{{processed,failed}}/" for r in roots)
     raise FoldermonError(f"no such file: {name}" + (f" (nor {name.name} in {where})" if where else ""))
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISLNK, "a symbolic link (links are never followed, as by the agent)"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def explain(

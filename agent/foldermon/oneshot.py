@@ -16,7 +16,7 @@ from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
-from foldermon.queue.fsio import fsync_dir
+from foldermon.queue.fsio import file_kind, fsync_dir
 from foldermon.worker import StreamResult, open_input, stream
 
 if TYPE_CHECKING:
@@ -184,7 +184,12 @@ class _Run:
         except OSError as exc:
             raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc}") from exc
         if st is not None and not stat.S_ISREG(st.st_mode):
-            raise FoldermonError(f"cannot write {dst}: it is {_not_a_file(st.st_mode)}")
+            if stat.S_ISDIR(st.st_mode):
+                raise FoldermonError(f"cannot write {dst}: it is a folder; give a file name")
+            raise FoldermonError(
+                f"cannot write {dst}: it is {file_kind(st.st_mode)}, not a file (without --output, "
+                "process writes to stdout)"
+            )
         import tempfile  # only for an output file: stdout needs none of it
 
         try:
@@ -235,16 +240,3 @@ def _take_over(fd: int, st: os.stat_result | None) -> None:
     if st is not None and os.geteuid() == 0:
         os.fchown(fd, st.st_uid, st.st_gid)
     os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o644)
-
-
-def _not_a_file(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder; give a file name"
-    kinds = {
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISFIFO: "a pipe",
-        stat.S_ISSOCK: "a socket",
-    }
-    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
-    return f"{kind}, not a file (without --output, process writes to stdout)"

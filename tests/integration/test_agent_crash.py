@@ -156,7 +156,7 @@ def test_a_processor_returning_something_else_than_lines_fails_its_file_with_its
     shown = run_cli("process", str(data), "--output", str(out), "--config", str(config))
     assert shown.returncode == 1
     assert "Traceback" not in shown.stderr
-    assert "'sloppy' (returns) failed: TypeError: process() returned" in shown.stderr
+    assert "'sloppy' (returns) failed at line 2: TypeError: process() returned" in shown.stderr
     assert not out.exists()
     explained = run_cli("explain", str(data), "--line", "2", "--json", "--config", str(config))
     assert "Traceback" not in explained.stderr

@@ -22,6 +22,22 @@ def _renameat2() -> Any:
     return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
+_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What kind of file ``mode`` (an ``st_mode``) is, in words: "a folder", "a FIFO (named pipe)"."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
 def fsync_fd(fd: int) -> None:
     """fsync, tolerating filesystems that do not support it (EINVAL), as on some FUSE mounts."""
     try:

@@ -30,7 +30,7 @@ from foldermon.queue.claims import (
     Unclaimable,
 )
 from foldermon.queue.counter import Count, counter_name, read_counter, write_counter
-from foldermon.queue.fsio import fsync_dir, renames_atomically, unique_name
+from foldermon.queue.fsio import file_kind, fsync_dir, renames_atomically, unique_name
 from foldermon.queue.instance import Instance, fence
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, make_dir, root_id
 from foldermon.queue.moves import move_unique, return_input
@@ -54,15 +54,6 @@ def _shortened(name: str) -> str:
     """A name short enough for ``failed/``: the first 160 bytes, ``~`` and a digest of the whole."""
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     return f"{os.fsdecode(os.fsencode(name)[:160])}~{digest}"
-
-
-_KIND = {
-    stat.S_IFLNK: "a symbolic link (never followed)",
-    stat.S_IFIFO: "a FIFO (never opened: reading it would block)",
-    stat.S_IFSOCK: "a socket (never opened)",
-    stat.S_IFCHR: "a character device (never opened)",
-    stat.S_IFBLK: "a block device (never opened)",
-}
 
 
 class Queue:
@@ -214,7 +205,8 @@ class Queue:
         if kind == stat.S_IFDIR:
             return Directory(name)
         if kind != stat.S_IFREG:
-            reason: str | None = f"not a regular file: {_KIND.get(kind, 'an unknown file type')}"
+            never = "followed" if kind == stat.S_IFLNK else "opened: reading it could block"
+            reason: str | None = f"not a regular file: {file_kind(kind)} (never {never})"
         else:
             reason = self._name_problem(name)
         if reason is not None:
