@@ -215,6 +215,9 @@ def data_on_stdout() -> Iterator[int]:
     """While plugin code runs, descriptor 1 is stderr, so that nothing a plugin writes (``print``,
     or bytes to descriptor 1 itself) mixes with a verb's data; yields the real stdout's descriptor."""
     sys.stdout.flush()
+    if sys.stderr is None:  # started without stderr: descriptor 2 may be any file opened since
+        yield 1
+        return
     try:
         out = os.dup(1)
     except OSError:  # stdout is closed: the first write says so
