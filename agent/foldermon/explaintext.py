@@ -127,8 +127,11 @@ def record_text(record: Mapping[str, Any]) -> str:
         text += f" in {record['processor_id']} ({record.get('processor_type')})"
     if record.get("line"):
         text += f" on line {record['line']}"
-    if record.get("cause") or record.get("message"):
-        text += f": {record.get('cause') or record.get('message')}"
+    # A processor's own exception says more than "processor X failed"; the agent's sentence
+    # (a truncated input, a line too long) says more than the exception under it.
+    first, second = ("cause", "message") if record.get("processor_id") else ("message", "cause")
+    if record.get(first) or record.get(second):
+        text += f": {record.get(first) or record.get(second)}"
     traces = [t for t in record.get("attempt_traces") or [] if isinstance(t, dict)]
     failing = traces[-1] if traces else None
     if failing and failing.get("sampled"):

@@ -376,3 +376,27 @@ def test_telemetry_logs_go_to_stderr_as_json_and_stdout_is_the_report(tmp_path: 
     assert json.loads(result.stdout)["lines"][0]["text"] == "x"
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(r["event"].startswith("prometheus endpoint could not listen") for r in records)
+
+
+def test_a_quarantined_truncated_input_is_explained_by_the_agents_sentence(tmp_path: Path) -> None:
+    """For an input the agent refused (a truncated gzip), explain says what the agent said (where it
+    was cut), not only the library's exception under it; for a processor's failure, its exception."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    (root / "unprocessed" / "t.gz").write_bytes(gzip.compress(b"hello\nworld\n" * 100)[:20])
+    assert run_cli("run", "--watch", str(root), "--once").returncode == 1
+    result = run_cli("explain", "t.gz", "--watch", str(root), "--line", "1")
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(
+        "the agent quarantined this file after 1 attempt(s): InputRejectedError: truncated gzip"
+    )
+    config = write_config(
+        tmp_path / "c.toml", '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "raise_on"\n'
+    )
+    drop(root, "bad.txt", "BAD\n")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
+    result = run_cli("explain", "bad.txt", "--watch", str(root), "--line", "1", "--config", str(config))
+    assert (
+        "ProcessorError in raise_on_0 (raise_on) on line 1: ValueError: cannot handle line 'BAD'"
+        in result.stdout
+    )
