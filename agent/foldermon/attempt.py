@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,7 +22,7 @@ from foldermon.errors import UNREACHABLE_ERRNOS, InputRejectedError, ProcessingT
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.claims import Claim, LeaseLostError
-from foldermon.queue.counter import TraceRef
+from foldermon.queue.counter import Count, TraceRef
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import OutputTarget
@@ -61,13 +61,40 @@ def _trace_ref(attempt: int, span: Span) -> TraceRef:
     )
 
 
-def _links(claim: Claim) -> list[Link]:
+def _links(traces: Sequence[TraceRef]) -> list[Link]:
     """Links from an attempt's span to the spans of the file's earlier attempts that were kept."""
     return [
         Link(SpanContext(int(t.trace_id, 16), int(t.span_id, 16), is_remote=True, trace_flags=TraceFlags(1)))
-        for t in claim.traces
+        for t in traces
         if t.sampled
     ]
+
+
+def trace_fields(earlier: Sequence[TraceRef], this: TraceRef) -> dict[str, Any]:
+    """What an error record says of the traces: the last one (None when the sampler dropped it:
+    a trace id that leads nowhere is not given) and every attempt's."""
+    return {
+        "trace_id": this.trace_id if this.sampled else None,
+        "trace_sampled": this.sampled,
+        "attempt_traces": [asdict(t) for t in (*earlier, this)],
+    }
+
+
+def exhausted_trace(tel: Telemetry, queue: Queue, name: str, count: Count, message: str) -> dict[str, Any]:
+    """The span of the quarantine of a file whose attempts are used up by agents that stopped
+    during them (those attempts' own spans never ended); its record's trace fields."""
+    attributes: dict[str, str | int] = {
+        "file.path": str(queue.layout.unprocessed / name),
+        "file.name": name,
+        **queue.attributes,
+        "foldermon.attempt": count.attempts,
+        "foldermon.outcome": "failed",
+        "error.type": "AttemptsExhausted",
+    }
+    span = tel.tracer.start_span("foldermon.process_file", attributes=attributes, links=_links(count.traces))
+    span.set_status(Status(StatusCode.ERROR, message))
+    span.end()
+    return trace_fields(count.traces, _trace_ref(count.attempts, span))
 
 
 def _taken_over(exc: LeaseLostError, log: logmod.Logger) -> Outcome:
@@ -160,7 +187,7 @@ class Attempt:
         if self.exact_lines:
             attributes["foldermon.lines.exact"] = True
         span = tel.tracer.start_span(
-            "foldermon.process_file", attributes=attributes, links=_links(claim), start_time=start_ns
+            "foldermon.process_file", attributes=attributes, links=_links(claim.traces), start_time=start_ns
         )
         # A compressed input's output is named as if it were plain, and compressed as configured.
         kind = sniff(claim.path)
@@ -328,11 +355,7 @@ class Attempt:
             line=getattr(exc, "line", None),
             cause=describe(exc.__cause__) if exc.__cause__ else None,
         )
-        this = _trace_ref(claim.attempt, span)
-        # A trace the sampler dropped leads nowhere: the record says so instead of naming it.
-        record["trace_id"] = this.trace_id if this.sampled else None
-        record["trace_sampled"] = this.sampled
-        record["attempt_traces"] = [asdict(t) for t in (*claim.traces, this)]
+        record.update(trace_fields(claim.traces, _trace_ref(claim.attempt, span)))
         try:
             failed_as = queue.fail(claim, record)
         except OSError as quarantine_exc:

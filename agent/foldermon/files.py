@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from foldermon.attempt import Attempt, Outcome, Produced
+from foldermon.attempt import Attempt, Outcome, Produced, exhausted_trace
 from foldermon.config import Config
 from foldermon.deadline import Alarm
 from foldermon.processors import Registry
@@ -230,18 +230,22 @@ class Files:
         return []
 
     def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
+        count = result.count
         message = (
-            f"the agent stopped (crashed or was killed) during each of {result.attempts} attempts; "
-            "quarantined so it cannot crash-loop the agent"
+            f"its {count.attempts} attempts are used up, the last ended by the agent stopping (a crash "
+            "or a kill); quarantined so it cannot crash-loop the agent"
         )
         record = fail_record(
             RuntimeError(message),
-            result.attempts,
-            None,
+            count.attempts,
+            count.first or None,
             now=self.ctx.wall_clock(),
             instance=self.ctx.instance_id,
         )
         record["error_type"] = "AttemptsExhausted"
+        # The attempts that ended the agent left no trace: the quarantine has one, linked to the
+        # traces of those attempts that failed and were kept.
+        record.update(exhausted_trace(self.ctx.telemetry, root.queue, result.name, count, message))
         log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
         try:
             failed_as = root.queue.fail(result, record)
@@ -313,6 +317,11 @@ class Files:
             # trace when it was kept, and traces the attempt itself whatever the sampler says.
             if result.trace is not None and (result.trace.sampled or not result.rerun):
                 claim = replace(claim, traces=(*claim.traces, result.trace))
+            if result.counted and not result.finish_only:
+                try:
+                    root.queue.attempt_failed(claim)
+                except OSError as exc:  # counted when the retry starts (``again``), as before
+                    self.ctx.log.warning("could not record the failed attempt yet", error=str(exc))
             if result.environment:
                 claim = replace(claim, waits=claim.waits + 1)
             retry = Retry(

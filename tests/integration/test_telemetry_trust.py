@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agentctl import census, drop, run_cli, write_config
+from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
 from otlp_receiver import OtlpReceiver, SpanRecord
 
 FAST = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "200"}
@@ -481,3 +482,99 @@ def test_the_line_by_line_run_of_attempt_one_links_to_its_batch_run(
     listed = [(t["attempt"], t["trace_id"]) for t in record["attempt_traces"]]
     assert listed == [(1, batch["trace_id"]), (1, exact["trace_id"])]
     assert record["trace_id"] == exact["trace_id"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_an_attempt_made_before_a_restart_is_counted_listed_and_linked(
+    tmp_path: Path, receiver: OtlpReceiver, sig: int
+) -> None:
+    """A file fails attempt 1, the agent is stopped (cleanly or by SIGKILL) while the file waits
+    for its retry, and the next run uses the attempts left: attempt 1 is counted once, listed in
+    the record and linked from the later attempts' spans."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "ok\nBAD\n")
+    cfg = write_config(tmp_path / "c.toml", "[retry]\nmax_attempts = 3\nbackoff = 30\n" + FAILING)
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    log = tmp_path / "agent.log"
+    agent = start("run", "--watch", str(root), "--config", str(cfg), log=log, env=env)
+    try:
+        wait_until(lambda: any("will retry" in r.get("event", "") for r in log_records(log)), timeout=60)
+        first = receiver.wait_for(
+            lambda rx: (
+                [
+                    s
+                    for s in _named(rx.spans(), "foldermon.process_file")
+                    if s["attributes"].get("foldermon.lines.exact")
+                ]
+                or None
+            )
+        )
+    finally:
+        stop(agent, sig)
+    assert [s["attributes"]["foldermon.attempt"] for s in first] == [1]
+    ran = run_cli("run", "--watch", str(root), "--once", "--config", str(_fast(cfg)), env=env, timeout=300)
+    assert ran.returncode == 1, ran.stderr[-3000:]
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert record["attempts"] == 3
+    listed = [(t["attempt"], t["trace_id"]) for t in record["attempt_traces"]]
+    # Each attempt once, in order; those whose batch run failed without naming a line are listed
+    # twice (the batch run, then the line-by-line run).
+    attempts = [a for a, _ in listed]
+    assert sorted(set(attempts)) == [1, 2, 3]
+    assert attempts == sorted(attempts)
+    assert (1, first[0]["trace_id"]) in listed
+    spans = receiver.wait_for(
+        lambda rx: len(_named(rx.spans(), "foldermon.process_file")) >= 4 and rx.spans()
+    )
+    last = next(s for s in _named(spans, "foldermon.process_file") if s["trace_id"] == record["trace_id"])
+    assert last["attributes"]["foldermon.attempt"] == 3
+    assert (first[0]["trace_id"], first[0]["span_id"]) in last["links"]
+
+
+def _fast(cfg: Path) -> Path:
+    """The same configuration with a short backoff, for the run that finishes the file."""
+    return write_config(cfg.with_name("fast.toml"), cfg.read_text().replace("backoff = 30", "backoff = 0.05"))
+
+
+def test_a_file_quarantined_for_ending_the_agent_has_a_trace_linked_to_its_failed_attempts(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Attempt 1 fails, attempt 2 kills the agent, the next start quarantines the file
+    (AttemptsExhausted): its record names a trace that exists, linked to attempt 1's, and lists it."""
+    root = tmp_path / "root"
+    drop(root, "poison.txt", "POISON\n")
+    base = "[retry]\nmax_attempts = 2\nbackoff = 0.05\n"
+    failing = write_config(tmp_path / "f.toml", base + FAILING.replace("picky", "p") + 'marker = "POISON"\n')
+    killing = write_config(
+        tmp_path / "k.toml", base + '[[processors]]\ntype = "kill_on"\nid = "p"\nmarker = "POISON"\n'
+    )
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    log = tmp_path / "agent.log"
+    agent = start("run", "--watch", str(root), "--config", str(failing), log=log, env=env)
+    try:
+        wait_until(lambda: any("will retry" in r.get("event", "") for r in log_records(log)), timeout=60)
+    finally:
+        stop(agent, signal.SIGKILL)
+    assert (
+        run_cli("run", "--watch", str(root), "--once", "--config", str(killing), env=env).returncode
+        == -signal.SIGKILL
+    )
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(killing), env=env).returncode == 1
+    record = json.loads((root / "failed" / ".poison.txt.error.json").read_text())
+    assert (record["error_type"], record["attempts"], record["trace_sampled"]) == (
+        "AttemptsExhausted",
+        2,
+        True,
+    )
+    assert record["first_attempt"]
+    assert [t["attempt"] for t in record["attempt_traces"]][-1] == 2
+    spans = receiver.wait_for(
+        lambda rx: (
+            [s for s in _named(rx.spans(), "foldermon.process_file") if s["trace_id"] == record["trace_id"]]
+            or None
+        )
+    )
+    assert spans[0]["attributes"]["error.type"] == "AttemptsExhausted"
+    earlier = {(t["trace_id"], t["span_id"]) for t in record["attempt_traces"][:-1]}
+    assert earlier
+    assert set(spans[0]["links"]) == earlier

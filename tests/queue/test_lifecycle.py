@@ -10,6 +10,7 @@ import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,7 +27,7 @@ from foldermon.queue.claims import (
     Rejected,
     Unclaimable,
 )
-from foldermon.queue.counter import counter_name
+from foldermon.queue.counter import TraceRef, counter_name
 from foldermon.queue.ids import new_instance_id
 from foldermon.queue.instance import Instance, LockInfo, read_lock
 from foldermon.queue.layout import LOCK_NAME, Layout, record_name
@@ -409,7 +410,29 @@ def test_claim_after_max_attempts_crashes_returns_exhausted(
     queue.recover()
     result = queue.claim("poison.txt")
     assert isinstance(result, Exhausted)
-    assert (result.name, result.attempts) == ("poison.txt", 3)
+    assert (result.name, result.count.attempts, result.count.first) == ("poison.txt", 3, CLOCK)
+
+
+@pytest.mark.parametrize("stop", ["crash", "release"])
+def test_a_failed_attempt_waiting_for_its_retry_is_counted_once_with_its_trace(
+    layout: Layout, open_instance: OpenInstance, stop: str
+) -> None:
+    """Attempt 1 fails and its retry is scheduled (attempt_failed); the instance then dies or gives
+    the file back: the next claim is attempt 2 and knows attempt 1's trace."""
+    drop(layout, "bad.txt")
+    instance = open_instance("host-1-cccccc")
+    queue = make_queue(layout, instance)
+    claim = started(queue, "bad.txt")
+    trace = TraceRef(1, "a" * 32, "b" * 16, sampled=True)
+    queue.attempt_failed(replace(claim, traces=(trace,)))
+    if stop == "crash":
+        die(instance)
+    else:
+        queue.release(claim)
+    queue = make_queue(layout, open_instance("host-2-cccccc"))
+    queue.recover()
+    again = started(queue, "bad.txt")
+    assert (again.attempt, again.traces) == (2, (trace,))
 
 
 def test_exhausted_input_can_be_failed(layout: Layout, open_instance: OpenInstance) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foldermon.errors import LifecycleError
-from foldermon.queue.counter import TraceRef
+from foldermon.queue.counter import Count, TraceRef
 
 
 class ClaimFolderGoneError(LifecycleError):
@@ -65,7 +65,7 @@ class Exhausted:
     """An input that used up its attempts in earlier runs (e.g. it crashed the agent each time)."""
 
     name: str
-    attempts: int
+    count: Count
 
 
 ClaimResult = Claim | Rejected | Directory | Exhausted | Held | Unclaimable

@@ -142,7 +142,8 @@ class Instance:
 
         Recovery after a crash counts an attempt against this input only, not against the
         others this instance had claimed but not started. Not fsynced: it has to outlive the
-        process (kill -9, a crash in a processor), not the machine.
+        process (kill -9, a crash in a processor), not the machine. An empty name: no attempt
+        is running.
         """
         if self._lock_fd is None:
             raise LifecycleError(f"instance {self.id} is closed")

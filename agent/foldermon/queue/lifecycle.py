@@ -169,7 +169,7 @@ class Queue:
             ident = identity(self.root_id, name, st)
             count = read_counter(self.instance.dir / counter_name(name), st.st_ino)
             if count.attempts >= self.max_attempts:
-                results.append(Exhausted(name, count.attempts))
+                results.append(Exhausted(name, count))
                 continue
             # The counter holds the attempts already made; this one is counted on disk only if
             # it fails (``again``) or its instance dies during it (recovery), so the happy path
@@ -245,6 +245,15 @@ class Queue:
             f"name too long ({size} bytes): its output and error record names would pass the "
             f"{_NAME_MAX}-byte limit; rename it to at most {size - excess} bytes and drop it again"
         )
+
+    def attempt_failed(self, claim: Claim) -> None:
+        """Record a failed attempt (and where it is traced) on disk as soon as its retry is
+        scheduled: a stop or a crash while the file waits neither forgets nor counts it twice."""
+        st = os.lstat(claim.path)
+        write_counter(
+            self.instance.dir, claim.name, st.st_ino, Count(claim.attempt, claim.first_attempt, claim.traces)
+        )
+        self.instance.mark_active("")
 
     def again(self, claim: Claim) -> Claim:
         """Record the failed attempt (and where its attempts are traced) on disk, then start the next."""
