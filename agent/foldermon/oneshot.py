@@ -46,7 +46,9 @@ def process_file(
     try:
         _one_run(config, registry, telemetry, src, dst, progress=progress, traced_as=traced_as)
     except ProcessorError as exc:
-        if exc.line is not None:
+        # Run again when the line is not known, or its trace was not kept (the sampler's choice):
+        # the line-by-line run is traced whatever the sampler says, as the agent's retries are.
+        if exc.line is not None and all(context.trace_flags.sampled for context in traced_as):
             raise
         _one_run(config, registry, telemetry, src, None, exact=True, traced_as=traced_as)
         raise  # the line-by-line run passed: a processor failing by chance; its error stands

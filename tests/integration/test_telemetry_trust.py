@@ -578,3 +578,21 @@ def test_a_file_quarantined_for_ending_the_agent_has_a_trace_linked_to_its_faile
     earlier = {(t["trace_id"], t["span_id"]) for t in record["attempt_traces"][:-1]}
     assert earlier
     assert set(spans[0]["links"]) == earlier
+
+
+def test_process_trace_exports_the_failing_line_whatever_the_sampler(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """A small file, every line of which --trace examines, failing with the sampler at always_off:
+    the failing line's ERROR span is exported all the same (by the line-by-line run)."""
+    src = tmp_path / "small.txt"
+    src.write_text(_lines(20, bad_at=7))
+    config = write_config(tmp_path / "p.toml", FAILING)
+    env = {**FAST, **receiver.endpoint_env("grpc"), "OTEL_TRACES_SAMPLER": "always_off"}
+    done = run_cli("process", str(src), "--trace", "--config", str(config), env=env)
+    assert done.returncode == 1
+    assert "failed at line 7" in done.stderr
+    errors = receiver.wait_for(
+        lambda rx: [s for s in _named(rx.spans(), "foldermon.line") if s["status_code"] == 2] or None
+    )
+    assert [s["attributes"]["foldermon.line.number"] for s in errors] == [7]
