@@ -115,6 +115,29 @@ def test_the_file_span_says_how_much_of_the_file_was_traced_and_samples_span_the
     assert numbers[len(numbers) // 2] > 20_000, "line spans crowd the start of the file"
 
 
+def test_line_spans_are_spread_over_the_file_when_many_lines_are_dropped(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """A filter drops every third line of 100,000 and the ratio is 0.01: dropped lines always get a
+    span, so the cap would fill in the first part of the file unless the spread counts them."""
+    root = tmp_path / "root"
+    drop(
+        root, "big.txt", "".join(f"line {i} {'DROP' if i % 3 == 0 else 'keep'}\n" for i in range(1, 100_001))
+    )
+    config = (
+        "[telemetry]\nmax_line_spans_per_file = 100\nline_sample_ratio = 0.01\n"
+        '[[processors]]\ntype = "filter"\npattern = "DROP"\ninvert = true\n'
+    )
+    _run(root, tmp_path, receiver, config, "--trace")
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 100 and rx.spans())
+    (file_span,) = _named(spans, "foldermon.process_file")
+    assert file_span["attributes"]["foldermon.lines.examined"] >= 900  # about ten times the cap
+    numbers = sorted(s["attributes"]["foldermon.line.number"] for s in _named(spans, "foldermon.line"))
+    assert len(numbers) == 100
+    assert numbers[-1] > 90_000, "line spans stop early in the file"
+    assert 30_000 < numbers[len(numbers) // 2] < 70_000, "line spans crowd one part of the file"
+
+
 def test_processor_spans_last_as_long_as_their_processor_ran(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """Processor spans lie end to end inside the file span, each as long as its processor's own time,
     and their shares of the pipeline add up to one."""

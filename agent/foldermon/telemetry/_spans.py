@@ -25,6 +25,8 @@ _UNSET = Status(StatusCode.UNSET)
 # Lines are examined one by one (to see what each processor did) for at most this many
 # times the span cap per file, spread over the whole file; the rest runs in fast batches.
 EXAMINE_FACTOR = 10
+# The share of examined lines that get a span starts from the ratio, weighted as this many lines.
+_PRIOR = 20
 
 
 def examine_budget(cap: int, ratio: float) -> int:
@@ -114,6 +116,8 @@ class LineTracer:
         self._examine_later = 0  # lines the later batches are expected to examine
         self.spans = 0
         self.examined = 0
+        self._seen = 0  # examined lines that ran whole
+        self._wanted = 0  # of those, the lines dropped or picked by the ratio
 
     @classmethod
     def for_config(
@@ -184,10 +188,16 @@ class LineTracer:
         """Whether an examined line gets a span: dropped ones, others by ratio, and the spans
         spread over the examined lines still to come so the cap is not spent early in the file."""
         self._batch_left -= 1
-        if self.spans >= self._cap or not (dropped or self._rng.random() < self._ratio):
+        self._seen += 1
+        wanted = dropped or self._rng.random() < self._ratio
+        self._wanted += wanted
+        if self.spans >= self._cap or not wanted:
             return False
-        # Examined lines still to come that would pass the filter above, this one included.
-        to_come = (self._examine_later + self._batch_left + 1) * max(self._ratio, 1e-3)
+        # The share of examined lines that pass the filter above: the ratio, and more as lines
+        # are dropped (estimated from the lines seen, starting from the ratio).
+        share = max((self._wanted + _PRIOR * self._ratio) / (self._seen + _PRIOR), 1e-3)
+        # Examined lines still to come that would pass the filter, this one included.
+        to_come = (self._examine_later + self._batch_left + 1) * share
         return self._rng.random() * to_come < self._cap - self.spans
 
     def _run(self, lines: list[str]) -> list[str]:
