@@ -204,7 +204,7 @@ def _check_config(path: Path, registry: Registry) -> int:
 _ONE_SHOT_EXPORT = 1.0
 
 
-def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry:
+def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool, line_spans: int = 0) -> Telemetry:
     """Telemetry for a one-shot verb: its log on stderr (JSON unless a terminal), as is the
     console exporters' output when stdout carries the verb's data (a file's records, a report)."""
     from foldermon import log as logmod
@@ -215,7 +215,11 @@ def _command_telemetry(config: cfg.Config, *, data_on_stdout: bool) -> Telemetry
     logmod.configure(config.agent.log_level, stream=sys.stderr)
     console = sys.stderr if data_on_stdout else None
     telemetry = Telemetry(
-        config.telemetry, new_instance_id(), console=console, export_timeout=_ONE_SHOT_EXPORT
+        config.telemetry,
+        new_instance_id(),
+        console=console,
+        export_timeout=_ONE_SHOT_EXPORT,
+        line_spans=line_spans,
     )
     logmod.configure(config.agent.log_level, stream=sys.stderr, extra=telemetry.log_processors())
     return telemetry
@@ -240,7 +244,8 @@ def _explain(args: argparse.Namespace, config: cfg.Config, registry: Registry) -
     else:
         from foldermon.telemetry import record_links
 
-        telemetry = _command_telemetry(config, data_on_stdout=True)
+        # One line span per asked line, made together when the replay ends: room for them all.
+        telemetry = _command_telemetry(config, data_on_stdout=True, line_spans=explaintext.MAX_LINES)
         try:
             links = record_links(record or {})
             with data_on_stdout():

@@ -400,3 +400,22 @@ def test_a_quarantined_truncated_input_is_explained_by_the_agents_sentence(tmp_p
         "ProcessorError in raise_on_0 (raise_on) on line 1: ValueError: cannot handle line 'BAD'"
         in result.stdout
     )
+
+
+def test_explain_of_ten_thousand_lines_exports_a_span_for_each(tmp_path: Path) -> None:
+    """The most lines explain takes at once (10,000) each get their line span: none is dropped."""
+    src = tmp_path / "big.txt"
+    src.write_text("".join(f"l{i}\n" for i in range(12_000)))
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "uppercase"\n')
+    with OtlpReceiver() as rx:
+        env = {**rx.endpoint_env("grpc"), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        doc = _explain(str(src), "--line", "1-10000", "--config", str(config), env=env)
+        lines = rx.wait_for(
+            lambda r: (
+                [s for s in r.spans() if s["name"] == "foldermon.line" and s["trace_id"] == doc["trace_id"]]
+                if len(r.spans()) > 10_000
+                else None
+            )
+        )
+    assert len(lines) == 10_000
+    assert sorted(s["attributes"]["foldermon.line.number"] for s in lines) == list(range(1, 10_001))

@@ -82,12 +82,14 @@ class Telemetry:
         worker: int = 0,
         console: IO[str] | None = None,
         export_timeout: float | None = None,
+        line_spans: int = 0,
     ) -> None:
         """``console``: where the ``console`` exporters write (default stdout); a verb whose
         stdout is its data (``process`` to stdout, ``explain``) passes stderr.
         ``export_timeout``: seconds an OTLP export may take, retries included, unless
         OTEL_EXPORTER_OTLP_TIMEOUT says; a one-shot verb must not wait long for a collector
-        that is down."""
+        that is down. ``line_spans``: line spans the queue must hold at once (``explain``
+        makes one per asked line, all together)."""
         env = os.environ if env is None else env
         self._console = console or sys.stdout
         settings = resolve(config, env)
@@ -102,7 +104,9 @@ class Telemetry:
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
-        self._line_queue = line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0)
+        self._line_queue = max(
+            line_queue_size(config.max_line_spans_per_file if config.trace_lines else 0), line_spans
+        )
         try:
             self._build(build_resource(instance_id, self.settings.resource_attributes, worker=worker))
         except (ValueError, TypeError) as exc:  # an OTEL_* value the checks above do not know
