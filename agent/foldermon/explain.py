@@ -27,7 +27,7 @@ from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.deadline import Alarm, FileTimeLimit
 from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.explaintext import ranges
-from foldermon.pipeline import Pipeline, Step, build_pipeline, step_result
+from foldermon.pipeline import Pipeline, Step, build_pipeline, may_hold, step_result
 from foldermon.processors import Registry
 from foldermon.queue.fsio import file_kind
 from foldermon.queue.layout import FAILED, PROCESSED
@@ -150,11 +150,7 @@ class _Replay:
         self.stopped = False  # by the time limit
         self._at = (0, 0)  # the input lines being fed
         self._held: list[tuple[dict[str, Any], int, list[str]]] = []  # entry, stage, what it held
-        self._holding = {
-            i
-            for i, s in enumerate(pipeline.stages)
-            if getattr(s.processor, "emits_at_finish", True) is not False
-        }
+        self._holding = {i for i, s in enumerate(pipeline.stages) if may_hold(s)}
         self._times: list[tuple[int, int]] = []  # per entry: start and end, in ns
 
     def feed(self, batch: list[str]) -> bool:
@@ -309,6 +305,8 @@ class _Replay:
         from opentelemetry import trace
         from opentelemetry.trace import Status, StatusCode
 
+        from foldermon.telemetry._linespans import step_attributes
+
         context = trace.set_span_in_context(parent)
         for entry, (start, end) in zip(self.entries, self._times, strict=False):
             span = tracer.start_span(
@@ -320,14 +318,11 @@ class _Replay:
                     "foldermon.line.output_lines": entry["output_lines"],
                 },
             )
-            for step in entry["steps"]:
+            for index, step in enumerate(entry["steps"]):
+                held = step["result"] == "dropped" and index in self._holding
                 span.add_event(
                     "foldermon.processor.step",
-                    {
-                        "foldermon.processor.id": step["processor_id"],
-                        "foldermon.processor.type": step["processor_type"],
-                        "foldermon.line.result": step["result"],
-                    },
+                    step_attributes(step["processor_id"], step["processor_type"], step["result"], held=held),
                 )
                 if step["result"] == "failed":
                     span.set_attribute("error.type", self._line_errors.get(entry["number"], "_OTHER"))

@@ -17,7 +17,16 @@ from foldermon.deadline import interrupts_agent
 from foldermon.errors import ProcessorError
 from foldermon.processors import BUILTINS, Processor, ProcessorSpec, Registry
 
-__all__ = ["LineResult", "Pipeline", "Stage", "StageStats", "Step", "build_pipeline", "step_result"]
+__all__ = [
+    "LineResult",
+    "Pipeline",
+    "Stage",
+    "StageStats",
+    "Step",
+    "build_pipeline",
+    "may_hold",
+    "step_result",
+]
 
 LineResult = Literal["passed", "changed", "dropped"]
 """What a stage did to the line(s) reaching it: unchanged, changed, or nothing out."""
@@ -218,6 +227,12 @@ def _lines_of(out: Any, method: str) -> list[str]:
             if not isinstance(item, str):
                 raise TypeError(f"{method}() returned a list holding {type(item).__name__}, not only str")
     return cast(list[str], out)
+
+
+def may_hold(stage: Stage) -> bool:
+    """Whether a stage's processor may emit later what it takes in now (a held line, a summary at
+    the end of the file); only those that say ``emits_at_finish = False`` never do."""
+    return getattr(stage.processor, "emits_at_finish", True) is not False
 
 
 def step_result(lines: list[str], out: list[str]) -> LineResult:

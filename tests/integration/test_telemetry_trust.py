@@ -619,3 +619,33 @@ def test_process_trace_exports_the_failing_line_whatever_the_sampler(
         lambda rx: [s for s in _named(rx.spans(), "foldermon.line") if s["status_code"] == 2] or None
     )
     assert [s["attributes"]["foldermon.line.number"] for s in errors] == [7]
+
+
+def test_a_line_held_for_later_is_marked_held_not_only_dropped(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """line_joiner holds odd lines and emits them with the next: their step says `dropped` (nothing
+    came out then) with foldermon.line.held; a filter's dropped line is not marked held."""
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\nthree\nfour\nfive\nsix\n")
+    config = write_config(
+        tmp_path / "c.toml",
+        '[[processors]]\ntype = "filter"\npattern = "four"\ninvert = true\n[[processors]]\ntype = "line_joiner"\n',
+    )
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    done = run_cli("process", str(src), "--trace", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) == 6 and rx.spans())
+    steps = {
+        s["attributes"]["foldermon.line.number"]: [
+            (e["attributes"]["foldermon.line.result"], e["attributes"].get("foldermon.line.held", False))
+            for e in s["events"]
+        ]
+        for s in _named(spans, "foldermon.line")
+    }
+    assert steps[1] == [("passed", False), ("dropped", True)]  # held for line 2
+    assert steps[2] == [("passed", False), ("changed", False)]  # out with line 1
+    assert steps[4] == [("dropped", False)]  # the filter's: gone for good
+    assert steps[5] == [("passed", False), ("changed", False)]  # out with line 3
+    assert steps[6] == [("passed", False), ("dropped", True)]  # held, flushed alone at the end
+    assert done.stdout.splitlines()[-1] == "six"

@@ -28,16 +28,18 @@ STEP_EVENT = "foldermon.processor.step"
 _UNSET = Status(StatusCode.UNSET)
 
 
-def step_attributes(processor_id: str, processor_type: str, result: str) -> Attributes:
-    """The attributes of one step event, immutable so that many events can share them."""
-    return BoundedAttributes(
-        attributes={
-            "foldermon.processor.id": processor_id,
-            "foldermon.processor.type": processor_type,
-            "foldermon.line.result": result,
-        },
-        immutable=True,
-    )
+def step_attributes(processor_id: str, processor_type: str, result: str, *, held: bool = False) -> Attributes:
+    """The attributes of one step event, immutable so that many events can share them. ``held``:
+    nothing came out of the processor for the line then, but it may emit it (or what it made of
+    it) later, as ``line_joiner`` does with a line it holds for the next."""
+    attributes: dict[str, str | bool] = {
+        "foldermon.processor.id": processor_id,
+        "foldermon.processor.type": processor_type,
+        "foldermon.line.result": result,
+    }
+    if held:
+        attributes["foldermon.line.held"] = True
+    return BoundedAttributes(attributes=attributes, immutable=True)
 
 
 class LineSpans:

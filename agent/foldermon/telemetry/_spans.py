@@ -17,7 +17,7 @@ from opentelemetry.util.types import Attributes
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
-from foldermon.pipeline import Pipeline
+from foldermon.pipeline import Pipeline, may_hold
 from foldermon.telemetry._linespans import LINE_SPAN, STEP_EVENT, LineSpans, step_attributes
 
 _UNSET = Status(StatusCode.UNSET)
@@ -225,7 +225,10 @@ class LineTracer:
         attributes = self._steps.get((index, outcome))
         if attributes is None:
             stage = self._pipeline.stages[index]
-            attributes = self._steps[index, outcome] = step_attributes(stage.id, stage.type, outcome)
+            held = outcome == "dropped" and may_hold(stage)
+            attributes = self._steps[index, outcome] = step_attributes(
+                stage.id, stage.type, outcome, held=held
+            )
         return attributes
 
     def _failed(self, exc: ProcessorError, start_ns: int) -> None:
