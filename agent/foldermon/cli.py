@@ -305,17 +305,39 @@ def _supervise(args: argparse.Namespace, config: cfg.Config, instance_id: str) -
 
     show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
     layouts = [Layout.for_root(d, config.output.dir) for d in config.watch.dirs]
-    with console.FilesProgress() if show else contextlib.nullcontext() as progress:
-        supervisor = Supervisor(
-            args.argv,
-            config.agent.workers,
-            layouts,
-            once=args.once,
-            drain_timeout=config.agent.drain_timeout,
-            progress=progress,
-            instance_id=instance_id,
-        )
-        return supervisor.run()
+    telemetry = _supervisor_telemetry(config, instance_id)
+    try:
+        with console.FilesProgress() if show else contextlib.nullcontext() as progress:
+            supervisor = Supervisor(
+                args.argv,
+                config.agent.workers,
+                layouts,
+                once=args.once,
+                drain_timeout=config.agent.drain_timeout,
+                progress=progress,
+                instance_id=instance_id,
+            )
+            return supervisor.run()
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
+
+
+def _supervisor_telemetry(config: cfg.Config, instance_id: str) -> Telemetry | None:
+    """The supervisor of ``--workers`` sends its log over OTLP when logs are (a worker killed and
+    started again is said there); the workers make the spans and metrics."""
+    if not config.telemetry.wanted(os.environ):
+        return None
+    from foldermon import log as logmod
+    from foldermon.telemetry import Telemetry
+
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    telemetry = Telemetry(config.telemetry, instance_id, env=env, worker=None)
+    if telemetry.logger_provider is None:
+        telemetry.shutdown()
+        return None
+    logmod.configure(config.agent.log_level, extra=telemetry.log_processors())
+    return telemetry
 
 
 def roots_for(given: Sequence[Path] | None, config: cfg.Config) -> list[Path]:

@@ -649,3 +649,21 @@ def test_a_line_held_for_later_is_marked_held_not_only_dropped(
     assert steps[5] == [("passed", False), ("changed", False)]  # out with line 3
     assert steps[6] == [("passed", False), ("dropped", True)]  # held, flushed alone at the end
     assert done.stdout.splitlines()[-1] == "six"
+
+
+def test_the_supervisor_of_workers_sends_its_log_over_otlp(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """With --workers 2 and OTLP logs, the supervisor's records (a worker started, finished) are sent
+    as the workers' are, under its own instance id and without a worker number."""
+    root = tmp_path / "root"
+    for i in range(4):
+        drop(root, f"f{i}.txt", "a\n")
+    env = {**FAST, **receiver.endpoint_env("grpc"), "OTEL_LOGS_EXPORTER": "otlp"}
+    ran = run_cli("run", "--watch", str(root), "--once", "--workers", "2", env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    said = [json.loads(line) for line in ran.stdout.splitlines() if line.startswith("{")]
+    started = [r for r in said if r["event"] == "worker started"]
+    assert len(started) == 2
+    logs = receiver.wait_for(lambda rx: [r for r in rx.logs() if r["body"] == "worker started"] or None)
+    assert len(logs) == 2
+    assert {r["resource"]["service.instance.id"] for r in logs} == {started[0]["instance"]}
+    assert all("foldermon.worker" not in r["resource"] for r in logs)

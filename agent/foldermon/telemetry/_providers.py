@@ -38,18 +38,19 @@ SCOPE = "foldermon"
 
 
 def build_resource(
-    instance_id: str, configured: Mapping[str, str] | None = None, *, worker: int = 0
+    instance_id: str, configured: Mapping[str, str] | None = None, *, worker: int | None = 0
 ) -> Resource:
     """The contract's resource, then ``[telemetry] resource_attributes``, then the OTEL_* variables.
     ``foldermon.worker`` is the process's place among ``--workers N`` (0 for a single process):
-    it stays when the process is replaced, where ``service.instance.id`` changes."""
+    it stays when the process is replaced, where ``service.instance.id`` changes; the
+    supervisor of the workers (None) has none."""
     ours = Resource.create(
         {
             "service.name": "foldermon-agent",
             "service.version": __version__,
             "service.instance.id": instance_id,
             "host.name": socket.gethostname(),
-            "foldermon.worker": worker,
+            **({"foldermon.worker": worker} if worker is not None else {}),
         }
     )
     merged = ours.merge(Resource(dict(configured or {}))).merge(OTELResourceDetector().detect())
@@ -79,7 +80,7 @@ class Telemetry:
         *,
         env: Mapping[str, str] | None = None,
         log: logmod.Logger | None = None,
-        worker: int = 0,
+        worker: int | None = 0,
         console: IO[str] | None = None,
         export_timeout: float | None = None,
         line_spans: int = 0,
@@ -98,7 +99,9 @@ class Telemetry:
         ):
             settings = replace(settings, export_timeout=export_timeout)
         # Worker i of `run --workers N` serves its Prometheus endpoint on the port after worker i-1's.
-        self.settings: ExportSettings = replace(settings, prometheus_port=settings.prometheus_port + worker)
+        self.settings: ExportSettings = replace(
+            settings, prometheus_port=settings.prometheus_port + (worker or 0)
+        )
         self._log = log
         self._instance_id = instance_id
         quiet_sdk_loggers()
