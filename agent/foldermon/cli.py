@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> in
     from foldermon.queue.ids import new_instance_id
     from foldermon.sdnotify import Notifier
     from foldermon.service import Agent
-    from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, die_with_supervisor
+    from foldermon.supervisor import PROGRESS_ENV, ProgressReporter, die_with_supervisor, wait_for_siblings
     from foldermon.telemetry import Telemetry
 
     instance_id = new_instance_id()
@@ -292,6 +292,7 @@ def _run(args: argparse.Namespace, config: cfg.Config, registry: Registry) -> in
             progress=ProgressReporter(notifier) if os.environ.get(PROGRESS_ENV) else progress,
             # The folder gauges are the same for every worker: one of them reports them.
             queue_gauges=not worker,
+            siblings=wait_for_siblings if worker == 0 else None,
         )
         return agent.run()
 

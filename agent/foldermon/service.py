@@ -61,6 +61,7 @@ class Agent:
         notifier: Notifier | None = None,
         progress: Progress | None = None,
         queue_gauges: bool = True,
+        siblings: Callable[[Callable[[], bool], Callable[[], object]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -85,6 +86,9 @@ class Agent:
         self._left_waiting = False  # --once ended with files waiting in a held root
         self._next_listing = 0.0
         self._reload = False
+        # With --once, the worker reporting the queue gauges waits for the others before its
+        # final export (supervisor.wait_for_siblings).
+        self._siblings = siblings
         self.notifier = notifier or Notifier.from_environ()
         self.files = Files(
             Context(
@@ -151,6 +155,8 @@ class Agent:
             self._watcher.close()
         for root in self.roots:
             root.queue.instance.close()
+        if self.once and self._siblings is not None:
+            self._siblings(lambda: not self.stopping, self.notifier.watchdog_if_due)
         self.log.info("stopped")
         self.telemetry.shutdown(timeout=5.0)
 

@@ -83,6 +83,33 @@ def die_with_supervisor(environ: Mapping[str, str] = os.environ) -> int | None:
     return int(index)
 
 
+def wait_for_siblings(waiting: Callable[[], bool], tick: Callable[[], object]) -> None:
+    """In a worker: wait until the supervisor's other workers have exited, while ``waiting()``
+    says to, calling ``tick`` (the watchdog) meanwhile. Worker 0 of ``run --once`` reports the
+    queue gauges: it waits so that its last export shows the folders as the run left them."""
+    supervisor = os.getppid()
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    except OSError:
+        return  # a kernel without the list: the gauges may end before the other workers do
+    pidfds = []
+    for pid in (int(c) for c in children if int(c) != os.getpid()):
+        try:
+            pidfds.append(os.pidfd_open(pid))
+        except OSError:
+            continue  # exited meanwhile
+    try:
+        while pidfds and waiting():
+            tick()
+            exited, _, _ = select.select(pidfds, [], [], _TICK)
+            for fd in exited:
+                pidfds.remove(fd)
+                os.close(fd)
+    finally:
+        for fd in pidfds:
+            os.close(fd)
+
+
 class ProgressReporter:
     """A worker's side of the supervisor's progress display: one datagram per finished file."""
 

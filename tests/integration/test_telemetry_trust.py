@@ -667,3 +667,34 @@ def test_the_supervisor_of_workers_sends_its_log_over_otlp(tmp_path: Path, recei
     assert len(logs) == 2
     assert {r["resource"]["service.instance.id"] for r in logs} == {started[0]["instance"]}
     assert all("foldermon.worker" not in r["resource"] for r in logs)
+
+
+def test_run_once_with_workers_ends_with_queue_gauges_that_describe_the_folder(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Worker 0 reports the queue gauges: under `run --once --workers 2` it stops after the other
+    worker, so its last export shows the folder as the run left it."""
+    root = tmp_path / "root"
+    for i in range(6):
+        drop(root, f"ok{i}.txt", "a\n")
+    drop(root, "bad.txt", "BAD\n")
+    config = (
+        "[retry]\nmax_attempts = 2\nbackoff = 0.5\n"
+        + FAILING
+        + '[[processors]]\ntype = "sleepy"\nseconds = 0.2\n'
+    )
+    cfg = write_config(tmp_path / "c.toml", config)
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    ran = run_cli("run", "--watch", str(root), "--once", "--workers", "2", "--config", str(cfg), env=env)
+    assert ran.returncode == 1, ran.stderr[-3000:]
+    said = [json.loads(line) for line in ran.stdout.splitlines() if line.startswith("{")]
+    index_of = {r["pid"]: r["worker"] for r in said if r["event"] == "worker started"}
+    worker_of = {r["instance"]: index_of[r["pid"]] for r in said if r["event"] == "starting"}
+    stops = [worker_of[r["instance"]] for r in said if r["event"] == "stopped" and r["instance"] in worker_of]
+    assert stops[-1] == 0, stops
+    assert census(root)["failed"] == ["bad.txt"]
+    last: dict[str, int] = {}
+    for point in receiver.wait_for(lambda rx: rx.metrics() or None):
+        if point["name"] == "foldermon.queue.depth":
+            last[point["attributes"]["foldermon.queue.state"]] = int(point["value"])
+    assert (last["unprocessed"], last["underprocess"], last["failed"]) == (0, 0, 1)
