@@ -32,6 +32,8 @@ from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
 # Failures of the environment, not of the file: retried without using up the file's attempts.
 _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS}) | UNREACHABLE_ERRNOS
+# What an error record says when the line-by-line run (see Attempt._failed) ran out of time.
+_LINE_NOT_FOUND = "the line was not found: running the file line by line took longer than max_file_seconds"
 # Failures that the same bytes will always cause: no point retrying.
 _PERMANENT = (InputRejectedError, LineTooLongError)
 
@@ -45,7 +47,8 @@ class Outcome:
     counted: bool = True
     released: bool = False
     lines_in: int = 0
-    exact: bool = False  # the retry runs line by line, to name the line a processor fails on
+    # The processor error the retry runs line by line for, to name the line it fails on.
+    exact: ProcessorError | None = None
     rerun: bool = False  # not a retry: the same attempt runs again at once, line by line
     finish_only: bool = False  # the output is published: the retry only finishes the input
     environment: bool = False  # the retry waits for the environment (a full or read-only disk), not the file
@@ -151,7 +154,7 @@ class Attempt:
         keep_going: Callable[[], bool],
         alarm: Alarm,
         wall_clock: Callable[[], float] = time.time,
-        exact_lines: bool = False,
+        exact_lines: ProcessorError | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -184,7 +187,7 @@ class Attempt:
             tel.instruments.pickup_latency.record(latency, queue.attributes)
         started, start_ns = time.monotonic(), time.time_ns()
         pipeline = build_pipeline(self.config.processors, self.registry)
-        if self.exact_lines:
+        if self.exact_lines is not None:
             attributes["foldermon.lines.exact"] = True
         span = tel.tracer.start_span(
             "foldermon.process_file", attributes=attributes, links=_links(claim.traces), start_time=start_ns
@@ -209,13 +212,23 @@ class Attempt:
                 log.info("file released for another run", reason="shutdown deadline")
                 outcome = Outcome("retry", released=True)
             except FileTimeLimit:
-                stage = pipeline.active_stage()
-                exc = ProcessingTimeLimitError(
-                    self.config.pipeline.max_file_seconds,
-                    stage.id if stage else None,
-                    stage.type if stage else None,
-                )
-                outcome = self._error(run, exc)
+                if self.exact_lines is not None:
+                    # Line by line (slower than in batches) the file ran out of time before it
+                    # failed again: the processor's error stands, without its line.
+                    log.warning(
+                        "running the file line by line to find the failing line took longer than "
+                        "max_file_seconds; the processor's error stands without it",
+                        error=describe(self.exact_lines),
+                    )
+                    outcome = self._error(run, self.exact_lines)
+                else:
+                    stage = pipeline.active_stage()
+                    limit = ProcessingTimeLimitError(
+                        self.config.pipeline.max_file_seconds,
+                        stage.id if stage else None,
+                        stage.type if stage else None,
+                    )
+                    outcome = self._error(run, limit)
             except Exception as exc:  # noqa: BLE001 - processors are plugin code; any failure is the file's
                 if isinstance(exc, OSError) and queue.lease > 0 and queue.lost(claim):
                     # The input went with the claim folder another instance took over.
@@ -305,10 +318,10 @@ class Attempt:
                     run.span,
                     self.config.telemetry,
                     source=src,
-                    exact=self.exact_lines,
+                    exact=self.exact_lines is not None,
                 )
                 on_batch: Callable[[list[str]], list[str]] | None = tracer
-                if tracer is None and self.exact_lines:
+                if tracer is None and self.exact_lines is not None:
                     on_batch = pipeline.feed_exact
                 fd = run.queue.open_temp(run.target)
                 try:
@@ -328,19 +341,19 @@ class Attempt:
                 run.span.set_attributes(tracer.summary())
 
     def _failed(self, queue: Queue, claim: Claim, exc: Exception, span: Span, log: logmod.Logger) -> Outcome:
-        if isinstance(exc, ProcessorError) and exc.line is None and not self.exact_lines:
+        if isinstance(exc, ProcessorError) and exc.line is None and self.exact_lines is None:
             # Batches do not say which line failed: the same attempt runs again at once, line by
             # line, so its record and its trace name the line.
             log.info(
                 "processor failed; running the file again line by line to find the line", error=describe(exc)
             )
-            return Outcome("retry", retry_in=0.0, counted=False, exact=True, rerun=True)
+            return Outcome("retry", retry_in=0.0, counted=False, exact=exc, rerun=True)
         environment = isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
         if environment or (not isinstance(exc, _PERMANENT) and claim.attempt < queue.max_attempts):
             delay = self.config.retry.backoff * 2 ** (claim.attempt - 1)
             log.warning("attempt failed; will retry", error=describe(exc), retry_in=delay)
             # After a processor error every retry runs line by line, so each names the line.
-            exact = isinstance(exc, ProcessorError)
+            exact = exc if isinstance(exc, ProcessorError) else None
             return Outcome(
                 "retry", retry_in=delay, counted=not environment, exact=exact, environment=environment
             )
@@ -354,6 +367,7 @@ class Attempt:
             processor_type=getattr(exc, "processor_type", None),
             line=getattr(exc, "line", None),
             cause=describe(exc.__cause__) if exc.__cause__ else None,
+            note=_LINE_NOT_FOUND if exc is self.exact_lines else None,
         )
         record.update(trace_fields(claim.traces, _trace_ref(claim.attempt, span)))
         try:

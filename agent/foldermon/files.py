@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from foldermon.attempt import Attempt, Outcome, Produced, exhausted_trace
 from foldermon.config import Config
 from foldermon.deadline import Alarm
+from foldermon.errors import ProcessorError
 from foldermon.processors import Registry
 from foldermon.queue.claims import (
     Claim,
@@ -62,7 +63,7 @@ class Retry:
     root: Root
     claim: Claim
     counted: bool
-    exact: bool = False  # run line by line, to name the line a processor fails on
+    exact: ProcessorError | None = None  # run line by line, to name the line this error is on
     finish: OutputTarget | None = None  # the output is published: only the finish is retried
     environment: bool = False  # waits for the environment (a full disk), not for the file
 
@@ -265,7 +266,9 @@ class Files:
         attrs = {"foldermon.outcome": "failed", "error.type": error_type, **root.queue.attributes}
         ins.tally.add(ins.files, 1, attrs)
 
-    def _attempt(self, root: Root, claim: Claim, *, exact: bool = False) -> Outcome | Produced:
+    def _attempt(
+        self, root: Root, claim: Claim, *, exact: ProcessorError | None = None
+    ) -> Outcome | Produced:
         log = self.ctx.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         try:
             root.queue.instance.mark_active(claim.name)
@@ -275,7 +278,7 @@ class Files:
             )
         return self._new_attempt(exact=exact).run(root.queue, claim, log)
 
-    def _new_attempt(self, *, exact: bool = False) -> Attempt:
+    def _new_attempt(self, *, exact: ProcessorError | None = None) -> Attempt:
         ctx = self.ctx
         return Attempt(
             ctx.config,

@@ -388,3 +388,24 @@ def test_two_agents_on_one_root_process_each_file_once(tmp_path: Path) -> None:
         r for i in range(2) for r in log_records(tmp_path / f"a{i}.log") if r.get("event") == "file processed"
     ]
     assert len(done) == 200
+
+
+def test_a_processor_error_stands_when_finding_its_line_takes_longer_than_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    """A processor with a cost per call fails on the last of 2,001 lines; line by line (2,001 calls)
+    the file cannot run within max_file_seconds: the record keeps the processor's error (not a time
+    limit), says the line was not found and why."""
+    root = tmp_path / "root"
+    drop(root, "m.txt", "".join(f"line {i}\n" for i in range(1, 2001)) + "BAD\n")
+    config = write_config(
+        tmp_path / "c.toml",
+        "[retry]\nmax_attempts = 1\n[pipeline]\nmax_file_seconds = 2\n"
+        '[[processors]]\ntype = "sleepy"\nseconds = 0.01\n[[processors]]\ntype = "raise_on"\n',
+    )
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 1
+    record = json.loads((root / "failed" / ".m.txt.error.json").read_text())
+    assert (record["error_type"], record["processor_type"]) == ("ProcessorError", "raise_on")
+    assert "ValueError: cannot handle line 'BAD'" in record["cause"]
+    assert "line" not in record
+    assert "max_file_seconds" in record["note"]
