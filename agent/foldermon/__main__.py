@@ -1,20 +1,41 @@
 """Entry point of the console script and of ``python -m foldermon``."""
 
+import os
 import signal
 import sys
 
 from foldermon import __version__, early
 
+TYPE_CHECKING = False  # typing is not loaded at start: it costs a few ms
+if TYPE_CHECKING:
+    from typing import TextIO
+
+
+def _null(fd: int) -> "TextIO":
+    """/dev/null on the closed descriptor ``fd``, so no file opened later takes its number."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+    return open(fd, "w", buffering=1, closefd=False)
+
 
 def main() -> int:
-    if sys.stdout is None:  # started with its standard output closed: nothing could be said
-        print("foldermon-agent: standard output is closed", file=sys.stderr)
-        return 1
+    # Started without stderr: what would be said there goes nowhere (print's default would send
+    # it to stdout, among a verb's data).
+    if sys.stderr is None:
+        sys.stderr = _null(2)
+    if sys.stdout is None:  # refused after parsing, unless the verb writes nothing there
+        sys.stdout = _null(1)
+        early.stdout_closed = True
     if sys.argv[1:] == ["--version"]:  # asked by scripts and package checks: no parser needed
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a closed pipe ends it quietly
+        if early.stdout_closed:
+            print("foldermon-agent: standard output is closed", file=sys.stderr)
+            return 1
         try:
             print(f"foldermon-agent {__version__}", flush=True)
-        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (None)
+        except OSError as exc:  # a full disk
             print(
                 f"foldermon-agent: cannot write the version: {getattr(exc, 'strerror', exc)}", file=sys.stderr
             )

@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, None)
     try:
+        _check_stdout(args)
         if args.command != "run":
             # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -127,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_FAILURE
     except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
         return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _check_stdout(args: argparse.Namespace) -> None:
+    """Started with stdout closed: only ``process --output FILE`` writes nothing there."""
+    if early.stdout_closed and not (args.command == "process" and args.output and str(args.output) != "-"):
+        raise FoldermonError("standard output is closed")
 
 
 def _short_of_space(exc: BaseException | None) -> bool:

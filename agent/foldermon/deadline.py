@@ -127,3 +127,20 @@ class Alarm:
         if self._drain_at is not None and now >= self._drain_at:
             self._drain_at = None  # outside the pipeline the drain is checked by the loop
         self._arm()
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """``[pipeline] max_file_seconds`` in a one-shot verb as the agent applies it: a processor still
+    running when it is spent is interrupted mid-call (FileTimeLimit), so ``process`` and
+    ``explain`` never hang where the agent gives up."""
+    if seconds <= 0:
+        yield
+        return
+    alarm = Alarm()
+    alarm.install()
+    try:
+        with alarm.interruptible(seconds):
+            yield
+    finally:
+        alarm.close()

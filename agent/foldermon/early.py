@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Started with stdout closed (the console script put /dev/null there): only a verb that writes
+# nothing to stdout (`process --output FILE`) may run.
+stdout_closed = False
 _pending: list[int] = []
 _recording: list[bool] = []  # non-empty while record() is in force
 

@@ -18,13 +18,12 @@ import bisect
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
-from foldermon.deadline import Alarm, FileTimeLimit
+from foldermon.deadline import FileTimeLimit, time_limit
 from foldermon.errors import FoldermonError, ProcessorError
 from foldermon.explaintext import ranges
 from foldermon.pipeline import Pipeline, Step, build_pipeline, may_hold, step_result
@@ -77,7 +76,7 @@ def explain(
         attributes = {"file.path": str(path.absolute()), "file.name": path.name}
         span = tracer.start_span("foldermon.explain", attributes=attributes, links=list(links))
     try:
-        with _time_limit(limit):
+        with time_limit(limit):
             _read(replay, path, config)
     except FileTimeLimit:
         replay.out_of_time()
@@ -110,22 +109,6 @@ def _read(replay: _Replay, path: Path, config: Config) -> None:
         replay.failure, replay.error_type = str(exc), type(exc).__qualname__
     except OSError as exc:
         raise FoldermonError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """``[pipeline] max_file_seconds`` as the agent applies it: a processor still running when it
-    is spent is interrupted mid-call (FileTimeLimit), so a replay never hangs where the agent gave up."""
-    if seconds <= 0:
-        yield
-        return
-    alarm = Alarm()
-    alarm.install()
-    try:
-        with alarm.interruptible(seconds):
-            yield
-    finally:
-        alarm.close()
 
 
 class _Replay:

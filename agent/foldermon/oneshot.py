@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from foldermon import console
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
-from foldermon.errors import FoldermonError, ProcessorError
+from foldermon.deadline import FileTimeLimit, time_limit
+from foldermon.errors import FoldermonError, ProcessingTimeLimitError, ProcessorError
 from foldermon.pipeline import Pipeline, build_pipeline
 from foldermon.processors import Registry
 from foldermon.queue.fsio import file_kind, fsync_dir
@@ -50,7 +51,10 @@ def process_file(
         # the line-by-line run is traced whatever the sampler says, as the agent's retries are.
         if exc.line is not None and all(context.trace_flags.sampled for context in traced_as):
             raise
-        _one_run(config, registry, telemetry, src, None, exact=True, traced_as=traced_as)
+        try:
+            _one_run(config, registry, telemetry, src, None, exact=True, traced_as=traced_as)
+        except ProcessingTimeLimitError:
+            raise exc  # noqa: B904 - line by line it ran out of time: the error stands, without its line
         raise  # the line-by-line run passed: a processor failing by chance; its error stands
     return 0
 
@@ -122,30 +126,46 @@ def _process(
     discard: bool = False,
 ) -> StreamResult:
     """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst``, stdout or
-    (``discard``) nowhere."""
+    (``discard``) nowhere, within ``[pipeline] max_file_seconds``."""
+    seconds = config.pipeline.max_file_seconds
     try:
         limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         with open_input(src, max_input_bytes=limit) as fin:
             size = os.fstat(fin.fileno()).st_size
             feed = feed_for(fin)
-            with _progress(fin, size, src.name, enabled=progress) as keep_going:
+            with (
+                _progress(fin, size, src.name, enabled=progress) as keep_going,
+                data_on_stdout() as out,
+                time_limit(seconds),
+            ):
                 run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
                 if discard:
                     return run.to_nowhere(pipeline)
                 return (
-                    run.to_stdout(pipeline) if dst is None or str(dst) == "-" else run.to_file(pipeline, dst)
+                    run.to_fd(pipeline, out) if dst is None or str(dst) == "-" else run.to_file(pipeline, dst)
                 )
+    except FileTimeLimit:
+        stage = pipeline.active_stage()
+        raise ProcessingTimeLimitError(
+            seconds, stage.id if stage else None, stage.type if stage else None
+        ) from None
     except OSError as exc:
         raise FoldermonError(f"cannot process {src}: {exc.strerror or exc}") from exc
 
 
 @contextlib.contextmanager
 def _progress(fin: BinaryIO, size: int, label: str, *, enabled: bool) -> Iterator[Callable[[], bool]]:
-    """A keep-going callback that, on a terminal, moves a byte progress bar between batches."""
+    """A keep-going callback that, on a terminal, moves a byte progress bar between batches. The
+    bar keeps to the terminal on stdout while plugin code runs with stdout pointed at stderr."""
     if not enabled:
         yield lambda: True
         return
-    with console.byte_progress(size, label) as show:
+    from rich.console import Console
+
+    with (
+        os.fdopen(os.dup(sys.stdout.fileno()), "w") as terminal,
+        console.byte_progress(size, label, Console(file=terminal)) as show,
+    ):
 
         def keep_going() -> bool:
             show(fin.tell())
@@ -166,9 +186,8 @@ class _Run:
             self.fin, fd, pipeline, max_line_bytes=self.limit, on_batch=self.feed, keep_going=self.keep_going
         )
 
-    def to_stdout(self, pipeline: Pipeline) -> StreamResult:
-        with data_on_stdout() as out:
-            return self._stream(pipeline, out)
+    def to_fd(self, pipeline: Pipeline, fd: int) -> StreamResult:
+        return self._stream(pipeline, fd)
 
     def to_nowhere(self, pipeline: Pipeline) -> StreamResult:
         with open(os.devnull, "wb") as sink:

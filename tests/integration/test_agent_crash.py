@@ -7,12 +7,24 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from agentctl import census, drop, log_records, run_cli, start, stop, wait_until, write_config
+from agentctl import (
+    agent_env,
+    census,
+    command,
+    drop,
+    log_records,
+    run_cli,
+    start,
+    stop,
+    wait_until,
+    write_config,
+)
 
 SLOW = '[[processors]]\ntype = "sleepy"\nseconds = 0.3\n'
 
@@ -236,6 +248,72 @@ def test_bytes_a_processor_writes_to_descriptor_1_stay_out_of_records_and_report
     assert "line 2: 'two'" in text.stdout
 
 
+def _sh(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The agent run by ``sh -c script`` (``$@`` is the agent's command line), for stdio games."""
+    return subprocess.run(
+        ["sh", "-c", script, "sh", *command(*args)],
+        env=agent_env(env),
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_plugin_bytes_on_descriptor_1_stay_out_of_stdout_in_every_mode(tmp_path: Path) -> None:
+    """fd 1 points at stderr while plugin code runs under `process`: in the line-by-line run after a
+    failure, with --output, and with stderr closed (then they go nowhere; no sentence reaches stdout)."""
+    data = tmp_path / "data.txt"
+    data.write_text("one\ntwo\nBAD\nfour\n")
+    writer = '[[processors]]\ntype = "fdwriter"\n'
+    failing = write_config(tmp_path / "f.toml", writer + '[[processors]]\ntype = "raise_on"\n')
+    rerun = run_cli("process", str(data), "--config", str(failing))
+    assert rerun.returncode == 1
+    assert "failed at line 3" in rerun.stderr
+    assert "fdwriter" not in rerun.stdout
+    assert rerun.stderr.count("fdwriter saw 1 lines") == 3  # the line-by-line run's calls
+    plain = write_config(tmp_path / "w.toml", writer)
+    out = tmp_path / "out.txt"
+    to_file = run_cli("process", str(data), "--output", str(out), "--config", str(plain))
+    assert (to_file.returncode, to_file.stdout) == (0, "")
+    assert out.read_text() == data.read_text()
+    no_stderr = _sh('exec "$@" 2>&-', "process", str(data), "--config", str(plain))
+    assert (no_stderr.returncode, no_stderr.stdout) == (0, data.read_bytes())
+    failed = _sh('exec "$@" 2>&-', "process", str(data), "--config", str(failing))
+    assert failed.returncode == 1
+    assert b"foldermon-agent" not in failed.stdout
+    assert b"fdwriter" not in failed.stdout
+    no_stdout = _sh(
+        'exec "$@" >&-', "process", str(data), "--output", str(tmp_path / "o2.txt"), "--config", str(plain)
+    )
+    assert no_stdout.returncode == 0, no_stdout.stderr
+    assert (tmp_path / "o2.txt").read_text() == data.read_text()
+
+
+def test_process_keeps_to_max_file_seconds(tmp_path: Path) -> None:
+    """A processor that hangs is interrupted at max_file_seconds, as in the agent (exit 1, a sentence
+    naming it); a failure whose line-by-line run runs out of time keeps the processor's error."""
+    data = tmp_path / "data.txt"
+    data.write_text("one\nHANG\n")
+    hang = write_config(
+        tmp_path / "h.toml", '[pipeline]\nmax_file_seconds = 1\n[[processors]]\ntype = "hang"\n'
+    )
+    started = time.monotonic()
+    hung = run_cli("process", str(data), "--config", str(hang))
+    assert time.monotonic() - started < 20
+    assert hung.returncode == 1
+    assert "longer than max_file_seconds (1 s) while processor 'hang_0' (hang) was running" in hung.stderr
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"line {i}\n" for i in range(1, 2001)) + "BAD\n")
+    slow = write_config(
+        tmp_path / "s.toml",
+        '[pipeline]\nmax_file_seconds = 2\n[[processors]]\ntype = "sleepy"\nseconds = 0.01\n'
+        '[[processors]]\ntype = "raise_on"\n',
+    )
+    failed = run_cli("process", str(big), "--config", str(slow))
+    assert failed.returncode == 1
+    assert "processor 'raise_on_1' (raise_on) failed: ValueError: cannot handle line 'BAD'" in failed.stderr
+
+
 def test_line_longer_than_limit_fails_file_without_retry(tmp_path: Path) -> None:
     """A line over max_line_bytes fails the file at once, with that reason."""
     root = tmp_path / "root"
@@ -409,3 +487,20 @@ def test_a_processor_error_stands_when_finding_its_line_takes_longer_than_the_ti
     assert "ValueError: cannot handle line 'BAD'" in record["cause"]
     assert "line" not in record
     assert "max_file_seconds" in record["note"]
+
+
+def test_run_once_stopped_before_it_drained_says_files_wait(tmp_path: Path) -> None:
+    """SIGTERM to `run --once` while files are left: they go back to unprocessed/ and the exit code
+    is 75 (try again later), not 0, so a script knows the run did not drain the root."""
+    root = tmp_path / "root"
+    for i in range(5):
+        drop(root, f"f{i}.txt", "a\n")
+    config = write_config(
+        tmp_path / "s.toml", '[agent]\ndrain_timeout = 1\n[[processors]]\ntype = "sleepy"\nseconds = 1\n'
+    )
+    log = tmp_path / "agent.log"
+    agent = start("run", "--watch", str(root), "--once", "--config", str(config), log=log)
+    wait_until(lambda: _claimed(root), timeout=30, what="a claimed file")
+    assert stop(agent) == 75
+    assert census(root)["unprocessed"]
+    assert census(root)["underprocess"] == []
