@@ -17,7 +17,6 @@ from foldermon.deadline import Alarm
 from foldermon.errors import EX_TEMPFAIL, UNREACHABLE_ERRNOS, ConfigError, LifecycleError
 from foldermon.files import Context, Files, NoProgress, Progress, Retry
 from foldermon.processors import Registry
-from foldermon.queue.layout import input_names
 from foldermon.retention import Retention
 from foldermon.roots import (
     Root,
@@ -140,9 +139,7 @@ class Agent:
         # file still being written): for cron and scripts.
         if self.once and (self.files.done["failed"] or self._unclaimed()):
             return 1
-        # Stopped by a signal before it drained the roots: what is left waits for the next run.
-        stopped_early = self.stopping and any(input_names(r.layout.unprocessed) for r in self.roots)
-        return EX_TEMPFAIL if self.once and (self._left_waiting or stopped_early) else 0
+        return EX_TEMPFAIL if self.once and self._left_waiting else 0
 
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:

@@ -487,20 +487,3 @@ def test_a_processor_error_stands_when_finding_its_line_takes_longer_than_the_ti
     assert "ValueError: cannot handle line 'BAD'" in record["cause"]
     assert "line" not in record
     assert "max_file_seconds" in record["note"]
-
-
-def test_run_once_stopped_before_it_drained_says_files_wait(tmp_path: Path) -> None:
-    """SIGTERM to `run --once` while files are left: they go back to unprocessed/ and the exit code
-    is 75 (try again later), not 0, so a script knows the run did not drain the root."""
-    root = tmp_path / "root"
-    for i in range(5):
-        drop(root, f"f{i}.txt", "a\n")
-    config = write_config(
-        tmp_path / "s.toml", '[agent]\ndrain_timeout = 1\n[[processors]]\ntype = "sleepy"\nseconds = 1\n'
-    )
-    log = tmp_path / "agent.log"
-    agent = start("run", "--watch", str(root), "--once", "--config", str(config), log=log)
-    wait_until(lambda: _claimed(root), timeout=30, what="a claimed file")
-    assert stop(agent) == 75
-    assert census(root)["unprocessed"]
-    assert census(root)["underprocess"] == []
