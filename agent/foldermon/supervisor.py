@@ -84,30 +84,30 @@ def die_with_supervisor(environ: Mapping[str, str] = os.environ) -> int | None:
 
 
 def wait_for_siblings(waiting: Callable[[], bool], tick: Callable[[], object]) -> None:
-    """In a worker: wait until the supervisor's other workers have exited, while ``waiting()``
-    says to, calling ``tick`` (the watchdog) meanwhile. Worker 0 of ``run --once`` reports the
-    queue gauges: it waits so that its last export shows the folders as the run left them."""
+    """In a worker: wait until the supervisor's other workers (those it starts again meanwhile
+    too) have exited, while ``waiting()`` says to, calling ``tick`` (the watchdog) meanwhile.
+    Worker 0 of ``run --once`` reports the queue gauges: it waits so that its last export shows
+    the folders as the run left them."""
     supervisor = os.getppid()
-    try:
-        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    except OSError:
-        return  # a kernel without the list: the gauges may end before the other workers do
-    pidfds = []
-    for pid in (int(c) for c in children if int(c) != os.getpid()):
+    while waiting():
         try:
-            pidfds.append(os.pidfd_open(pid))
+            children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        except OSError:
+            return  # a kernel without the list: the gauges may end before the other workers do
+        others = [int(c) for c in children if int(c) != os.getpid()]
+        if not others:
+            return
+        tick()
+        try:
+            pidfd = os.pidfd_open(others[0])
         except OSError:
             continue  # exited meanwhile
-    try:
-        while pidfds and waiting():
-            tick()
-            exited, _, _ = select.select(pidfds, [], [], _TICK)
-            for fd in exited:
-                pidfds.remove(fd)
-                os.close(fd)
-    finally:
-        for fd in pidfds:
-            os.close(fd)
+        try:
+            exited, _, _ = select.select([pidfd], [], [], _TICK)
+        finally:
+            os.close(pidfd)
+        if exited:  # listed until the supervisor reaps it
+            time.sleep(0.02)
 
 
 class ProgressReporter:
