@@ -234,10 +234,17 @@ def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: 
     (dead / ".lock").write_text("deadhost pid 9\ndata.txt")
     (dead / "data.txt").write_text("x\n")
     (dead / "waiting.txt").write_text("y\n")
-    ino = (dead / "data.txt").stat().st_ino
+    st = (dead / "data.txt").stat()
     assert sorted(queue.recover().returned) == ["data.txt", "waiting.txt"]
     counter = read_json(layout.unprocessed / counter_name("data.txt"))
-    assert counter == {"ino": ino, "attempts": 1, "first_attempt": CLOCK, "traces": []}
+    assert counter == {
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "attempts": 1,
+        "first_attempt": CLOCK,
+        "traces": [],
+    }
     # Claimed in the same batch but never started: no attempt against it.
     assert not (layout.unprocessed / counter_name("waiting.txt")).exists()
 
@@ -457,6 +464,34 @@ def test_counter_of_a_different_inode_is_ignored(layout: Layout, queue: Queue) -
     (layout.unprocessed / counter_name("data.txt")).write_text(json.dumps(stale))
     claim = claimed(queue, "data.txt")
     assert (claim.attempt, claim.first_attempt) == (1, CLOCK)
+
+
+@pytest.mark.parametrize("change", ["size", "mtime"])
+def test_counter_of_another_file_with_the_same_inode_number_is_ignored(
+    layout: Layout, queue: Queue, change: str
+) -> None:
+    """A file deleted by hand and a new one of that name that took its inode number: the counter
+    left beside the old one names its size and modification time, and they differ."""
+    st = drop(layout, "data.txt", b"new content\n").stat()
+    stale = {
+        "ino": st.st_ino,
+        "size": st.st_size + (change == "size"),
+        "mtime_ns": st.st_mtime_ns - (change == "mtime") * 10**9,
+        "attempts": 2,
+        "first_attempt": 1.0,
+    }
+    (layout.unprocessed / counter_name("data.txt")).write_text(json.dumps(stale))
+    claim = claimed(queue, "data.txt")
+    assert (claim.attempt, claim.first_attempt) == (1, CLOCK)
+
+
+def test_a_counter_of_an_older_version_is_matched_by_inode(layout: Layout, queue: Queue) -> None:
+    """Counters written before they named size and modification time still count."""
+    ino = drop(layout, "data.txt").stat().st_ino
+    (layout.unprocessed / counter_name("data.txt")).write_text(
+        json.dumps({"ino": ino, "attempts": 2, "first_attempt": 1.0})
+    )
+    assert claimed(queue, "data.txt").attempt == 3
 
 
 def test_again_records_the_failed_attempt_and_starts_the_next(layout: Layout, queue: Queue) -> None:

@@ -39,8 +39,9 @@ class Count:
 MAX_TRACES = 10
 
 
-def read_counter(path: Path, ino: int) -> Count:
-    """The count in a counter file; an empty Count when absent, unreadable or another file's."""
+def read_counter(path: Path, st: os.stat_result) -> Count:
+    """The count in a counter file; an empty Count when absent, unreadable or another file's (the
+    input ``st`` describes)."""
     # Never followed: a counter comes along from unprocessed/, where a producer may plant a
     # link (to a file outside the root, or a FIFO that would block the open).
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -50,8 +51,9 @@ def read_counter(path: Path, ino: int) -> Count:
             data = json.loads(counter.read(1 << 16)) if is_file else None
     except (OSError, ValueError, RecursionError):
         return Count()
-    # A counter left by another file of the same name (deleted by hand) does not count.
-    if not isinstance(data, dict) or data.get("ino") != ino:
+    # A counter left by another file of the same name (deleted by hand, its inode number taken
+    # again by a new file) does not count.
+    if not isinstance(data, dict) or not _same_file(data, st):
         return Count()
     try:
         traces = tuple(TraceRef(**t) for t in data.get("traces", ()))
@@ -60,9 +62,21 @@ def read_counter(path: Path, ino: int) -> Count:
         return Count()
 
 
-def write_counter(folder: Path, name: str, ino: int, count: Count) -> None:
+def _same_file(data: dict[str, object], st: os.stat_result) -> bool:
+    """Whether a counter describes the input ``st`` is: its inode, and (in counters that say them)
+    its size and modification time, which the queue's renames keep."""
+    return (
+        data.get("ino") == st.st_ino
+        and data.get("size", st.st_size) == st.st_size
+        and data.get("mtime_ns", st.st_mtime_ns) == st.st_mtime_ns
+    )
+
+
+def write_counter(folder: Path, name: str, st: os.stat_result, count: Count) -> None:
     record = {
-        "ino": ino,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
         "attempts": count.attempts,
         "first_attempt": count.first,
         "traces": [asdict(t) for t in count.traces[-MAX_TRACES:]],

@@ -167,7 +167,7 @@ class Queue:
         results: list[ClaimResult] = []
         for name, st in moved:
             ident = identity(self.root_id, name, st)
-            count = read_counter(self.instance.dir / counter_name(name), st.st_ino)
+            count = read_counter(self.instance.dir / counter_name(name), st)
             if count.attempts >= self.max_attempts:
                 results.append(Exhausted(name, count))
                 continue
@@ -251,7 +251,7 @@ class Queue:
         scheduled: a stop or a crash while the file waits neither forgets nor counts it twice."""
         st = os.lstat(claim.path)
         write_counter(
-            self.instance.dir, claim.name, st.st_ino, Count(claim.attempt, claim.first_attempt, claim.traces)
+            self.instance.dir, claim.name, st, Count(claim.attempt, claim.first_attempt, claim.traces)
         )
         self.instance.mark_active("")
 
@@ -259,7 +259,7 @@ class Queue:
         """Record the failed attempt (and where its attempts are traced) on disk, then start the next."""
         st = os.lstat(claim.path)
         count = Count(claim.attempt, claim.first_attempt, claim.traces)
-        write_counter(self.instance.dir, claim.name, st.st_ino, count)
+        write_counter(self.instance.dir, claim.name, st, count)
         return replace(claim, attempt=claim.attempt + 1, size=st.st_size)
 
     def _take_counter(self, name: str) -> None:
