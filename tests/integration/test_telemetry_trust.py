@@ -129,13 +129,35 @@ def test_line_spans_are_spread_over_the_file_when_many_lines_are_dropped(
         '[[processors]]\ntype = "filter"\npattern = "DROP"\ninvert = true\n'
     )
     _run(root, tmp_path, receiver, config, "--trace")
-    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 100 and rx.spans())
+    # The cap fills as far as the lines examined allow (the last ones may not be wanted).
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 95 and rx.spans())
     (file_span,) = _named(spans, "foldermon.process_file")
     assert file_span["attributes"]["foldermon.lines.examined"] >= 900  # about ten times the cap
     numbers = sorted(s["attributes"]["foldermon.line.number"] for s in _named(spans, "foldermon.line"))
-    assert len(numbers) == 100
+    assert 95 <= len(numbers) <= 100
     assert numbers[-1] > 90_000, "line spans stop early in the file"
     assert 30_000 < numbers[len(numbers) // 2] < 70_000, "line spans crowd one part of the file"
+
+
+def test_dropped_lines_alone_get_spans_paced_over_the_file(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """Ratio 0 (only dropped lines get a span), every second line dropped, a cap of 10: the ten
+    spans are paced over the whole file, not spent on its first dropped lines."""
+    root = tmp_path / "root"
+    drop(
+        root, "half.txt", "".join(f"line {i} {'DROP' if i % 2 == 0 else 'keep'}\n" for i in range(1, 20_001))
+    )
+    config = (
+        "[telemetry]\nmax_line_spans_per_file = 10\nline_sample_ratio = 0.0\n"
+        '[[processors]]\ntype = "filter"\npattern = "DROP"\ninvert = true\n'
+    )
+    _run(root, tmp_path, receiver, config, "--trace")
+    spans = receiver.wait_for(lambda rx: len(_named(rx.spans(), "foldermon.line")) >= 9 and rx.spans())
+    numbers = sorted(s["attributes"]["foldermon.line.number"] for s in _named(spans, "foldermon.line"))
+    assert 9 <= len(numbers) <= 10  # as far as the lines examined allow
+    assert all(n % 2 == 0 for n in numbers)  # dropped lines only
+    assert numbers[1] > 1_000, "the first dropped lines took the cap"
+    assert 6_000 < numbers[len(numbers) // 2] < 14_000, "line spans crowd one part of the file"
+    assert numbers[-1] > 15_000, "line spans stop early in the file"
 
 
 def test_processor_spans_last_as_long_as_their_processor_ran(tmp_path: Path, receiver: OtlpReceiver) -> None:

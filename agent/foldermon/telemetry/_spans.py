@@ -25,8 +25,6 @@ _UNSET = Status(StatusCode.UNSET)
 # Lines are examined one by one (to see what each processor did) for at most this many
 # times the span cap per file, spread over the whole file; the rest runs in fast batches.
 EXAMINE_FACTOR = 10
-# The share of examined lines that get a span starts from the ratio, weighted as this many lines.
-_PRIOR = 20
 
 
 def examine_budget(cap: int, ratio: float) -> int:
@@ -117,7 +115,6 @@ class LineTracer:
         self.spans = 0
         self.examined = 0
         self._seen = 0  # examined lines that ran whole
-        self._wanted = 0  # of those, the lines dropped or picked by the ratio
 
     @classmethod
     def for_config(
@@ -185,20 +182,18 @@ class LineTracer:
         return done * (1.0 - share) / share if share > 0 else 0.0
 
     def _keep(self, dropped: bool) -> bool:
-        """Whether an examined line gets a span: dropped ones, others by ratio, and the spans
-        spread over the examined lines still to come so the cap is not spent early in the file."""
+        """Whether an examined line gets a span: dropped ones, others by ratio, paced over the
+        examined lines so the cap is not spent early in the file: the k-th span waits until
+        (k - 1/2) / cap of the examined lines have run, unless the lines left to examine would
+        not fill the cap; so wanted lines anywhere find room, and the cap fills when it can."""
         self._batch_left -= 1
         self._seen += 1
-        wanted = dropped or self._rng.random() < self._ratio
-        self._wanted += wanted
-        if self.spans >= self._cap or not wanted:
+        if self.spans >= self._cap or not (dropped or self._rng.random() < self._ratio):
             return False
-        # The share of examined lines that pass the filter above: the ratio, and more as lines
-        # are dropped (estimated from the lines seen, starting from the ratio).
-        share = max((self._wanted + _PRIOR * self._ratio) / (self._seen + _PRIOR), 1e-3)
-        # Examined lines still to come that would pass the filter, this one included.
-        to_come = (self._examine_later + self._batch_left + 1) * share
-        return self._rng.random() * to_come < self._cap - self.spans
+        to_come = self._examine_later + self._batch_left + 1  # this line included
+        if to_come <= self._cap - self.spans:
+            return True
+        return self.spans + 0.5 < self._cap * self._seen / (self._seen + to_come - 1)
 
     def _run(self, lines: list[str]) -> list[str]:
         try:
