@@ -100,8 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, None)
     try:
         _check_stdout(args)
-        if args.command != "run":
-            # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
+        if args.command != "run" and not (
+            args.command == "process" and args.output and str(args.output) != "-"
+        ):
+            # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools. (A
+            # process into a file cleans up first: a broken pipe on stderr is an error there.)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             early.restore()  # only the agent defers early signals; one come meanwhile stops it here
         return _dispatch(args)
@@ -130,9 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
+def _into_a_file(args: argparse.Namespace) -> bool:
+    """``process --output FILE``: the one verb that writes nothing to stdout."""
+    return args.command == "process" and bool(args.output) and str(args.output) != "-"
+
+
 def _check_stdout(args: argparse.Namespace) -> None:
-    """Started with stdout closed: only ``process --output FILE`` writes nothing there."""
-    if early.stdout_closed and not (args.command == "process" and args.output and str(args.output) != "-"):
+    """Started with stdout closed: only ``process --output FILE`` may run."""
+    if early.stdout_closed and not _into_a_file(args):
         raise FoldermonError("standard output is closed")
 
 

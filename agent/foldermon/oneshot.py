@@ -219,14 +219,15 @@ class _Run:
             raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc} (in {dst.parent})") from exc
         tmp = Path(name)
         try:
-            _take_over(fd, st)
-            result = self._stream(pipeline, fd)
-        except BaseException:
+            try:
+                _take_over(fd, st)
+                result = self._stream(pipeline, fd)
+            finally:
+                os.close(fd)
+            tmp.replace(dst)
+        except BaseException:  # a rename refused (a full folder) included: no temp is left
             tmp.unlink(missing_ok=True)
             raise
-        finally:
-            os.close(fd)
-        tmp.replace(dst)
         fsync_dir(dst.parent)
         return result
 

@@ -8,6 +8,8 @@ from :meth:`Pipeline.stats` cost nothing in the hot loop.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -174,7 +176,7 @@ class Pipeline:
         self._active = index
         start = self._clock()
         # What plugin code prints goes to stderr: stdout carries the agent's records and reports.
-        stdout, sys.stdout = sys.stdout, sys.stderr
+        stdout, sys.stdout = sys.stdout, _PLUGIN_STDOUT
         try:
             out = stage.processor.process(lines)
             if self._checked[index]:
@@ -196,7 +198,7 @@ class Pipeline:
         stage, counters = self.stages[index], self._counters[index]
         self._active = index
         start = self._clock()
-        stdout, sys.stdout = sys.stdout, sys.stderr
+        stdout, sys.stdout = sys.stdout, _PLUGIN_STDOUT
         try:
             out = stage.processor.finish()
             if self._checked[index]:
@@ -227,6 +229,38 @@ def _lines_of(out: Any, method: str) -> list[str]:
             if not isinstance(item, str):
                 raise TypeError(f"{method}() returned a list holding {type(item).__name__}, not only str")
     return cast(list[str], out)
+
+
+class _ToStderr(io.TextIOBase):
+    """Plugin code's stdout: the agent's stderr, whose failures (full, a broken pipe, closed) are
+    not the file's: what a plugin prints is then lost, the file is processed all the same."""
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return sys.stderr.isatty()
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return sys.stderr.encoding
+
+
+_PLUGIN_STDOUT = _ToStderr()
 
 
 def may_hold(stage: Stage) -> bool:

@@ -487,3 +487,46 @@ def test_a_processor_error_stands_when_finding_its_line_takes_longer_than_the_ti
     assert "ValueError: cannot handle line 'BAD'" in record["cause"]
     assert "line" not in record
     assert "max_file_seconds" in record["note"]
+
+
+@pytest.mark.parametrize("stderr", ["/dev/full", "a broken pipe"])
+def test_a_plugin_printing_to_a_stderr_that_refuses_does_not_fail_its_file(
+    tmp_path: Path, stderr: str
+) -> None:
+    """What a plugin prints goes to stderr; stderr full or a broken pipe loses the print, not the
+    file (run --once processes it; process --output writes its output and leaves no temp)."""
+    root = tmp_path / "root"
+    drop(root, "a.txt", "a\n")
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "chatty"\n')
+    redirect = 'exec "$@" 2>/dev/full' if stderr == "/dev/full" else '"$@" 2>&1 >/dev/null | true'
+    ran = _sh(redirect, "run", "--watch", str(root), "--once", "--config", str(config))
+    assert ran.returncode == 0
+    assert census(root)["processed"] == ["a.txt"]
+    data = tmp_path / "data.txt"
+    data.write_text("one\ntwo\n")
+    out = tmp_path / "out" / "o.txt"
+    out.parent.mkdir()
+    into_file = 'exec "$@" 2>/dev/full' if stderr == "/dev/full" else '"$@" 2>&1 | true'
+    _sh(into_file, "process", str(data), "--output", str(out), "--config", str(config))
+    assert out.read_text() == "one\ntwo\n"
+    assert os.listdir(out.parent) == ["o.txt"]
+
+
+def test_process_output_whose_rename_fails_leaves_no_temp(tmp_path: Path) -> None:
+    """The final rename of `process --output` refused (a full folder): exit 1, no temp output left."""
+    data = tmp_path / "data.txt"
+    data.write_text("one\n" * 1000)
+    out = tmp_path / "out" / "o.txt"
+    out.parent.mkdir()
+    strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "inject=rename:error=ENOSPC"]
+    done = subprocess.run(
+        [*strace, *command("process", str(data), "--output", str(out))],
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in done.stderr
+    assert os.listdir(out.parent) == []
