@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.deadline import FileTimeLimit, time_limit
-from foldermon.errors import FoldermonError, ProcessorError
+from foldermon.errors import FoldermonError, ProcessingTimeLimitError, ProcessorError
 from foldermon.explaintext import ranges
 from foldermon.pipeline import Pipeline, Step, build_pipeline, may_hold, step_result
 from foldermon.processors import Registry
@@ -199,6 +199,7 @@ class _Replay:
             error = f"stopped by [pipeline] max_file_seconds ({self.time_limit:g} s)"
             stopped = [self._failed(steps, line, stage.id, stage.type, error)] if stage else []
             entry["steps"] = [*self._steps(steps), *stopped]
+            self._line_errors[number] = ProcessingTimeLimitError.__qualname__  # as the agent names it
             raise
         finally:
             self._times.append((start, time.time_ns()))
@@ -227,7 +228,8 @@ class _Replay:
         """The time limit interrupted the replay, as it interrupts the agent's attempt."""
         stage = self.pipeline.active_stage()
         who = f"{stage.id} ({stage.type}) was still running" if stage else "the file was being read"
-        self.failure, self.error_type = f"{who} on {_where(*self._at)}", FileTimeLimit.__qualname__
+        self.failure = f"{who} on {_where(*self._at)}"
+        self.error_type = ProcessingTimeLimitError.__qualname__  # the error.type the agent gives it
         self.stopped = True
         self.read = self._at[1]
 

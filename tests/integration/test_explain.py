@@ -419,3 +419,24 @@ def test_explain_of_ten_thousand_lines_exports_a_span_for_each(tmp_path: Path) -
         )
     assert len(lines) == 10_000
     assert sorted(s["attributes"]["foldermon.line.number"] for s in lines) == list(range(1, 10_001))
+
+
+def test_explain_stopped_by_the_time_limit_names_it_as_the_agent_does(tmp_path: Path) -> None:
+    """The replay stopped by max_file_seconds: the report says so (exit 0, as for a failing line) and
+    its spans carry the error.type the agent gives it, ProcessingTimeLimitError."""
+    src = tmp_path / "h.txt"
+    src.write_text("one\nHANG\n")
+    config = write_config(
+        tmp_path / "h.toml", '[pipeline]\nmax_file_seconds = 1\n[[processors]]\ntype = "hang"\n'
+    )
+    with OtlpReceiver() as rx:
+        env = {**rx.endpoint_env("grpc"), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        doc = _explain(str(src), "--line", "1-2", "--config", str(config), env=env)
+        spans = rx.wait_for(lambda r: [s for s in r.spans() if s["trace_id"] == doc["trace_id"]] or None)
+    assert any("max_file_seconds" in note for note in doc["notes"])
+    (root,) = [s for s in spans if s["name"] == "foldermon.explain"]
+    assert root["attributes"]["error.type"] == "ProcessingTimeLimitError"
+    (line,) = [
+        s for s in spans if s["name"] == "foldermon.line" and s["attributes"]["foldermon.line.number"] == 2
+    ]
+    assert line["attributes"]["error.type"] == "ProcessingTimeLimitError"
