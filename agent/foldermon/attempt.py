@@ -300,6 +300,11 @@ class Attempt:
 
     def _end(self, run: _Run, outcome: Outcome) -> Outcome:
         processor_spans(self.telemetry.line_spans, run.span, run.pipeline, run.start_ns)
+        if outcome.outcome != "processed":  # what went through before it stopped
+            stats = run.pipeline.stats()
+            lines_in = run.pipeline.lines_fed
+            run.span.set_attribute("foldermon.lines.in", lines_in)
+            run.span.set_attribute("foldermon.lines.out", stats[-1].lines_out if stats else lines_in)
         run.span.set_attribute("foldermon.outcome", outcome.outcome)
         run.span.end()
         outcome = replace(outcome, trace=_trace_ref(run.claim.attempt, run.span))

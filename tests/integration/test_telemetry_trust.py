@@ -720,3 +720,25 @@ def test_run_once_with_workers_ends_with_queue_gauges_that_describe_the_folder(
         if point["name"] == "foldermon.queue.depth":
             last[point["attributes"]["foldermon.queue.state"]] = int(point["value"])
     assert (last["unprocessed"], last["underprocess"], last["failed"]) == (0, 0, 1)
+
+
+def test_a_failed_attempt_s_span_says_how_many_lines_went_through(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """The file span of a failed attempt carries foldermon.lines.in/out as a processed one does: the
+    lines fed before it stopped (its line-by-line run stops on line 3) and those that came out."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "a\nb\nBAD\nd\ne\n")
+    _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 1\n" + FAILING)
+    spans = receiver.wait_for(
+        lambda rx: (
+            [
+                s
+                for s in _named(rx.spans(), "foldermon.process_file")
+                if s["attributes"]["foldermon.outcome"] == "failed"
+            ]
+            or None
+        )
+    )
+    attrs = spans[0]["attributes"]
+    assert (attrs["foldermon.lines.in"], attrs["foldermon.lines.out"]) == (3, 2)
