@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -83,9 +83,13 @@ def trace_fields(earlier: Sequence[TraceRef], this: TraceRef) -> dict[str, Any]:
     }
 
 
-def exhausted_trace(tel: Telemetry, queue: Queue, name: str, count: Count, message: str) -> dict[str, Any]:
+@contextlib.contextmanager
+def exhausted_trace(
+    tel: Telemetry, queue: Queue, name: str, count: Count, message: str
+) -> Iterator[dict[str, Any]]:
     """The span of the quarantine of a file whose attempts are used up by agents that stopped
-    during them (those attempts' own spans never ended); its record's trace fields."""
+    during them (those attempts' own spans never ended), current in the body; yields its
+    record's trace fields."""
     attributes: dict[str, str | int] = {
         "file.path": str(queue.layout.unprocessed / name),
         "file.name": name,
@@ -96,8 +100,8 @@ def exhausted_trace(tel: Telemetry, queue: Queue, name: str, count: Count, messa
     }
     span = tel.tracer.start_span("foldermon.process_file", attributes=attributes, links=_links(count.traces))
     span.set_status(Status(StatusCode.ERROR, message))
-    span.end()
-    return trace_fields(count.traces, _trace_ref(count.attempts, span))
+    with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+        yield trace_fields(count.traces, _trace_ref(count.attempts, span))
 
 
 def _taken_over(exc: LeaseLostError, log: logmod.Logger) -> Outcome:

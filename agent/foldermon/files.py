@@ -244,19 +244,20 @@ class Files:
             instance=self.ctx.instance_id,
         )
         record["error_type"] = "AttemptsExhausted"
+        log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
         # The attempts that ended the agent left no trace: the quarantine has one, linked to the
         # traces of those attempts that failed and were kept.
-        record.update(exhausted_trace(self.ctx.telemetry, root.queue, result.name, count, message))
-        log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
-        try:
-            failed_as = root.queue.fail(result, record)
-        except OSError as exc:
-            # Still claimed by this instance; the next start's recovery offers it again.
-            log.error("quarantine failed", error=str(exc))
-            return
+        with exhausted_trace(self.ctx.telemetry, root.queue, result.name, count, message) as fields:
+            record.update(fields)
+            try:
+                failed_as = root.queue.fail(result, record)
+            except OSError as exc:
+                # Still claimed by this instance; the next start's recovery offers it again.
+                log.error("quarantine failed", error=str(exc))
+                return
+            log.error("file failed", failed_as=failed_as, error=message)
         self._count_failed(root, "AttemptsExhausted")
         self._drop_marker(root, result.name)
-        log.error("file failed", failed_as=failed_as, error=message)
 
     def _count_failed(self, root: Root, error_type: str) -> None:
         """A file quarantined when claimed, without an attempt: counted as any failed file."""

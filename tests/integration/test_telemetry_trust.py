@@ -604,8 +604,12 @@ def test_a_file_quarantined_for_ending_the_agent_has_a_trace_linked_to_its_faile
         run_cli("run", "--watch", str(root), "--once", "--config", str(killing), env=env).returncode
         == -signal.SIGKILL
     )
-    assert run_cli("run", "--watch", str(root), "--once", "--config", str(killing), env=env).returncode == 1
+    last = run_cli("run", "--watch", str(root), "--once", "--config", str(killing), env=env)
+    assert last.returncode == 1
     record = json.loads((root / "failed" / ".poison.txt.error.json").read_text())
+    said = [json.loads(line) for line in last.stdout.splitlines() if line.startswith("{")]
+    (failed,) = [r for r in said if r["event"] == "file failed"]
+    assert failed["trace_id"] == record["trace_id"]  # the log leads to the quarantine's trace
     assert (record["error_type"], record["attempts"], record["trace_sampled"]) == (
         "AttemptsExhausted",
         2,
