@@ -53,6 +53,7 @@ class Outcome:
     finish_only: bool = False  # the output is published: the retry only finishes the input
     environment: bool = False  # the retry waits for the environment (a full or read-only disk), not the file
     error_type: str | None = None  # of a failed outcome
+    failure: dict[str, Any] | None = None  # how a counted retry's attempt failed (Count.error)
     trace: TraceRef | None = None  # where this attempt is traced
     taken_over: bool = False  # another instance took the claim folder over (Queue.confirm_lease)
 
@@ -102,6 +103,33 @@ def exhausted_trace(
     span.set_status(Status(StatusCode.ERROR, message))
     with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
         yield trace_fields(count.traces, _trace_ref(count.attempts, span))
+
+
+def _failure(exc: Exception, attempt: int) -> dict[str, Any]:
+    """How an attempt failed, as the file's counter keeps it (Count.error)."""
+    return {
+        "attempt": attempt,
+        "error_type": type(exc).__name__,
+        "message": str(exc),
+        "processor_id": getattr(exc, "processor_id", None),
+        "processor_type": getattr(exc, "processor_type", None),
+        "line": getattr(exc, "line", None),
+        "cause": describe(exc.__cause__) if exc.__cause__ else None,
+    }
+
+
+def exact_for(claim: Claim) -> ProcessorError | None:
+    """The processor error the file's last attempt failed with, as its counter kept it across a
+    restart: this attempt then runs line by line, as a retry in the same run does."""
+    error = claim.error or {}
+    if error.get("error_type") != ProcessorError.__name__:
+        return None
+    line = error.get("line")
+    return ProcessorError(
+        str(error.get("processor_id")),
+        str(error.get("processor_type")),
+        line if isinstance(line, int) else None,
+    )
 
 
 def _taken_over(exc: LeaseLostError, log: logmod.Logger) -> Outcome:
@@ -364,7 +392,12 @@ class Attempt:
             # After a processor error every retry runs line by line, so each names the line.
             exact = exc if isinstance(exc, ProcessorError) else None
             return Outcome(
-                "retry", retry_in=delay, counted=not environment, exact=exact, environment=environment
+                "retry",
+                retry_in=delay,
+                counted=not environment,
+                exact=exact,
+                environment=environment,
+                failure=None if environment else _failure(exc, claim.attempt),
             )
         record = fail_record(
             exc,

@@ -100,12 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, None)
     try:
         _check_stdout(args)
-        if args.command != "run" and not (
-            args.command == "process" and args.output and str(args.output) != "-"
-        ):
-            # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools. (A
-            # process into a file cleans up first: a broken pipe on stderr is an error there.)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        if args.command != "run":
+            if not _into_a_file(args):
+                # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools. (A
+                # process into a file cleans up first: a broken pipe on stderr is an error there.)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             early.restore()  # only the agent defers early signals; one come meanwhile stops it here
         return _dispatch(args)
     except ConfigError as exc:

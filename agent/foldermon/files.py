@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from foldermon.attempt import Attempt, Outcome, Produced, exhausted_trace
+from foldermon.attempt import Attempt, Outcome, Produced, exact_for, exhausted_trace, trace_fields
 from foldermon.config import Config
 from foldermon.deadline import Alarm
 from foldermon.errors import ProcessorError
@@ -24,6 +24,7 @@ from foldermon.queue.claims import (
     Rejected,
     Unclaimable,
 )
+from foldermon.queue.counter import Count
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
@@ -220,7 +221,7 @@ class Files:
         if self.ctx.stopping() or os.path.lexists(pause_marker(root.layout)):
             root.queue.release(claim)
             return group
-        outcome = self._attempt(root, claim)
+        outcome = self._attempt(root, claim, exact=exact_for(claim))
         if not isinstance(outcome, Produced):
             self._settle(root, claim, outcome, None)
             return group
@@ -232,6 +233,10 @@ class Files:
 
     def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
         count = result.count
+        last = count.error
+        if last is not None and last.get("attempt") == count.attempts:
+            self._quarantine_lowered(root, result.name, count, last)
+            return
         message = (
             f"its {count.attempts} attempts are used up, the last ended by the agent stopping (a crash "
             "or a kill); quarantined so it cannot crash-loop the agent"
@@ -258,6 +263,32 @@ class Files:
             log.error("file failed", failed_as=failed_as, error=message)
         self._count_failed(root, "AttemptsExhausted")
         self._drop_marker(root, result.name)
+
+    def _quarantine_lowered(self, root: Root, name: str, count: Count, last: dict[str, Any]) -> None:
+        """A file whose last attempt failed (not ended the agent) and that has no attempt left
+        under a max_attempts lowered since: quarantined with that attempt's error and trace."""
+        keep = ("error_type", "message", "processor_id", "processor_type", "line", "cause")
+        record: dict[str, Any] = {k: last[k] for k in keep if last.get(k) is not None}
+        now = self.ctx.wall_clock()
+        record.update(
+            attempts=count.attempts,
+            first_attempt=count.first or None,
+            last_attempt=now,
+            instance=self.ctx.instance_id,
+            note=f"max_attempts ({root.queue.max_attempts}) was lowered after this attempt failed",
+        )
+        if count.traces and count.traces[-1].attempt == count.attempts:
+            record.update(trace_fields(count.traces[:-1], count.traces[-1]))
+        log = self.ctx.log.bind(root=str(root.layout.root), file=name)
+        try:
+            failed_as = root.queue.fail(Exhausted(name, count), record)
+        except OSError as exc:
+            log.error("quarantine failed", error=str(exc))
+            return
+        error_type = str(record.get("error_type", "_OTHER"))
+        self._count_failed(root, error_type)
+        self._drop_marker(root, name)
+        log.error("file failed", failed_as=failed_as, error=f"{error_type}: {record.get('message')}")
 
     def _count_failed(self, root: Root, error_type: str) -> None:
         """A file quarantined when claimed, without an attempt: counted as any failed file."""
@@ -321,6 +352,8 @@ class Files:
             # trace when it was kept, and traces the attempt itself whatever the sampler says.
             if result.trace is not None and (result.trace.sampled or not result.rerun):
                 claim = replace(claim, traces=(*claim.traces, result.trace))
+            if result.failure is not None:
+                claim = replace(claim, error=result.failure)
             if result.counted and not result.finish_only:
                 try:
                     root.queue.attempt_failed(claim)

@@ -562,12 +562,10 @@ def test_an_attempt_made_before_a_restart_is_counted_listed_and_linked(
     record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
     assert record["attempts"] == 3
     listed = [(t["attempt"], t["trace_id"]) for t in record["attempt_traces"]]
-    # Each attempt once, in order; those whose batch run failed without naming a line are listed
-    # twice (the batch run, then the line-by-line run).
-    attempts = [a for a, _ in listed]
-    assert sorted(set(attempts)) == [1, 2, 3]
-    assert attempts == sorted(attempts)
-    assert (1, first[0]["trace_id"]) in listed
+    # Attempt 1 twice (its batch run, then its line-by-line run); the retries, after the restart
+    # too, run line by line at once (the counter keeps how the last attempt failed).
+    assert [a for a, _ in listed] == [1, 1, 2, 3]
+    assert listed[1] == (1, first[0]["trace_id"])
     spans = receiver.wait_for(
         lambda rx: len(_named(rx.spans(), "foldermon.process_file")) >= 4 and rx.spans()
     )
@@ -746,3 +744,31 @@ def test_a_failed_attempt_s_span_says_how_many_lines_went_through(
     )
     attrs = spans[0]["attributes"]
     assert (attrs["foldermon.lines.in"], attrs["foldermon.lines.out"]) == (3, 2)
+
+
+def test_a_file_left_without_attempts_by_a_lowered_max_attempts_keeps_its_error(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Three attempts fail on line 2 under max_attempts = 6; the agent stops while the file waits
+    and starts again with max_attempts = 2: the file is quarantined with its processor error, line
+    and last trace (not as one that ended the agent), and the record says why."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", "ok\nBAD\n")
+    many = write_config(tmp_path / "m.toml", "[retry]\nmax_attempts = 6\nbackoff = 0.05\n" + FAILING)
+    env = {**FAST, **receiver.endpoint_env("grpc")}
+    log = tmp_path / "agent.log"
+    agent = start("run", "--watch", str(root), "--config", str(many), log=log, env=env)
+    try:
+        wait_until(lambda: sum("will retry" in r.get("event", "") for r in log_records(log)) >= 3, timeout=60)
+    finally:
+        stop(agent)
+    used = json.loads((root / "unprocessed" / ".bad.txt.attempts").read_text())["attempts"]
+    few = write_config(tmp_path / "f.toml", "[retry]\nmax_attempts = 2\nbackoff = 0.05\n" + FAILING)
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(few), env=env).returncode == 1
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert (record["error_type"], record["processor_id"], record["line"]) == ("ProcessorError", "picky", 2)
+    assert "ValueError" in record["cause"]
+    assert record["attempts"] == used >= 3
+    assert "max_attempts" in record["note"]
+    assert record["attempt_traces"][-1]["attempt"] == used
+    assert record["trace_id"] == record["attempt_traces"][-1]["trace_id"]

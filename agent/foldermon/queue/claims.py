@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foldermon.errors import LifecycleError
 from foldermon.queue.counter import Count, TraceRef
@@ -30,6 +31,7 @@ class Claim:
     traces: tuple[TraceRef, ...] = ()  # of the earlier attempts
     generation: int = 0  # of the claim folder it was claimed into (Queue.generation)
     waits: int = 0  # retries in a row that waited for the environment (a full disk), uncounted
+    error: dict[str, Any] | None = None  # how its last failed attempt failed (Count.error)
 
 
 @dataclass(frozen=True, slots=True)

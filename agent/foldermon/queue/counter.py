@@ -7,6 +7,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from foldermon.queue.fsio import write_durable
 
@@ -33,6 +34,9 @@ class Count:
     attempts: int = 0
     first: float = 0.0
     traces: tuple[TraceRef, ...] = ()
+    # How the last attempt that failed (rather than ended the agent) failed: error_type, message,
+    # processor_id, processor_type, line, cause and its attempt number.
+    error: dict[str, Any] | None = None
 
 
 # The traces of this many attempts are kept (a counter of a file that failed often stays small).
@@ -57,7 +61,13 @@ def read_counter(path: Path, st: os.stat_result) -> Count:
         return Count()
     try:
         traces = tuple(TraceRef(**t) for t in data.get("traces", ()))
-        return Count(int(data.get("attempts", 0)), float(data.get("first_attempt", 0.0)), traces)
+        error = data.get("error")
+        return Count(
+            int(data.get("attempts", 0)),
+            float(data.get("first_attempt", 0.0)),
+            traces,
+            error if isinstance(error, dict) else None,
+        )
     except (TypeError, ValueError):
         return Count()
 
@@ -80,5 +90,6 @@ def write_counter(folder: Path, name: str, st: os.stat_result, count: Count) -> 
         "attempts": count.attempts,
         "first_attempt": count.first,
         "traces": [asdict(t) for t in count.traces[-MAX_TRACES:]],
+        **({"error": count.error} if count.error else {}),
     }
     write_durable(folder / counter_name(name), json.dumps(record).encode())

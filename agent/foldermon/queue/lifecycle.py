@@ -186,6 +186,7 @@ class Queue:
                     ident,
                     count.traces,
                     self.generation,
+                    error=count.error,
                 )
             )
         return results
@@ -250,15 +251,14 @@ class Queue:
         """Record a failed attempt (and where it is traced) on disk as soon as its retry is
         scheduled: a stop or a crash while the file waits neither forgets nor counts it twice."""
         st = os.lstat(claim.path)
-        write_counter(
-            self.instance.dir, claim.name, st, Count(claim.attempt, claim.first_attempt, claim.traces)
-        )
+        count = Count(claim.attempt, claim.first_attempt, claim.traces, claim.error)
+        write_counter(self.instance.dir, claim.name, st, count)
         self.instance.mark_active("")
 
     def again(self, claim: Claim) -> Claim:
         """Record the failed attempt (and where its attempts are traced) on disk, then start the next."""
         st = os.lstat(claim.path)
-        count = Count(claim.attempt, claim.first_attempt, claim.traces)
+        count = Count(claim.attempt, claim.first_attempt, claim.traces, claim.error)
         write_counter(self.instance.dir, claim.name, st, count)
         return replace(claim, attempt=claim.attempt + 1, size=st.st_size)
 
