@@ -69,7 +69,9 @@ class Root:
             return []
         listed = rules.split(entries)
         names = [e.name for e in listed.ready if e.name[:1] != "."]
-        before, self.still_written = self.still_written, []
+        before = self.still_written
+        # Files without their done marker are still being written, by the producer's word.
+        self.still_written = [e.name for e in listed.unmarked if e.name[:1] != "."]
         for entry in listed.settling:
             if entry.name[:1] == ".":
                 continue
@@ -79,7 +81,7 @@ class Root:
                 names.append(entry.name)
         if self.still_written and self.still_written != before:
             log.info(
-                "files still open for writing left for a later run",
+                "files still being written (open, or without their done marker) left for a later run",
                 root=str(self.layout.root),
                 files=len(self.still_written),
                 first=self.still_written[0],

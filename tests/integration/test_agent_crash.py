@@ -530,3 +530,20 @@ def test_process_output_whose_rename_fails_leaves_no_temp(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert "No space left on device" in done.stderr
     assert os.listdir(out.parent) == []
+
+
+def test_run_once_leaves_a_file_without_its_done_marker_and_says_so(tmp_path: Path) -> None:
+    """With done_suffix, a file whose marker has not come is still being written: --once leaves it
+    and exits 75 (try again later), having processed the one that has its marker."""
+    root = tmp_path / "root"
+    drop(root, "x.txt", "x\n")
+    drop(root, "y.txt", "y\n")
+    drop(root, "y.txt.done", "")
+    config = write_config(tmp_path / "d.toml", '[watch]\ndone_suffix = ".done"\n')
+    ran = run_cli("run", "--watch", str(root), "--once", "--config", str(config))
+    assert ran.returncode == 75, ran.stderr
+    assert census(root)["processed"] == ["y.txt"]
+    assert census(root)["unprocessed"] == ["x.txt"]
+    drop(root, "x.txt.done", "")
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert census(root)["processed"] == ["x.txt", "y.txt"]

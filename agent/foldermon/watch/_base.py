@@ -171,10 +171,12 @@ def open_for_writing(path: Path) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A scan split by readiness: ``ready`` needs nothing more, ``settling`` must be stable."""
+    """A scan split by readiness: ``ready`` needs nothing more, ``settling`` must be stable,
+    ``unmarked`` waits for its done marker (``done_suffix``)."""
 
     ready: tuple[EntryInfo, ...]
     settling: tuple[EntryInfo, ...]
+    unmarked: tuple[EntryInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ class NameRules:
         present = {entry.name for entry in entries} if self.done_suffix else set()
         ready: list[EntryInfo] = []
         settling: list[EntryInfo] = []
+        unmarked: list[EntryInfo] = []
         for entry in entries:
             if entry.kind is EntryKind.DIR or self.is_done_name(entry.name):
                 continue
@@ -221,4 +224,6 @@ class NameRules:
                 settling.append(entry)
             elif entry.name + self.done_suffix in present:
                 ready.append(entry)
-        return Listing(tuple(ready), tuple(settling))
+            else:
+                unmarked.append(entry)
+        return Listing(tuple(ready), tuple(settling), tuple(unmarked))
