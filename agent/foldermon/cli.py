@@ -11,6 +11,7 @@ import argparse
 import errno
 import os
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_stdout(args)
         if args.command != "run":
-            if not _into_a_file(args):
-                # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools. (A
-                # process into a file cleans up first: a broken pipe on stderr is an error there.)
+            if _stdout_is_a_pipe() and not _into_a_file(args):
+                # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
+                # (Not otherwise: a broken pipe on stderr must not end it before it cleans up.)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             early.restore()  # only the agent defers early signals; one come meanwhile stops it here
         return _dispatch(args)
@@ -130,6 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_FAILURE
     except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
         return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _stdout_is_a_pipe() -> bool:
+    try:
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _into_a_file(args: argparse.Namespace) -> bool:

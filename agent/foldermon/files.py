@@ -140,8 +140,11 @@ class Files:
             finished = self._new_attempt().finish_again(retry.root.queue, retry.claim, retry.finish, log)
             self._settle(retry.root, retry.claim, finished, retry.finish)
         elif not os.path.lexists(retry.claim.path):
-            # Moved on by the failed attempt itself (say, into processed/ before a failed fsync).
+            # Moved on by the failed attempt itself (say, into processed/ before a failed fsync),
+            # or removed by hand: a new file of that name is claimed afresh.
             log.warning("claimed file is gone; retry dropped")
+            retry.root.queue.forget(retry.claim)
+            self._unblock(retry.root, retry.claim.name)
             return True
         else:
             try:
@@ -376,9 +379,12 @@ class Files:
             self._drop_marker(root, claim.name)
             self.done[result.outcome] += 1
             self._finished_unsynced += result.outcome == "processed"
-        if claim.name in root.blocked:  # a same-named file waited for this one to leave
-            root.blocked.discard(claim.name)
-            self.offer(root, claim.name)
+        self._unblock(root, claim.name)
+
+    def _unblock(self, root: Root, name: str) -> None:
+        if name in root.blocked:  # a same-named file waited for this one to leave
+            root.blocked.discard(name)
+            self.offer(root, name)
 
     def _drop_marker(self, root: Root, name: str) -> None:
         """In done-file mode the marker has served its purpose once its input is finished or failed."""

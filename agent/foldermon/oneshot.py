@@ -128,6 +128,9 @@ def _process(
     """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst``, stdout or
     (``discard``) nowhere, within ``[pipeline] max_file_seconds``."""
     seconds = config.pipeline.max_file_seconds
+    to_stdout = dst is None or str(dst) == "-"
+    if dst is not None and not (discard or to_stdout):
+        dst, _ = output_target(dst)
     try:
         limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         with open_input(src, max_input_bytes=limit) as fin:
@@ -141,9 +144,9 @@ def _process(
                 run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
                 if discard:
                     return run.to_nowhere(pipeline)
-                return (
-                    run.to_fd(pipeline, out) if dst is None or str(dst) == "-" else run.to_file(pipeline, dst)
-                )
+                if to_stdout or dst is None:
+                    return run.to_fd(pipeline, out)
+                return run.to_file(pipeline, dst)
     except FileTimeLimit:
         stage = pipeline.active_stage()
         raise ProcessingTimeLimitError(
@@ -197,20 +200,7 @@ class _Run:
         """Write through a temp file so no partial output ever carries the final name. A
         symbolic link is written through, to the file it names; a file already there keeps its
         mode (and, for root, its owner); anything there that is not a file is refused."""
-        dst = Path(os.path.realpath(dst))
-        try:
-            st: os.stat_result | None = os.stat(dst)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            if stat.S_ISDIR(st.st_mode):
-                raise FoldermonError(f"cannot write {dst}: it is a folder; give a file name")
-            raise FoldermonError(
-                f"cannot write {dst}: it is {file_kind(st.st_mode)}, not a file (without --output, "
-                "process writes to stdout)"
-            )
+        dst, st = output_target(dst)  # resolved already: the same again
         import tempfile  # only for an output file: stdout needs none of it
 
         try:
@@ -230,6 +220,26 @@ class _Run:
             raise
         fsync_dir(dst.parent)
         return result
+
+
+def output_target(dst: Path) -> tuple[Path, os.stat_result | None]:
+    """The file ``--output`` names, links followed, and what is there now (None: nothing);
+    anything there that is not a file is refused. Resolved before descriptor 1 is moved (a
+    name such as /dev/stdout leads through it)."""
+    try:
+        st: os.stat_result | None = os.stat(dst)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise FoldermonError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise FoldermonError(f"cannot write {dst}: it is a folder; give a file name")
+        raise FoldermonError(
+            f"cannot write {dst}: it is {file_kind(st.st_mode)}, not a file (without --output, "
+            "process writes to stdout)"
+        )
+    return Path(os.path.realpath(dst)), st
 
 
 @contextlib.contextmanager

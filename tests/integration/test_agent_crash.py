@@ -547,3 +547,69 @@ def test_run_once_leaves_a_file_without_its_done_marker_and_says_so(tmp_path: Pa
     drop(root, "x.txt.done", "")
     assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
     assert census(root)["processed"] == ["x.txt", "y.txt"]
+
+
+def test_output_dev_stdout_writes_where_stdout_leads_never_over_stderr(tmp_path: Path) -> None:
+    """`--output /dev/stdout` follows stdout to its file (never to where stderr is while plugin code
+    runs), and is refused when stdout is a pipe."""
+    data = tmp_path / "data.txt"
+    data.write_text("a\nb\n")
+    out, err = tmp_path / "out.txt", tmp_path / "err.log"
+    err.write_text("earlier log lines\n")
+    done = _sh(f'exec "$@" >{out} 2>>{err}', "process", str(data), "--output", "/dev/stdout")
+    assert done.returncode == 0
+    assert out.read_text() == "a\nb\n"
+    assert err.read_text().startswith("earlier log lines\n")
+    piped = _sh(f'"$@" 2>>{err} | cat', "process", str(data), "--output", "/dev/stdout")
+    assert piped.stdout == b""
+    assert "not a file" in err.read_text()
+    assert err.read_text().startswith("earlier log lines\n")
+
+
+def test_a_broken_pipe_on_stderr_does_not_stop_process_or_explain(tmp_path: Path) -> None:
+    """stderr a pipe nobody reads (its reader gone), stdout a file: a plugin's prints are lost, the
+    records and the report are whole, and the exit code is that of the work."""
+    data = tmp_path / "data.txt"
+    data.write_text("one\ntwo\n")
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "chatty"\n')
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        for args, expected in (
+            (("process", str(data), "--config", str(config)), "one\ntwo\n"),
+            (("explain", str(data), "--line", "2", "--json", "--config", str(config)), None),
+        ):
+            with (tmp_path / "stdout").open("w+") as stdout:
+                code = subprocess.run(
+                    command(*args), env=agent_env(), stdout=stdout, stderr=write, check=False, timeout=60
+                ).returncode
+                stdout.seek(0)
+                said = stdout.read()
+            assert code == 0
+            if expected is None:
+                assert json.loads(said)["lines"][0]["number"] == 2
+            else:
+                assert said == expected
+    finally:
+        os.close(write)
+
+
+def test_a_new_file_under_the_name_of_a_removed_waiting_one_is_processed(tmp_path: Path) -> None:
+    """A file waiting for its retry is removed by hand and a good one of that name dropped: the
+    agent drops the retry and claims the new file, without a restart."""
+    root = tmp_path / "root"
+    drop(root, "f.txt", "ok\nBAD\n")
+    config = write_config(
+        tmp_path / "c.toml", '[retry]\nmax_attempts = 2\nbackoff = 1\n[[processors]]\ntype = "raise_on"\n'
+    )
+    log = tmp_path / "agent.log"
+    agent = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any("will retry" in r.get("event", "") for r in log_records(log)), timeout=30)
+        (claimed,) = (root / "underprocess").glob("*/f.txt")
+        claimed.unlink()
+        drop(root, "f.txt", "good\n")
+        wait_until(lambda: census(root)["processed"] == ["f.txt"], timeout=30, what="the new f.txt processed")
+    finally:
+        assert stop(agent) == 0
+    assert (root / "output" / "f_processed.txt").read_text() == "good\n"

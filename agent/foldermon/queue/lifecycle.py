@@ -419,6 +419,12 @@ class Queue:
         return_input(self.layout, self.instance.dir, claim.name)
         self.held.discard(claim.name)
 
+    def forget(self, claim: Claim) -> None:
+        """A claimed input that is gone (removed by hand): its name and counter are free again,
+        for a new file of that name."""
+        self.held.discard(claim.name)
+        self._drop_counter(claim.name)
+
     def _drop_counter(self, name: str) -> None:
         # Not fsynced: a counter that comes back after a crash has no input beside it in this
         # claim folder, and goes with the folder.
