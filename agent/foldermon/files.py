@@ -306,7 +306,7 @@ class Files:
     ) -> Outcome | Produced:
         log = self.ctx.log.bind(root=str(root.layout.root), file=claim.name, attempt=claim.attempt)
         try:
-            root.queue.instance.mark_active(claim.name)
+            root.queue.instance.mark_active(claim.name, claim.first_attempt)
         except OSError as exc:
             log.warning(
                 "could not record the active file; a crash now would not count its attempt", error=str(exc)

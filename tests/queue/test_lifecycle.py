@@ -249,6 +249,23 @@ def test_recovery_counts_the_interrupted_attempt_on_disk(layout: Layout, queue: 
     assert not (layout.unprocessed / counter_name("waiting.txt")).exists()
 
 
+def test_an_attempt_the_instance_died_in_is_dated_from_when_the_first_attempt_began(
+    layout: Layout, open_instance: OpenInstance
+) -> None:
+    """The lock names the active input and when its first attempt began: recovery counts the
+    attempt with that time, not the time of the recovery."""
+    drop(layout, "poison.txt")
+    instance = open_instance("host-1-cccccc")
+    queue = make_queue(layout, instance)
+    claim = claimed(queue, "poison.txt")
+    instance.mark_active(claim.name, 1234.5)
+    assert read_lock(instance._lock_fd).active == "poison.txt"
+    die(instance)
+    make_queue(layout, open_instance("host-2-cccccc")).recover()
+    counter = read_json(layout.unprocessed / counter_name("poison.txt"))
+    assert (counter["attempts"], counter["first_attempt"]) == (1, 1234.5)
+
+
 def test_mark_active_names_the_input_after_the_lock_files_header(
     layout: Layout, open_instance: OpenInstance
 ) -> None:

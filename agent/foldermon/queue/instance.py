@@ -76,6 +76,7 @@ class LockInfo:
     # The device and inode of an output folder on another filesystem ("dev:ino"): a folder at
     # that path on another host (its own disk) or made anew is another folder.
     output_id: str | None = None
+    active_since: float | None = None  # when the active input's first attempt began
 
 
 def read_lock(lock_fd: int | None) -> LockInfo:
@@ -91,7 +92,12 @@ def read_lock(lock_fd: int | None) -> LockInfo:
             fields = json.loads(line)
             output = Path(os.fsdecode(fields["output"]))
             output_id = fields.get("output_id")
-    return LockInfo(os.fsdecode(rest) if rest else None, output, output_id)
+    active, _, first = rest.partition(b"\0")
+    try:
+        first_attempt = float(first) if first else None
+    except ValueError:
+        first_attempt = None
+    return LockInfo(os.fsdecode(active) if active else None, output, output_id, first_attempt)
 
 
 def folder_id(path: Path) -> str:
@@ -137,17 +143,18 @@ class Instance:
                 _HELD.add(fd)
                 return
 
-    def mark_active(self, name: str) -> None:
-        """Write the input an attempt starts on after the lock file's first line.
+    def mark_active(self, name: str, first_attempt: float = 0.0) -> None:
+        """Write the input an attempt starts on after the lock file's first line, and when the
+        file's first attempt began (a NUL between: no name holds one).
 
         Recovery after a crash counts an attempt against this input only, not against the
-        others this instance had claimed but not started. Not fsynced: it has to outlive the
-        process (kill -9, a crash in a processor), not the machine. An empty name: no attempt
-        is running.
+        others this instance had claimed but not started, dated from that first attempt. Not
+        fsynced: it has to outlive the process (kill -9, a crash in a processor), not the
+        machine. An empty name: no attempt is running.
         """
         if self._lock_fd is None:
             raise LifecycleError(f"instance {self.id} is closed")
-        data = os.fsencode(name)
+        data = os.fsencode(name) + (f"\0{first_attempt!r}".encode() if name and first_attempt else b"")
         os.pwrite(self._lock_fd, data, self._header_len)
         os.ftruncate(self._lock_fd, self._header_len + len(data))
 

@@ -139,7 +139,7 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
                 continue
         else:
             if name == lock.active:
-                _count_interrupted(queue, folder, name, st)
+                _count_interrupted(queue, folder, name, st, lock.active_since)
                 # Its attempt may have been quarantining it: a record without its input goes.
                 drop_orphan_records(queue.layout, instance_id, name, queue.stored_name(name))
             report.returned.append(return_input(queue.layout, folder, name))
@@ -205,12 +205,14 @@ def owner_of(entry: str) -> str:
     return entry
 
 
-def _count_interrupted(queue: Queue, folder: Path, name: str, st: os.stat_result) -> None:
-    """The claim its instance was working on when it died counts as one attempt (it may be the cause)."""
+def _count_interrupted(
+    queue: Queue, folder: Path, name: str, st: os.stat_result, since: float | None
+) -> None:
+    """The claim its instance was working on when it died counts as one attempt (it may be the
+    cause); a first attempt is dated from when it began."""
     count = read_counter(folder / counter_name(name), st)
-    write_counter(
-        folder, name, st, replace(count, attempts=count.attempts + 1, first=count.first or queue._now())
-    )
+    first = count.first or since or queue._now()
+    write_counter(folder, name, st, replace(count, attempts=count.attempts + 1, first=first))
 
 
 def _remove_temps(
