@@ -105,17 +105,19 @@ def exhausted_trace(
         yield trace_fields(count.traces, _trace_ref(count.attempts, span))
 
 
-def _failure(exc: Exception, attempt: int) -> dict[str, Any]:
-    """How an attempt failed, as the file's counter keeps it (Count.error)."""
+def _details(exc: Exception) -> dict[str, Any]:
+    """What a failure says beyond its type and message: the processor, the line, the cause."""
     return {
-        "attempt": attempt,
-        "error_type": type(exc).__name__,
-        "message": str(exc),
         "processor_id": getattr(exc, "processor_id", None),
         "processor_type": getattr(exc, "processor_type", None),
         "line": getattr(exc, "line", None),
         "cause": describe(exc.__cause__) if exc.__cause__ else None,
     }
+
+
+def _failure(exc: Exception, attempt: int) -> dict[str, Any]:
+    """How an attempt failed, as the file's counter keeps it (Count.error)."""
+    return {"attempt": attempt, "error_type": type(exc).__name__, "message": str(exc), **_details(exc)}
 
 
 def exact_for(claim: Claim) -> ProcessorError | None:
@@ -405,10 +407,7 @@ class Attempt:
             claim.first_attempt,
             now=self._wall(),
             instance=self.instance_id,
-            processor_id=getattr(exc, "processor_id", None),
-            processor_type=getattr(exc, "processor_type", None),
-            line=getattr(exc, "line", None),
-            cause=describe(exc.__cause__) if exc.__cause__ else None,
+            **_details(exc),
             note=_LINE_NOT_FOUND if exc is self.exact_lines else None,
         )
         record.update(trace_fields(claim.traces, _trace_ref(claim.attempt, span)))

@@ -24,7 +24,6 @@ from foldermon.queue.claims import (
     Rejected,
     Unclaimable,
 )
-from foldermon.queue.counter import Count
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
@@ -238,7 +237,7 @@ class Files:
         count = result.count
         last = count.error
         if last is not None and last.get("attempt") == count.attempts:
-            self._quarantine_lowered(root, result.name, count, last)
+            self._quarantine_lowered(root, result, last)
             return
         message = (
             f"its {count.attempts} attempts are used up, the last ended by the agent stopping (a crash "
@@ -252,46 +251,42 @@ class Files:
             instance=self.ctx.instance_id,
         )
         record["error_type"] = "AttemptsExhausted"
-        log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
         # The attempts that ended the agent left no trace: the quarantine has one, linked to the
         # traces of those attempts that failed and were kept.
         with exhausted_trace(self.ctx.telemetry, root.queue, result.name, count, message) as fields:
             record.update(fields)
-            try:
-                failed_as = root.queue.fail(result, record)
-            except OSError as exc:
-                # Still claimed by this instance; the next start's recovery offers it again.
-                log.error("quarantine failed", error=str(exc))
-                return
-            log.error("file failed", failed_as=failed_as, error=message)
-        self._count_failed(root, "AttemptsExhausted")
-        self._drop_marker(root, result.name)
+            self._quarantine_at_claim(root, result, record, message)
 
-    def _quarantine_lowered(self, root: Root, name: str, count: Count, last: dict[str, Any]) -> None:
+    def _quarantine_lowered(self, root: Root, result: Exhausted, last: dict[str, Any]) -> None:
         """A file whose last attempt failed (not ended the agent) and that has no attempt left
         under a max_attempts lowered since: quarantined with that attempt's error and trace."""
+        count = result.count
         keep = ("error_type", "message", "processor_id", "processor_type", "line", "cause")
         record: dict[str, Any] = {k: last[k] for k in keep if last.get(k) is not None}
-        now = self.ctx.wall_clock()
         record.update(
             attempts=count.attempts,
             first_attempt=count.first or None,
-            last_attempt=now,
+            last_attempt=self.ctx.wall_clock(),
             instance=self.ctx.instance_id,
             note=f"max_attempts ({root.queue.max_attempts}) was lowered after this attempt failed",
         )
         if count.traces and count.traces[-1].attempt == count.attempts:
             record.update(trace_fields(count.traces[:-1], count.traces[-1]))
-        log = self.ctx.log.bind(root=str(root.layout.root), file=name)
+        error = f"{record.get('error_type', '_OTHER')}: {record.get('message')}"
+        self._quarantine_at_claim(root, result, record, error)
+
+    def _quarantine_at_claim(self, root: Root, result: Exhausted, record: dict[str, Any], error: str) -> None:
+        """Quarantine a file given up on when claimed, with its record; logged and counted."""
+        log = self.ctx.log.bind(root=str(root.layout.root), file=result.name)
         try:
-            failed_as = root.queue.fail(Exhausted(name, count), record)
+            failed_as = root.queue.fail(result, record)
         except OSError as exc:
+            # Still claimed by this instance; the next start's recovery offers it again.
             log.error("quarantine failed", error=str(exc))
             return
-        error_type = str(record.get("error_type", "_OTHER"))
-        self._count_failed(root, error_type)
-        self._drop_marker(root, name)
-        log.error("file failed", failed_as=failed_as, error=f"{error_type}: {record.get('message')}")
+        log.error("file failed", failed_as=failed_as, error=error)
+        self._count_failed(root, str(record.get("error_type", "_OTHER")))
+        self._drop_marker(root, result.name)
 
     def _count_failed(self, root: Root, error_type: str) -> None:
         """A file quarantined when claimed, without an attempt: counted as any failed file."""

@@ -128,9 +128,8 @@ def _process(
     """``src`` through the pipeline, fed by ``feed_for(the open input)``, to ``dst``, stdout or
     (``discard``) nowhere, within ``[pipeline] max_file_seconds``."""
     seconds = config.pipeline.max_file_seconds
-    to_stdout = dst is None or str(dst) == "-"
-    if dst is not None and not (discard or to_stdout):
-        dst, _ = output_target(dst)
+    # Resolved before descriptor 1 moves; None: the records go to stdout (or, discarded, nowhere).
+    target = output_target(dst) if dst is not None and str(dst) != "-" and not discard else None
     try:
         limit = config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
         with open_input(src, max_input_bytes=limit) as fin:
@@ -144,9 +143,9 @@ def _process(
                 run = _Run(fin, feed, config.pipeline.max_line_bytes, keep_going)
                 if discard:
                     return run.to_nowhere(pipeline)
-                if to_stdout or dst is None:
+                if target is None:
                     return run.to_fd(pipeline, out)
-                return run.to_file(pipeline, dst)
+                return run.to_file(pipeline, *target)
     except FileTimeLimit:
         stage = pipeline.active_stage()
         raise ProcessingTimeLimitError(
@@ -196,11 +195,10 @@ class _Run:
         with open(os.devnull, "wb") as sink:
             return self._stream(pipeline, sink.fileno())
 
-    def to_file(self, pipeline: Pipeline, dst: Path) -> StreamResult:
-        """Write through a temp file so no partial output ever carries the final name. A
-        symbolic link is written through, to the file it names; a file already there keeps its
-        mode (and, for root, its owner); anything there that is not a file is refused."""
-        dst, st = output_target(dst)  # resolved already: the same again
+    def to_file(self, pipeline: Pipeline, dst: Path, st: os.stat_result | None) -> StreamResult:
+        """Write through a temp file so no partial output ever carries the final name: ``dst``
+        and what is there now (``st``) as ``output_target`` found them. A file already there
+        keeps its mode (and, for root, its owner)."""
         import tempfile  # only for an output file: stdout needs none of it
 
         try:
