@@ -49,6 +49,27 @@ def sniff(path: Path) -> str | None:
         os.close(fd)
 
 
+def output_estimate(path: Path, setting: str) -> int:
+    """About how many bytes the output of the input at ``path`` takes (``setting``: ``[output]
+    compress``): its size as stored, or the decompressed size a compressed input declares when
+    its output is written plain. 0 for a file that cannot be opened (the claim reports it)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return 0
+    try:
+        stored = os.fstat(fd).st_size
+        kind = kind_at(fd)
+        if kind is None or output_kind(setting, kind) is not None:
+            return stored
+        return max(stored, declared_size(kind, fd, stored) or 0)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
 def kind_at(fd: int) -> str | None:
     """The compression of the open file ``fd`` by its first bytes, or None for plain data.
     zstd data may begin with skippable frames (``pzstd`` writes one): a file that does is zstd

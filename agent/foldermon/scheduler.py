@@ -75,9 +75,12 @@ class Pending:
         *,
         files: int,
         total_bytes: int,
+        fits: Callable[[int, str, int, bool], bool] | None = None,
     ) -> tuple[int, list[str]] | None:
         """The next names of one root that may claim now: up to ``files`` names or ``total_bytes``
-        of input, whichever comes first; None when no waiting name may be claimed."""
+        of input, whichever comes first; None when no waiting name may be claimed. ``fits(root,
+        name, bytes, first)``: whether the batch may grow to ``bytes`` of input with ``name``
+        (the disk guard's room); a name that does not fit stays first in line and ends the batch."""
         chosen: list[str] = []
         held: list[tuple[tuple[Any, ...], int, str]] = []
         root = -1
@@ -90,10 +93,16 @@ class Pending:
             if not allowed(index) or (root >= 0 and index != root):
                 held.append(entry)
                 continue
+            grown = used + size(index, name)
+            if fits is not None and not fits(index, name, grown, not chosen):
+                held.append(entry)
+                if chosen:
+                    break
+                continue  # that root is held now: another may still claim
             root = index
             del self._keys[(index, name)]
             chosen.append(name)
-            used += size(index, name)
+            used = grown
         for entry in held:
             heapq.heappush(self._heap, entry)
         return (root, chosen) if chosen else None
@@ -185,12 +194,14 @@ class DiskFree:
 
 class Holds:
     """Which roots (by number) may neither claim nor run retries now, and why: a manual pause
-    marker in the root, whoever put it there, or too little free disk. Said in the log when it
-    changes."""
+    marker in the root, whoever put it there, or too little free disk, counting the output of
+    the next file waiting (so a batch never takes the output folder below ``min_free``). Said in
+    the log when it changes."""
 
     def __init__(self, log: Logger) -> None:
         self._log = log
         self._holds: dict[int, Hold] = {}
+        self._next: dict[int, tuple[Path, int]] = {}  # the file that did not fit, its output
         self.disk: list[tuple[int, DiskFree]] = []  # free space per root number, last looked at
 
     def __contains__(self, index: int) -> bool:
@@ -217,11 +228,51 @@ class Holds:
             except OSError:
                 free = []
             disk += [(index, d) for d in free]
-            low = low_disk(free, min_free)
+            low = low_disk(free, min_free, self._waiting_output(index))
             if hold is None and low is not None:
                 hold = Hold("low_disk", low)
             self._set(index, layout, hold)
         self.disk = disk
+
+    def room(self, index: int, layout: Layout, min_free: str) -> int | None:
+        """Bytes of output the root may write before its output folder falls below ``min_free``,
+        read now (a batch must not wait for the next look); None without a guard. A root
+        already below it is held at once."""
+        parsed = parse_min_free(min_free) if min_free else None
+        if parsed is None:
+            return None
+        try:
+            free = disk_free(layout)
+        except OSError:
+            return None
+        self._next.pop(index, None)
+        low = low_disk(free, min_free)
+        if low is not None:
+            self._set(index, layout, Hold("low_disk", low))
+            return -1  # not even an empty file
+        return min(d.free - _needed(parsed, d) for d in free if d.folder == "output")
+
+    def no_room(self, index: int, layout: Layout, min_free: str, path: Path, output: int) -> None:
+        """Hold the root: the output of ``path`` (about ``output`` bytes) would take its output
+        folder below ``min_free``; claiming resumes once it fits, or once that file is gone."""
+        self._next[index] = (path, output)
+        try:
+            low = low_disk(disk_free(layout), min_free, output)
+        except OSError:
+            low = None
+        self._set(index, layout, Hold("low_disk", low or f"low disk: no room for {path.name}"))
+
+    def _waiting_output(self, index: int) -> int:
+        """The output of the file that did not fit, while it still waits."""
+        if index not in self._next:
+            return 0
+        path, output = self._next[index]
+        try:
+            os.stat(path, follow_symlinks=False)
+        except OSError:
+            del self._next[index]  # taken, or removed by hand: the next file is weighed afresh
+            return 0
+        return output
 
     def _set(self, index: int, layout: Layout, hold: Hold | None) -> None:
         before = self._holds.get(index)
@@ -255,22 +306,28 @@ def disk_free(layout: Layout) -> list[DiskFree]:
     return found
 
 
-def low_disk(free: list[DiskFree], min_free: str) -> str | None:
-    """Why there is too little free space for ``[guard] min_free``, or None."""
+def low_disk(free: list[DiskFree], min_free: str, output: int = 0) -> str | None:
+    """Why there is too little free space for ``[guard] min_free``, or None; ``output``: bytes
+    the next file will write to the output folder, which must fit above it."""
     if not min_free:
         return None
     parsed = parse_min_free(min_free)
     if parsed is None:
         return None
-    need_bytes, need_share = parsed
     for d in free:
-        need = max(need_bytes, int(need_share * d.size))
-        if d.free < need:
+        extra = output if d.folder == "output" else 0
+        if d.free - extra < _needed(parsed, d):
+            nearly = f" and the next file's output needs about {_human(extra)}" if extra else ""
             return (
-                f"low disk: {_human(d.free)} free for the {d.folder} folder {d.path} "
+                f"low disk: {_human(d.free)} free for the {d.folder} folder {d.path}{nearly} "
                 f"(min_free {min_free}); claiming resumes once there is more"
             )
     return None
+
+
+def _needed(parsed: tuple[int, float], disk: DiskFree) -> int:
+    need_bytes, need_share = parsed
+    return max(need_bytes, int(need_share * disk.size))
 
 
 def _human(n: int) -> str:

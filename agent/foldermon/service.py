@@ -11,6 +11,7 @@ from types import FrameType
 
 from foldermon import __version__, early
 from foldermon import log as logmod
+from foldermon.compression import output_estimate
 from foldermon.config import Config
 from foldermon.configcheck import WATCHER_SETTINGS, restart_only_changes
 from foldermon.deadline import Alarm
@@ -40,6 +41,8 @@ _CLAIM_BATCH = 16
 # ... and at most this much input: large files are claimed few at a time, so that the workers
 # of `run --workers` (or other instances) share a backlog of them evenly to the end.
 _CLAIM_BYTES = 1 << 20
+# The disk guard's allowance per claimed file beyond its output: block rounding, lock, record.
+_PER_FILE_BYTES = 16 << 10
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
 
@@ -441,9 +444,35 @@ class Agent:
 
     def _next_batch(self) -> tuple[Root, list[str]] | None:
         """The next names of one root that may claim: up to _CLAIM_BATCH files or _CLAIM_BYTES of
-        input, whichever comes first."""
-        taken = self._pending.take(self._may_claim, self._size, files=_CLAIM_BATCH, total_bytes=_CLAIM_BYTES)
+        input, whichever comes first, and with ``[guard] min_free`` no more output than the
+        output folder has room for above it."""
+        min_free = self.config.guard.min_free
+        fits = None
+        if min_free:
+            rooms: dict[int, int | None] = {}
+
+            def fits(index: int, name: str, output: int, first: bool) -> bool:
+                layout = self.roots[index].layout
+                if index not in rooms:
+                    rooms[index] = self._holds.room(index, layout, min_free)
+                room = rooms[index]
+                if room is None or output <= room:
+                    return True
+                if first:
+                    self._holds.no_room(index, layout, min_free, layout.unprocessed / name, output)
+                return False
+
+        size = self._size if fits is None else self._output_size
+        taken = self._pending.take(
+            self._may_claim, size, files=_CLAIM_BATCH, total_bytes=_CLAIM_BYTES, fits=fits
+        )
         return None if taken is None else (self.roots[taken[0]], taken[1])
+
+    def _output_size(self, index: int, name: str) -> int:
+        """What a file takes from the disk guard's room: its output, plus the blocks of its
+        bookkeeping (lock, record) and of rounding."""
+        path = self.roots[index].layout.unprocessed / name
+        return output_estimate(path, self.config.output.compress) + _PER_FILE_BYTES
 
     def _size(self, index: int, name: str) -> int:
         try:

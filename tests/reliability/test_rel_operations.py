@@ -127,6 +127,86 @@ def test_a_full_disk_holds_claiming_and_it_resumes_once_space_returns(tmp_path: 
         assert (root / "output" / "w0_processed.txt").read_bytes() == numbered(b"wait 0\n")
 
 
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_a_backlog_never_takes_the_disk_below_min_free(tmp_path: Path) -> None:
+    """Thirty inputs whose outputs would take the disk well below min_free: the agent claims only
+    what fits above it (weighed before each batch, not once a cycle), so free space never falls
+    below min_free; the rest waits in unprocessed/, nothing fails, and the hold is said."""
+    body = "".join(f"a line of a large enough input, number {i}\n" for i in range(7000))  # ~300 KB
+    with mounted(tmp_path / "fs", options="size=16m") as fs:
+        root = fs / "root"
+        for i in range(30):
+            drop(root, f"in{i:02}.txt", body)
+        upper = '[[processors]]\ntype = "uppercase"\n'  # outputs as large as their inputs
+        config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "4MB"\n' + upper)
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        lowest = _free(fs)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            lowest = min(lowest, _free(fs))
+            time.sleep(0.005)
+        assert terminate_all([proc]) == [0]
+        done = census(root)
+        assert lowest >= 4_000_000, f"free space fell to {lowest} bytes"
+        assert 0 < len(done["processed"]) < 30
+        assert len(done["unprocessed"]) == 30 - len(done["processed"])
+        assert done["failed"] == []
+        assert done["underprocess"] == []
+        held = events([log], "claiming held; files wait in unprocessed/")
+        assert held
+        assert "output needs about" in held[0]["reason"], held
+
+
+def test_the_guard_reads_the_disk_when_it_claims(tmp_path: Path) -> None:
+    """A file dropped right after the disk fell below min_free is not claimed (free space is read
+    before each batch, not sampled once a second); three times over, each time released by
+    freeing the space."""
+    with mounted(tmp_path / "fs", options="size=8m") as fs:
+        root = fs / "root"
+        config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "3MB"\n' + COUNTER_CONFIG)
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        wait_for_event(log, "watching")
+        ballast = fs / "ballast"
+        for turn in range(3):
+            ballast.write_bytes(b"\0" * (6 << 20))
+            drop(root, f"t{turn}.txt", f"turn {turn}\n")
+            time.sleep(1.5)
+            assert census(root)["unprocessed"] == [f"t{turn}.txt"], f"claimed below min_free (turn {turn})"
+            ballast.unlink()
+            wait_until(lambda turn=turn: f"t{turn}.txt" in census(root)["processed"], timeout=10)
+        assert terminate_all([proc]) == [0]
+        assert census(root)["failed"] == []
+
+
+def test_a_compressed_input_is_weighed_by_what_it_expands_to(tmp_path: Path) -> None:
+    """A small .gz whose text would not fit above min_free waits in unprocessed/ and the hold
+    names its output; removed by hand, the hold ends by itself and later files run."""
+    with mounted(tmp_path / "fs", options="size=16m") as fs:
+        root = fs / "root"
+        (root / "unprocessed").mkdir(parents=True)
+        with gzip.open(root / "unprocessed" / "huge.txt.gz", "wb") as f:
+            f.write(b"the same line again and again\n" * 450_000)  # 13.5 MB of text, ~40 KB stored
+        config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "4MB"\n' + COUNTER_CONFIG)
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        record = wait_for_event(log, "claiming held; files wait in unprocessed/")
+        assert "output needs about 13.5 MB" in record["reason"], record
+        time.sleep(1.5)
+        assert census(root)["unprocessed"] == ["huge.txt.gz"]
+        (root / "unprocessed" / "huge.txt.gz").unlink()
+        wait_for_event(log, "claiming resumed")
+        drop(root, "small.txt", "small\n")
+        wait_until(lambda: census(root)["processed"] == ["small.txt"], timeout=10)
+        assert terminate_all([proc]) == [0]
+        assert not [n for n in os.listdir(root / "output") if n.startswith("huge")]
+
+
 def test_run_once_leaves_what_a_full_disk_cannot_take_and_exits_75(tmp_path: Path) -> None:
     """The output disk too full for one output (the guard not holding: it has room for the
     small ones): run --once processes the rest, gives the big file back to unprocessed/ with no

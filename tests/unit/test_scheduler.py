@@ -129,6 +129,50 @@ def test_low_disk_says_which_folder_and_why(tmp_path: Path) -> None:
     assert low_disk(free, "") is None
 
 
+def test_a_name_that_does_not_fit_ends_the_batch_and_stays_first(tmp_path: Path) -> None:
+    """The guard's room: a batch stops before the name that would overflow it; a root whose
+    first name does not fit gives way to another root; the name left is taken first later."""
+    pending = Pending()
+    for name, root in (("a", 0), ("b", 0), ("big", 0), ("c", 0), ("x", 1)):
+        pending.add(root, name, tmp_path)
+    sizes = {"a": 10, "b": 10, "big": 100, "c": 10, "x": 10}
+    room = {0: 30, 1: 30}
+    held: set[int] = set()
+    asked: list[tuple[int, str, int, bool]] = []
+
+    def fits(index: int, name: str, grown: int, first: bool) -> bool:
+        asked.append((index, name, grown, first))
+        if grown <= room[index]:
+            return True
+        if first:
+            held.add(index)
+        return False
+
+    def take() -> tuple[int, list[str]] | None:
+        return pending.take(
+            lambda i: i not in held, lambda i, n: sizes[n], files=10, total_bytes=10**9, fits=fits
+        )
+
+    assert take() == (0, ["a", "b"])
+    assert asked[-1] == (0, "big", 120, False)
+    assert take() == (1, ["x"])  # root 0 held when its first name did not fit
+    assert held == {0}
+    held.clear()
+    room[0] = 200
+    assert take() == (0, ["big", "c"])
+
+
+def test_low_disk_counts_the_next_output_against_the_output_folder(tmp_path: Path) -> None:
+    """The output the next file will write must fit above min_free in the output folder only."""
+    free = [DiskFree("queue", tmp_path, 10**9, 10**10), DiskFree("output", tmp_path / "out", 10**9, 10**10)]
+    assert low_disk(free, "500MB", output=4 * 10**8) is None
+    reason = low_disk(free, "500MB", output=6 * 10**8)
+    assert reason is not None
+    assert "output folder" in reason
+    assert "600.0 MB" in reason
+    assert low_disk([DiskFree("queue", tmp_path, 10**6, 10**10)], "500KB", output=10**12) is None
+
+
 def test_pause_is_a_durable_marker_that_says_who_and_since_when(tmp_path: Path) -> None:
     """pause writes the marker once; a second pause says it was paused; resume removes it."""
     layout = Layout.for_root(tmp_path)
