@@ -326,6 +326,7 @@ def _supervise(args: argparse.Namespace, config: cfg.Config, instance_id: str) -
     from foldermon import console
     from foldermon.queue.layout import Layout
     from foldermon.supervisor import Supervisor
+    from foldermon.watch import NameRules
 
     show = args.once and console.interactive(sys.stdout, quiet=args.quiet)
     layouts = [Layout.for_root(d, config.output.dir) for d in config.watch.dirs]
@@ -340,6 +341,7 @@ def _supervise(args: argparse.Namespace, config: cfg.Config, instance_id: str) -
                 drain_timeout=config.agent.drain_timeout,
                 progress=progress,
                 instance_id=instance_id,
+                rules=NameRules.from_settings(config.watch),
             )
             return supervisor.run()
     finally:

@@ -13,6 +13,7 @@ from foldermon.queue.layout import Layout, is_watch_root
 from foldermon.queue.requeue import failed_inputs, requeue
 from foldermon.retention import sweep
 from foldermon.status import failed_files, render_text, root_status
+from foldermon.watch import NameRules
 
 
 def not_roots(roots: list[Path], named_by: str) -> int:
@@ -35,7 +36,11 @@ def not_roots(roots: list[Path], named_by: str) -> int:
 
 def status(args: argparse.Namespace, roots: list[Path], config: Config) -> int:
     """Counts per state; a table on a terminal, plain text in a pipe, JSON with --json."""
-    entries = [root_status(d, min_free=config.guard.min_free, output_dir=config.output.dir) for d in roots]
+    rules = NameRules.from_settings(config.watch)
+    entries = [
+        root_status(d, min_free=config.guard.min_free, output_dir=config.output.dir, rules=rules)
+        for d in roots
+    ]
     if args.json:
         print(json.dumps({"roots": entries}, indent=2))
     elif console.interactive(sys.stdout, quiet=args.quiet):

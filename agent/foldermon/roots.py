@@ -192,12 +192,12 @@ def recover_all(roots: Sequence[Root], log: Logger, instruments: Instruments) ->
             log.error("recovery failed", root=str(root.layout.root), error=str(exc))
 
 
-def queue_samples(roots: Sequence[Root], now: float) -> list[QueueSample]:
+def queue_samples(roots: Sequence[Root], rules: NameRules, now: float) -> list[QueueSample]:
     """Queue depths and the oldest waiting file's age, for the gauges."""
     samples = []
     for root in roots:
         layout = root.layout
-        waiting = input_names(layout.unprocessed)
+        waiting = rules.waiting(layout.unprocessed)
         age = oldest_age(layout.unprocessed, waiting, now)
         depths = {
             "unprocessed": len(waiting),

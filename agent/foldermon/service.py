@@ -117,7 +117,9 @@ class Agent:
         self._status_at = 0.0
         self._unreachable_said = 0.0  # when the next "filesystem unreachable" may be logged
         if queue_gauges:
-            telemetry.instruments.queue_source = lambda: queue_samples(list(self.roots), self._wall())
+            telemetry.instruments.queue_source = lambda: queue_samples(
+                list(self.roots), NameRules.from_settings(self.config.watch), self._wall()
+            )
             telemetry.instruments.disk_source = lambda: disk_samples(list(self.roots), self._holds)
             telemetry.instruments.hold_source = lambda: hold_samples(list(self.roots), self._holds)
         telemetry.instruments.mode_source = lambda: mode_samples(list(self.roots), self._watcher)

@@ -10,6 +10,7 @@ from foldermon.queue.layout import Layout, claimed_count, input_names, oldest_ag
 from foldermon.queue.records import read_record
 from foldermon.queue.requeue import failed_inputs
 from foldermon.scheduler import disk_free, low_disk, read_pause
+from foldermon.watch import NameRules
 
 
 def _failed_reason(failed: Path, name: str) -> str:
@@ -38,12 +39,17 @@ def failed_files(layout: Layout) -> list[dict[str, Any]]:
 
 
 def root_status(
-    root: Path, now: float | None = None, *, min_free: str = "", output_dir: Path | None = None
+    root: Path,
+    now: float | None = None,
+    *,
+    min_free: str = "",
+    output_dir: Path | None = None,
+    rules: NameRules | None = None,
 ) -> dict[str, Any]:
-    """The ``status --json`` entry of one root."""
+    """The ``status --json`` entry of one root; ``rules``: the ``[watch]`` names never claimed."""
     layout = Layout.for_root(root, output_dir)
     now = time.time() if now is None else now
-    unprocessed = input_names(layout.unprocessed)
+    unprocessed = (rules or NameRules()).waiting(layout.unprocessed)
     failed = failed_inputs(layout)
     return {
         "path": str(layout.root),

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 from foldermon import early
 from foldermon import log as logmod
 from foldermon.errors import EX_CONFIG, EX_TEMPFAIL
-from foldermon.queue.layout import Layout, claimed_names, input_names
+from foldermon.queue.layout import Layout, claimed_names
 from foldermon.sdnotify import Notifier
+from foldermon.watch import NameRules
 
 if TYPE_CHECKING:
     from foldermon.files import Progress
@@ -154,9 +155,11 @@ class Supervisor:
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
         instance_id: str = "",
+        rules: NameRules | None = None,
     ) -> None:
         self.argv = [sys.executable, "-m", "foldermon", *argv]
         self.layouts = layouts
+        self.rules = rules or NameRules()
         self.once = once
         self.drain_timeout = drain_timeout
         self.progress = progress
@@ -409,7 +412,7 @@ class Supervisor:
     def _count_total(self, progress: Progress) -> None:
         """Every input seen waiting or claimed so far: grows as files keep arriving."""
         for layout in self.layouts:
-            for name in (*input_names(layout.unprocessed), *claimed_names(layout)):
+            for name in (*self.rules.waiting(layout.unprocessed), *claimed_names(layout)):
                 self._seen.add((layout.root, name))
         total = max(len(self._seen), self._done)
         if total > self._counted_total:

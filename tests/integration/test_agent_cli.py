@@ -188,6 +188,22 @@ def test_status_json_counts_each_state_and_failed_reasons(tmp_path: Path) -> Non
     assert "symbolic link" in status["failed_files"][0]["reason"]
 
 
+def test_status_counts_as_waiting_only_what_the_agent_claims(tmp_path: Path) -> None:
+    """Names the [watch] rules exclude (the defaults and the configured ones), done markers and
+    folders in unprocessed/ are not waiting files: status agrees with what run --once takes."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "c.toml", '[watch]\nexclude = ["*.part", "*.tmp", "skip-*"]\n')
+    for name in ("a.txt", "b.part", "c.tmp", "skip-d.txt"):
+        drop(root, name, "x\n")
+    (root / "unprocessed" / "folder").mkdir()
+    result = run_cli("status", "--watch", str(root), "--json", "--config", str(config))
+    assert json.loads(result.stdout)["roots"][0]["unprocessed"] == 1
+    assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
+    assert census(root)["processed"] == ["a.txt"]
+    result = run_cli("status", "--watch", str(root), "--json", "--config", str(config))
+    assert json.loads(result.stdout)["roots"][0]["unprocessed"] == 0
+
+
 def test_benchmark_smoke_mode_checks_outputs() -> None:
     """benchmarks/run.py --smoke runs every scenario at tiny sizes and verifies the outputs."""
     result = subprocess.run(

@@ -114,15 +114,21 @@ def test_histograms_use_second_buckets(tmp_path: Path, receiver: OtlpReceiver) -
 
 
 def test_queue_depth_gauge_reports_each_state(tmp_path: Path, receiver: OtlpReceiver) -> None:
-    """foldermon.queue.depth is exported per state, and failed counts the quarantined file."""
+    """foldermon.queue.depth is exported per state, and failed counts the quarantined file;
+    an excluded name and a folder left in unprocessed/ are not waiting files."""
     root = tmp_path / "root"
     drop(root, "bad.txt", "x\n")
+    drop(root, "upload.part", "not yet\n")
+    (root / "unprocessed" / "folder").mkdir()
     (root / "unprocessed").joinpath("link").symlink_to("/etc/hostname")
     _run_once(tmp_path, receiver.endpoint_env("grpc"))
     point = receiver.wait_for(
         lambda rx: rx.latest_metric("foldermon.queue.depth", **{"foldermon.queue.state": "failed"})
     )
     assert point["value"] == 1
+    waiting = receiver.latest_metric("foldermon.queue.depth", **{"foldermon.queue.state": "unprocessed"})
+    assert waiting is not None
+    assert waiting["value"] == 0
     states = {
         p["attributes"]["foldermon.queue.state"]
         for p in receiver.metrics()

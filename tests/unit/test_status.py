@@ -10,6 +10,7 @@ import pytest
 
 from foldermon.queue.layout import Layout
 from foldermon.status import render_text, root_status
+from foldermon.watch import NameRules
 
 
 @pytest.fixture
@@ -43,6 +44,17 @@ def test_root_status_counts_inputs_per_state(layout: Layout) -> None:
     status = root_status(layout.root, now=0.0)
     counts = [status[state] for state in ("unprocessed", "underprocess", "processed", "failed")]
     assert counts == [3, 3, 4, 1]
+
+
+def test_root_status_counts_only_what_the_agent_will_claim(layout: Layout) -> None:
+    """Names the [watch] rules never claim (excluded globs, done markers) and folders are not
+    waiting inputs; a file without its marker yet is."""
+    touch(layout.unprocessed, "a.csv", "b.csv", "upload.part", "c.tmp", "b.csv.done", "d.csv")
+    (layout.unprocessed / "subdir").mkdir()
+    rules = NameRules(exclude=("*.part", "*.tmp"), done_suffix=".done")
+    status = root_status(layout.root, now=0.0, rules=rules)
+    assert status["unprocessed"] == 3
+    assert rules.waiting(layout.unprocessed / "gone") == []
 
 
 def test_root_status_names_the_root(layout: Layout) -> None:

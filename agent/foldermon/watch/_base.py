@@ -206,6 +206,22 @@ class NameRules:
         """Whether ``name`` is a done file (never returned itself)."""
         return bool(self.done_suffix) and name.endswith(self.done_suffix)
 
+    def waiting(self, folder: Path) -> list[str]:
+        """The names in ``unprocessed/`` that are inputs waiting (claimed once ready): not the
+        agent's dotfiles, folders, excluded names or done markers. Unsorted; none when absent."""
+        try:
+            with os.scandir(folder) as entries:
+                return [
+                    e.name
+                    for e in entries
+                    if not e.name.startswith(".")
+                    and not self.excluded(e.name)
+                    and not self.is_done_name(e.name)
+                    and not e.is_dir(follow_symlinks=False)
+                ]
+        except FileNotFoundError:
+            return []
+
     def split(self, entries: Sequence[EntryInfo]) -> Listing:
         """Drop what is never returned; sort the rest into ready now or waiting to settle."""
         present = {entry.name for entry in entries} if self.done_suffix else set()
