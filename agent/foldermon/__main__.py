@@ -25,6 +25,9 @@ def main() -> int:
     # it to stdout, among a verb's data).
     if sys.stderr is None:
         sys.stderr = _null(2)
+    # A full or broken stderr loses what is said there, never the verb's work or its exit code.
+    stderr = sys.stderr
+    sys.stderr = early.Lossy(lambda: stderr)
     if sys.stdout is None:  # refused after parsing, unless the verb writes nothing there
         sys.stdout = _null(1)
         early.stdout_closed = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import select
 import signal
 import stat
 import sys
@@ -102,13 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_stdout(args)
         if args.command != "run":
-            if _stdout_is_a_pipe() and not _into_a_file(args):
+            if _is_a_pipe(1) and not _is_a_pipe(2) and not _into_a_file(args):
                 # A closed pipe (`| head`) ends a command quietly, as it does other Unix tools.
-                # (Not otherwise: a broken pipe on stderr must not end it before it cleans up.)
+                # (Not otherwise: a broken pipe on stderr must not end it before it cleans up;
+                # with both pipes, a broken stdout ends it below.)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             early.restore()  # only the agent defers early signals; one come meanwhile stops it here
         return _dispatch(args)
-    except ConfigError as exc:
+    except (ConfigError, WatchUnavailableError, FoldermonError, OSError) as exc:
+        return _failed(args, exc)
+    except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _failed(args: argparse.Namespace, exc: FoldermonError | WatchUnavailableError | OSError) -> int:
+    """The exit code of a verb ended by ``exc``, which is said on stderr in a sentence."""
+    if _stdout_broken(args, exc):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE  # as the signal would have ended it, quietly
+    if isinstance(exc, ConfigError):
         print(
             f"foldermon-agent: configuration error in {exc.source or 'the configuration'}:",
             file=sys.stderr,
@@ -116,27 +129,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EX_CONFIG
-    except WatchUnavailableError as exc:
+    if isinstance(exc, WatchUnavailableError):
         print(f"foldermon-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except FoldermonError as exc:
+    if isinstance(exc, FoldermonError):
         cause = exc.__cause__ if isinstance(exc, ProcessorError) else None
         because = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         print(f"foldermon-agent: {exc}{because}", file=sys.stderr)
         # run --once on a root whose disk is full: try again later, as for a file left waiting.
         return EX_TEMPFAIL if getattr(args, "once", False) and _short_of_space(exc) else EX_FAILURE
-    except OSError as exc:  # a folder or file the command needs: a sentence, never a traceback
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"foldermon-agent: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EX_FAILURE
-    except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+    # A folder or file the command needs: a sentence, never a traceback.
+    where = f": {exc.filename}" if exc.filename else ""
+    print(f"foldermon-agent: {exc.strerror or exc}{where}", file=sys.stderr)
+    return EX_FAILURE
 
 
-def _stdout_is_a_pipe() -> bool:
+def _stdout_broken(args: argparse.Namespace, exc: BaseException | None) -> bool:
+    """Whether ``exc`` came of writing to a stdout pipe whose reader is gone (SIGPIPE is left
+    ignored when stderr is a pipe too, so that a broken stderr does not end the verb)."""
+    if _into_a_file(args) or not _is_a_pipe(1):
+        return False
+    while exc is not None and not isinstance(exc, BrokenPipeError):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return False
+    poll = select.poll()
+    poll.register(1, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
+def _is_a_pipe(fd: int) -> bool:
     try:
-        mode = os.fstat(sys.stdout.fileno()).st_mode
-    except (OSError, ValueError):
+        mode = os.fstat(fd).st_mode
+    except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 

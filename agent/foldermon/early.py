@@ -8,6 +8,7 @@ cleaning up first, and have it delivered again (``restore``).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from types import FrameType
@@ -15,7 +16,7 @@ from types import FrameType
 TYPE_CHECKING = False  # typing itself is not loaded this early: it costs a few ms at every start
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeVar
+    from typing import TextIO, TypeVar
 
     _T = TypeVar("_T")
 
@@ -83,3 +84,41 @@ def restore() -> None:
         signal.signal(stop, _stop_verb)
     for signum in take():
         os.kill(os.getpid(), signum)
+
+
+class Lossy(io.TextIOBase):
+    """Text for a stream whose failures (full, a broken pipe, closed) lose the text, never the
+    work: the agent's stderr, and what plugin code prints (sent to stderr). ``target`` gives
+    the stream at each write."""
+
+    def __init__(self, target: Callable[[], TextIO]) -> None:
+        self._target = target
+
+    def write(self, text: str) -> int:
+        try:  # noqa: SIM105 - contextlib is not loaded this early
+            self._target().write(text)
+        except (OSError, ValueError):
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        try:  # noqa: SIM105
+            self._target().flush()
+        except (OSError, ValueError):
+            pass
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._target().fileno()
+
+    def isatty(self) -> bool:
+        try:
+            return self._target().isatty()
+        except (OSError, ValueError):
+            return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._target().encoding

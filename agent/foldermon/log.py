@@ -86,7 +86,10 @@ class _LineLogger:
 
     def msg(self, message: str) -> None:
         out = self._stream or sys.stdout
-        out.write(message + "\n")
-        out.flush()
+        try:
+            out.write(message + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass  # a full or broken log stream loses the record, never the work being logged
 
     debug = info = warning = warn = error = err = critical = exception = fatal = msg

@@ -8,14 +8,13 @@ from :meth:`Pipeline.stats` cost nothing in the hot loop.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
 from foldermon.deadline import interrupts_agent
+from foldermon.early import Lossy
 from foldermon.errors import ProcessorError
 from foldermon.processors import BUILTINS, Processor, ProcessorSpec, Registry
 
@@ -231,36 +230,8 @@ def _lines_of(out: Any, method: str) -> list[str]:
     return cast(list[str], out)
 
 
-class _ToStderr(io.TextIOBase):
-    """Plugin code's stdout: the agent's stderr, whose failures (full, a broken pipe, closed) are
-    not the file's: what a plugin prints is then lost, the file is processed all the same."""
-
-    def write(self, text: str) -> int:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return sys.stderr.fileno()
-
-    def isatty(self) -> bool:
-        with contextlib.suppress(OSError, ValueError):
-            return sys.stderr.isatty()
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return sys.stderr.encoding
-
-
-_PLUGIN_STDOUT = _ToStderr()
+# What plugin code prints goes to stderr, whose failures are not the file's.
+_PLUGIN_STDOUT = Lossy(lambda: sys.stderr)
 
 
 def may_hold(stage: Stage) -> bool:

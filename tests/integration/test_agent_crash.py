@@ -594,6 +594,68 @@ def test_a_broken_pipe_on_stderr_does_not_stop_process_or_explain(tmp_path: Path
         os.close(write)
 
 
+def _broken_pipe() -> int:
+    """The write end of a pipe whose reader is gone."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+def test_both_pipes_a_broken_stderr_loses_only_what_is_said_there(tmp_path: Path) -> None:
+    """stdout a pipe that is read and stderr one that is not: process writes every line to
+    stdout (SIGPIPE does not end it at its first word on stderr) and exits 0; run --once with
+    its log on a broken pipe processes its files all the same."""
+    data = tmp_path / "data.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(5000)))
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "chatty"\n')
+    root = tmp_path / "root"
+    drop(root, "a.txt", "a\n")
+    broken = _broken_pipe()
+    try:
+        done = subprocess.run(
+            command("process", str(data), "--config", str(config)),
+            env=agent_env(),
+            stdout=subprocess.PIPE,
+            stderr=broken,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0
+        assert done.stdout == data.read_bytes()
+        once = subprocess.run(
+            command("run", "--watch", str(root), "--once", "--config", str(config)),
+            env=agent_env(),
+            stdout=broken,
+            stderr=broken,
+            check=False,
+            timeout=60,
+        )
+        assert once.returncode == 0
+        assert census(root)["processed"] == ["a.txt"]
+    finally:
+        os.close(broken)
+
+
+def test_both_pipes_a_broken_stdout_ends_a_verb_quietly(tmp_path: Path) -> None:
+    """stdout a pipe closed early (`| head`), stderr a pipe too: the verb ends quietly, as
+    SIGPIPE would end it, without a sentence about the broken pipe."""
+    data = tmp_path / "data.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(200_000)))
+    for args in (("process", str(data)), ("explain", str(data), "--line", "1-2000")):
+        proc = subprocess.Popen(
+            command(*args), env=agent_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.read(10)
+        proc.stdout.close()
+        with proc.stderr:
+            said = proc.stderr.read()
+        assert proc.wait(timeout=60) in (141, -signal.SIGPIPE), said
+        assert b"Broken pipe" not in said
+        assert b"Traceback" not in said
+
+
 def test_a_new_file_under_the_name_of_a_removed_waiting_one_is_processed(tmp_path: Path) -> None:
     """A file waiting for its retry is removed by hand and a good one of that name dropped: the
     agent drops the retry and claims the new file, without a restart."""
