@@ -145,6 +145,26 @@ def test_file_written_in_place_is_not_returned_before_it_is_complete(
     assert "slow" in wait_for(watcher, {"slow"})
 
 
+def test_a_file_closed_through_one_of_two_descriptors_waits_for_the_last(
+    root: Root, watch: Callable[..., Watcher]
+) -> None:
+    """A producer writing through two descriptors closes one of them: the file is not returned
+    while the other is still open for writing; the last close returns it."""
+    watcher = watch(root)
+    path = root.unprocessed / "twofd"
+    first = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    second = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(first, b"one\n")
+        os.close(first)
+        for _ in range(3):
+            assert "twofd" not in drain(watcher, SETTLE / 2)
+            os.write(second, b"more\n")
+    finally:
+        os.close(second)
+    assert "twofd" in wait_for(watcher, {"twofd"})
+
+
 def test_excluded_names_are_never_returned(root: Root, watch: Callable[..., Watcher]) -> None:
     """Dotfiles, .tmp, .part and .swp names never come out; a normal file after them does."""
     watcher = watch(root)

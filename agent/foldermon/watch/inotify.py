@@ -231,10 +231,11 @@ class InotifyBackend:
                 final[key] = final.get(key, 0) | (event.mask & _FINAL)
         ready: dict[FileEvent, None] = {}  # one batch reports a name once (x and x.done both map to x)
         for (root, name), mask in final.items():
-            # A file renamed in may still be open for writing (a producer that renames before it
-            # closes): the kernel says so, and its close event returns it then.
-            moved_open = mask == _MOVED_TO and open_for_writing(root / UNPROCESSED / name)
-            target = self._ready_name(root, name, closed=bool(mask) and not moved_open)
+            # A file may still be open for writing after its event: renamed in before its producer
+            # closed it, or closed through one of several descriptors. The kernel says so, and
+            # the last close returns it.
+            still_open = bool(mask) and open_for_writing(root / UNPROCESSED / name)
+            target = self._ready_name(root, name, closed=bool(mask) and not still_open)
             if target is not None:
                 self._pending.pop((root, target), None)
                 ready[FileEvent(root, target)] = None
