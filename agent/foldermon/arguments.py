@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from foldermon import __version__
-from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS, repeated_folders
+from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS, nested_folders, repeated_folders
 
 EXAMPLES = {
     "run": """examples:
@@ -136,6 +136,8 @@ def _checked(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
     folders = getattr(args, "watch", None) or []
     for index, _ in repeated_folders(folders):  # error() does not return
         where.error(f"--watch {folders[index]}: that folder is given twice; name each root once")
+    for index, folder, outer in nested_folders(folders):
+        where.error(f"--watch {folders[index]}: inside {folder}, a queue folder of --watch {folders[outer]}")
     if args.command == "retry" and bool(args.names) == bool(args.all):
         where.error("give the names of files in failed/, or --all (not both)")
     return args

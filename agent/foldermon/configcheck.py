@@ -8,7 +8,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +102,10 @@ def _watch_problems(w: WatchConfig) -> list[str]:
         problems.extend(_path_problems(f"[watch] dirs[{index}]", path))
     for index, same in repeated_folders(w.dirs):
         problems.append(f"[watch] dirs[{index}]: the same folder as dirs[{same}]; name each root once")
+    for index, folder, outer in nested_folders(w.dirs):
+        problems.append(
+            f"[watch] dirs[{index}]: inside {folder}, a queue folder of dirs[{outer}]; put it elsewhere"
+        )
     for key in ("exclude", "priority"):
         globs = getattr(w, key)
         if len(globs) > 256 or any(len(g) > 1024 or "\0" in g for g in globs):
@@ -113,6 +117,21 @@ def _watch_problems(w: WatchConfig) -> list[str]:
             "without '/' or NUL"
         )
     return problems
+
+
+def nested_folders(folders: Sequence[str | os.PathLike[str]]) -> list[tuple[int, str, int]]:
+    """(index, queue folder, index of its root) for each root named inside a queue folder of
+    another (``R`` and ``R/underprocess``): that root's agents would take its files for theirs."""
+    from foldermon.queue.layout import STATES
+
+    named = [os.path.normpath(os.path.abspath(os.path.expanduser(d))) for d in folders]
+    return [
+        (index, folder, outer)
+        for index, inner in enumerate(named)
+        for outer, root in enumerate(named)
+        for folder in (os.path.join(root, state) for state in STATES)
+        if index != outer and Path(inner).is_relative_to(folder)
+    ]
 
 
 def repeated_folders(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ from foldermon.queue.instance import Instance
 from foldermon.queue.layout import (
     Layout,
     check_no_links,
+    check_not_nested,
     check_one_filesystem,
     check_output_place,
     check_writable,
@@ -111,6 +112,7 @@ def open_root(
     instance: Instance | None = None
     try:
         check_output_place(layout)  # by name, before any folder is made for it
+        check_not_nested(layout)
         for made in layout.create(parents=config.watch.create_parents):
             log.warning("folder created", root=str(layout.root), folder=str(made))
         shared = remote_reason(filesystem_type(layout.root))

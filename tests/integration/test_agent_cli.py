@@ -34,7 +34,7 @@ def test_run_once_moves_input_to_processed_and_writes_output(tmp_path: Path) -> 
     }
     assert (root / "output" / "data_processed.txt").read_text() == "alpha\nbeta\n"
     assert os.listdir(root / "output") == ["data_processed.txt"]
-    assert os.listdir(root / "underprocess") == []
+    assert not (root / "underprocess").exists()  # nothing made for it
 
 
 def test_original_monitor_flags_and_json_pipeline_work(tmp_path: Path) -> None:
@@ -202,6 +202,26 @@ def test_status_counts_as_waiting_only_what_the_agent_claims(tmp_path: Path) -> 
     assert census(root)["processed"] == ["a.txt"]
     result = run_cli("status", "--watch", str(root), "--json", "--config", str(config))
     assert json.loads(result.stdout)["roots"][0]["unprocessed"] == 0
+
+
+def test_a_root_inside_another_roots_queue_folder_is_refused(tmp_path: Path) -> None:
+    """A root named in a queue folder of another (R/underprocess, R/failed/x): refused on the
+    command line (2), in a config (78) and, R being a watch root already, at start (1), before
+    anything is made or moved in it."""
+    root = tmp_path / "R"
+    both = run_cli("run", "--watch", str(root), "--watch", str(root / "underprocess"), "--once")
+    assert both.returncode == 2
+    assert f"inside {root / 'underprocess'}" in both.stderr
+    config = write_config(tmp_path / "c.toml", f'[watch]\ndirs = ["{root}", "{root}/failed/x"]\n')
+    checked = run_cli("check-config", str(config))
+    assert checked.returncode == 78
+    assert "a queue folder of dirs[0]" in checked.stderr
+    drop(root, "a.txt", "a\n")
+    alone = run_cli("run", "--watch", str(root / "underprocess"), "--once")
+    assert alone.returncode == 1
+    assert f"a queue folder of the watch root {root}" in alone.stderr
+    assert not (root / "underprocess").exists()  # nothing made for it
+    assert census(root)["unprocessed"] == ["a.txt"]
 
 
 def test_benchmark_smoke_mode_checks_outputs() -> None:

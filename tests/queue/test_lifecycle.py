@@ -30,7 +30,7 @@ from foldermon.queue.claims import (
 from foldermon.queue.counter import TraceRef, counter_name
 from foldermon.queue.ids import new_instance_id
 from foldermon.queue.instance import Instance, LockInfo, read_lock
-from foldermon.queue.layout import LOCK_NAME, Layout, record_name
+from foldermon.queue.layout import LOCK_NAME, Layout, claimed_count, record_name
 from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import published_name, publishing_name
 from foldermon.queue.recovery import Recovery
@@ -746,6 +746,21 @@ def test_recover_removes_the_folder_of_a_dead_instance(layout: Layout, queue: Qu
     dead_instance_folder(layout, OTHER, "a.txt")
     queue.recover()
     assert os.listdir(layout.underprocess) == [ME]
+
+
+def test_recover_leaves_alone_what_is_not_a_claim_folder(layout: Layout, queue: Queue) -> None:
+    """Folders in underprocess/ not named as an instance (another root put there by mistake,
+    with its own queue folders) are neither taken over nor counted as claims."""
+    for folder in ("unprocessed", "processed", "output", "notes-1-abc"):
+        dead_instance_folder(layout, folder, "a.txt")
+    report = queue.recover()
+    assert report.returned == []
+    assert report.dead_instances == []
+    assert sorted(os.listdir(layout.underprocess)) == sorted(
+        [ME, "unprocessed", "processed", "output", "notes-1-abc"]
+    )
+    assert all((layout.underprocess / f / "a.txt").exists() for f in ("unprocessed", "processed", "output"))
+    assert claimed_count(layout) == 0
 
 
 def test_recover_returns_the_counter_with_the_input(layout: Layout, open_instance: OpenInstance) -> None:

@@ -6,8 +6,16 @@ from __future__ import annotations
 import os
 import re
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_]{1,40}-[0-9]+-[0-9a-f]{6}")
+
 
 def new_instance_id() -> str:
     """A name unique across hosts and restarts: ``host-pid-random`` (exactly two dashes)."""
     host = re.sub(r"[^A-Za-z0-9_]", "_", os.uname().nodename)[:40] or "host"
     return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def is_instance_id(name: str) -> bool:
+    """Whether ``name`` is an instance id: only folders so named in ``underprocess/`` are claim
+    folders (anything else there, such as another root put there by mistake, is left alone)."""
+    return _INSTANCE_ID.fullmatch(name) is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import fsync_dir, write_new
+from foldermon.queue.ids import is_instance_id
 
 UNPROCESSED = "unprocessed"
 UNDERPROCESS = "underprocess"
@@ -158,7 +159,7 @@ def input_names(folder: Path) -> list[str]:
 def claimed_names(layout: Layout) -> list[str]:
     """Inputs claimed by any instance: the names in every ``underprocess/<instance>/`` folder."""
     names: list[str] = []
-    for entry in input_names(layout.underprocess):
+    for entry in filter(is_instance_id, input_names(layout.underprocess)):
         folder = layout.underprocess / entry
         if folder.is_dir() and not folder.is_symlink():
             names += input_names(folder)
@@ -219,6 +220,18 @@ def check_output_place(layout: Layout) -> None:
             raise LifecycleError(
                 f"the output folder {layout.output_dir} is inside {folder}: outputs would be taken "
                 "for inputs; set [output] dir outside the queue folders"
+            )
+
+
+def check_not_nested(layout: Layout) -> None:
+    """Refuse a root that lies in a queue folder of another watch root (``R/underprocess`` as a
+    root of its own): that root's agents would take its folders for claim folders or inputs."""
+    root = Path(os.path.normpath(layout.root))
+    for folder in (root, *root.parents):
+        if folder.name in STATES and is_watch_root(folder.parent):
+            raise LifecycleError(
+                f"it is in {folder}, a queue folder of the watch root {folder.parent}: the agents "
+                "serving that root would take its files for their own; put it elsewhere"
             )
 
 

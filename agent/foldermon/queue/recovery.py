@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
+from foldermon.queue.ids import is_instance_id
 from foldermon.queue.instance import (
     FENCED_PREFIX,
     NEW_PREFIX,
@@ -67,7 +68,9 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
         del queue.fenced_seen[name]
     for entry in entries:
         folder = underprocess / entry
-        if entry == queue.instance.id or not folder.is_dir() or folder.is_symlink():
+        if entry == queue.instance.id or not is_instance_id(owner_of(entry)):
+            continue
+        if not folder.is_dir() or folder.is_symlink():
             continue
         fd = try_lock(folder / LOCK_NAME)
         if fd is None and os.path.lexists(folder / LOCK_NAME):
