@@ -27,6 +27,7 @@ from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.lifecycle import Queue
 from foldermon.queue.output import OutputTarget
 from foldermon.queue.records import fail_record
+from foldermon.scheduler import room_guard
 from foldermon.telemetry import LineTracer, Telemetry, processor_spans
 from foldermon.worker import LineTooLongError, StreamResult, open_input, stream
 
@@ -52,6 +53,7 @@ class Outcome:
     rerun: bool = False  # not a retry: the same attempt runs again at once, line by line
     finish_only: bool = False  # the output is published: the retry only finishes the input
     environment: bool = False  # the retry waits for the environment (a full or read-only disk), not the file
+    room_needed: int = 0  # bytes of output known to be needed above [guard] min_free before a retry
     error_type: str | None = None  # of a failed outcome
     failure: dict[str, Any] | None = None  # how a counted retry's attempt failed (Count.error)
     trace: TraceRef | None = None  # where this attempt is traced
@@ -372,6 +374,7 @@ class Attempt:
                         on_batch=on_batch,
                         keep_going=self.keep_going,
                         compress=compress,
+                        room=room_guard(run.target.folder, self.config.guard.min_free),
                     )
                 finally:
                     os.close(fd)
@@ -399,6 +402,7 @@ class Attempt:
                 counted=not environment,
                 exact=exact,
                 environment=environment,
+                room_needed=getattr(exc, "needed", 0),
                 failure=None if environment else _failure(exc, claim.attempt),
             )
         record = fail_record(

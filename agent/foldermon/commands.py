@@ -12,7 +12,7 @@ from foldermon.config import Config
 from foldermon.queue.layout import Layout, is_watch_root
 from foldermon.queue.requeue import failed_inputs, requeue
 from foldermon.retention import sweep
-from foldermon.status import failed_files, render_text, root_status
+from foldermon.status import failed_files, printable, render_text, root_status
 from foldermon.watch import NameRules
 
 
@@ -64,7 +64,7 @@ def failed(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     for f in listing:
         trace = f" trace {f['trace_id']}" if f["trace_id"] else ""
         attempts = f" after {f['attempts']} attempt(s)" if f["attempts"] else ""
-        print(f"{f['root']}/failed/{f['name']}: {f['reason']}{attempts}{trace}")
+        print(printable(f"{f['root']}/failed/{f['name']}: {f['reason']}{attempts}{trace}"))
     return 0
 
 
@@ -85,7 +85,7 @@ def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
         if chosen is not None and not chosen:
             continue
         for old, new in requeue(layout, chosen):
-            print(f"{layout.failed / old} -> {layout.unprocessed / new}")
+            print(printable(f"{layout.failed / old} -> {layout.unprocessed / new}"))
     return 0
 
 

@@ -122,6 +122,8 @@ def _watch_problems(w: WatchConfig) -> list[str]:
 def nested_folders(folders: Sequence[str | os.PathLike[str]]) -> list[tuple[int, str, int]]:
     """(index, queue folder, index of its root) for each root named inside a queue folder of
     another (``R`` and ``R/underprocess``): that root's agents would take its files for theirs."""
+    if len(folders) < 2:
+        return []  # and the queue modules stay unloaded (a one-shot verb's start)
     from foldermon.queue.layout import STATES
 
     named = [os.path.normpath(os.path.abspath(os.path.expanduser(d))) for d in folders]

@@ -95,7 +95,13 @@ def _age(seconds: float | None) -> str:
 
 def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], console: Console) -> None:
     """A compact table per watch root, then the newest failures with their reasons."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from foldermon.status import printable
+
+    def shown(text: object) -> str:
+        return escape(printable(text))
 
     table = Table(title="foldermon-agent queue", title_justify="left")
     table.add_column("watch root")
@@ -105,7 +111,7 @@ def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], co
     for r in roots:
         failed = f"[red]{r['failed']}[/red]" if r["failed"] else "0"
         table.add_row(
-            r["path"],
+            shown(r["path"]),
             str(r["unprocessed"]),
             str(r["underprocess"]),
             str(r["processed"]),
@@ -113,6 +119,9 @@ def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], co
             _age(r["oldest_unprocessed_age_s"]),
         )
     console.print(table)
+    for r in roots:
+        if r.get("paused"):
+            console.print(f"[yellow]held[/yellow] {shown(r['path'])}: {shown(r['paused_reason'])}")
     if not failures:
         return
     newest = sorted(failures, key=lambda f: f.get("failed_at") or 0, reverse=True)[:5]
@@ -120,5 +129,5 @@ def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], co
     for column in ("root", "file", "reason"):
         detail.add_column(column)
     for f in newest:
-        detail.add_row(f["root"], f["name"], f"[red]{f['reason']}[/red]")
+        detail.add_row(shown(f["root"]), shown(f["name"]), f"[red]{shown(f['reason'])}[/red]")
     console.print(detail)

@@ -12,6 +12,15 @@ UNREACHABLE_ERRNOS = frozenset(
 )
 
 
+class BelowMinFreeError(OSError):
+    """Writing an output took its folder below ``[guard] min_free``: a failure of the disk, not
+    of the file (as a full disk), retried once there is room for at least ``needed`` bytes."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.needed = needed
+
+
 class FoldermonError(Exception):
     """Base of every error the agent raises on purpose."""
 

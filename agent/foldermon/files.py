@@ -66,6 +66,7 @@ class Retry:
     exact: ProcessorError | None = None  # run line by line, to name the line this error is on
     finish: OutputTarget | None = None  # the output is published: only the finish is retried
     environment: bool = False  # waits for the environment (a full disk), not for the file
+    room_needed: int = 0  # bytes of output the disk guard must have room for first
 
 
 @dataclass(slots=True)
@@ -367,6 +368,7 @@ class Files:
                 result.exact,
                 finish,
                 result.environment,
+                result.room_needed,
             )
             self.retries.add(retry)
             return

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from foldermon.configcheck import parse_min_free
+from foldermon.errors import BelowMinFreeError
 from foldermon.queue.fsio import fsync_dir, write_new
 from foldermon.queue.layout import Layout
 
@@ -201,8 +202,10 @@ class Holds:
     def __init__(self, log: Logger) -> None:
         self._log = log
         self._holds: dict[int, Hold] = {}
-        self._next: dict[int, tuple[Path, int]] = {}  # the file that did not fit, its output
+        # The file that did not fit, as it was then (inode, size, mtime), and its output.
+        self._next: dict[int, tuple[Path, tuple[int, int, int], int]] = {}
         self.disk: list[tuple[int, DiskFree]] = []  # free space per root number, last looked at
+        self._unread: set[int] = set()  # roots whose free space could not be read (said once)
 
     def __contains__(self, index: int) -> bool:
         return index in self._holds
@@ -225,8 +228,16 @@ class Holds:
                 )
             try:
                 free = disk_free(layout)
-            except OSError:
+                self._unread.discard(index)
+            except OSError as exc:
                 free = []
+                if min_free and index not in self._unread:
+                    self._unread.add(index)
+                    self._log.warning(
+                        "cannot read free disk space; [guard] min_free is not applied until it can be",
+                        root=str(layout.root),
+                        error=str(exc),
+                    )
             disk += [(index, d) for d in free]
             low = low_disk(free, min_free, self._waiting_output(index))
             if hold is None and low is not None:
@@ -255,7 +266,10 @@ class Holds:
     def no_room(self, index: int, layout: Layout, min_free: str, path: Path, output: int) -> None:
         """Hold the root: the output of ``path`` (about ``output`` bytes) would take its output
         folder below ``min_free``; claiming resumes once it fits, or once that file is gone."""
-        self._next[index] = (path, output)
+        try:
+            self._next[index] = (path, _signature(path), output)
+        except OSError:
+            return  # gone already: the next batch weighs the next file
         try:
             low = low_disk(disk_free(layout), min_free, output)
         except OSError:
@@ -263,16 +277,22 @@ class Holds:
         self._set(index, layout, Hold("low_disk", low or f"low disk: no room for {path.name}"))
 
     def _waiting_output(self, index: int) -> int:
-        """The output of the file that did not fit, while it still waits."""
+        """The output of the file that did not fit, while it still waits as it was."""
         if index not in self._next:
             return 0
-        path, output = self._next[index]
+        path, signature, output = self._next[index]
         try:
-            os.stat(path, follow_symlinks=False)
+            same = _signature(path) == signature
         except OSError:
-            del self._next[index]  # taken, or removed by hand: the next file is weighed afresh
+            same = False
+        if not same:
+            del self._next[index]  # taken, removed, replaced or changed: weighed afresh
             return 0
         return output
+
+    def weigh_again(self) -> None:
+        """Forget the files that did not fit (after a reload: the rules may exclude them now)."""
+        self._next.clear()
 
     def _set(self, index: int, layout: Layout, hold: Hold | None) -> None:
         before = self._holds.get(index)
@@ -323,6 +343,36 @@ def low_disk(free: list[DiskFree], min_free: str, output: int = 0) -> str | None
                 f"(min_free {min_free}); claiming resumes once there is more"
             )
     return None
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path, follow_symlinks=False)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def room_guard(folder: Path, min_free: str) -> Callable[[int], None] | None:
+    """What an output writer calls with the bytes it wrote so far: raises BelowMinFreeError once
+    ``folder`` has less than ``min_free`` free (for outputs the weighing of a batch cannot
+    foresee: a pipeline that makes more text than it reads, a compressed input of unknown
+    size, other writers). None without a guard."""
+    parsed = parse_min_free(min_free) if min_free else None
+    if parsed is None:
+        return None
+
+    def check(written: int) -> None:
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return  # unknown, as for a batch (said by Holds.update): the file is not at fault
+        disk = DiskFree("output", folder, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        if disk.free < _needed(parsed, disk):
+            raise BelowMinFreeError(
+                f"the output folder {folder} fell below [guard] min_free {min_free} "
+                f"({_human(disk.free)} free) after {_human(written)} of output; it waits for room",
+                written,
+            )
+
+    return check
 
 
 def _needed(parsed: tuple[int, float], disk: DiskFree) -> int:

@@ -300,7 +300,13 @@ class Agent:
         tries = max(self.config.retry.max_attempts, ONCE_ENVIRONMENT_TRIES)
         if self.once and retry.environment and retry.claim.waits >= tries:
             return False
-        return self.roots.index(retry.root) not in self._holds
+        index = self.roots.index(retry.root)
+        if index in self._holds:
+            return False
+        if retry.room_needed:  # its output took the disk below min_free: wait for room for it
+            room = self._holds.room(index, retry.root.layout, self.config.guard.min_free)
+            return room is None or room >= retry.room_needed
+        return True
 
     def _check_layouts(self) -> None:
         for root in self.roots:
@@ -416,6 +422,7 @@ class Agent:
             root.queue.max_attempts = new.retry.max_attempts
         self._retention.config = new.retention
         self._pending.reorder(new.watch.order, new.watch.priority)
+        self._holds.weigh_again()  # under the new rules and min_free, from the next batch
         self.config = self.files.ctx.config = new
         self.notifier.ready("configuration reloaded")
         self.log.info("reloaded", processors=[s.id for s in new.processors])

@@ -78,18 +78,25 @@ def _paused(layout: Layout, min_free: str) -> dict[str, Any]:
     return {"paused": low is not None, "paused_reason": low}
 
 
+def printable(text: object) -> str:
+    """``text`` for a line of plain output: control characters, line separators and bytes that
+    are not UTF-8 (a file's name, a pause reason) written as escapes, so none can break a line,
+    forge another or drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def render_text(roots: list[dict[str, Any]]) -> str:
     """A plain table for people."""
     lines = []
     for r in roots:
         age = r["oldest_unprocessed_age_s"]
-        lines.append(f"{r['path']}")
+        lines.append(printable(r["path"]))
         lines.append(
             f"  unprocessed {r['unprocessed']}  underprocess {r['underprocess']}  "
             f"processed {r['processed']}  failed {r['failed']}  "
             f"oldest waiting {'-' if age is None else f'{age:.1f}s'}"
         )
         if r.get("paused"):
-            lines.append(f"  held: {r['paused_reason']}")
-        lines.extend(f"  failed: {f['name']}: {f['reason']}" for f in r["failed_files"])
+            lines.append(f"  held: {printable(r['paused_reason'])}")
+        lines.extend(f"  failed: {printable(f['name'])}: {printable(f['reason'])}" for f in r["failed_files"])
     return "\n".join(lines)

@@ -34,7 +34,7 @@ def test_run_once_moves_input_to_processed_and_writes_output(tmp_path: Path) -> 
     }
     assert (root / "output" / "data_processed.txt").read_text() == "alpha\nbeta\n"
     assert os.listdir(root / "output") == ["data_processed.txt"]
-    assert not (root / "underprocess").exists()  # nothing made for it
+    assert os.listdir(root / "underprocess") == []
 
 
 def test_original_monitor_flags_and_json_pipeline_work(tmp_path: Path) -> None:

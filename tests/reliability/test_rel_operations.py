@@ -10,6 +10,7 @@ import json
 import lzma
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -205,6 +206,68 @@ def test_a_compressed_input_is_weighed_by_what_it_expands_to(tmp_path: Path) -> 
         wait_until(lambda: census(root)["processed"] == ["small.txt"], timeout=10)
         assert terminate_all([proc]) == [0]
         assert not [n for n in os.listdir(root / "output") if n.startswith("huge")]
+
+
+def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_path: Path) -> None:
+    """A bzip2 input (it declares no size) expanding past the room above min_free: its output
+    stops at the guard (the disk is read as it is written), the file waits without a counted
+    attempt and is not run again until there is room for what it wrote (one attempt, no loop);
+    run --once then gives it back and exits 75."""
+    text = b"the same line of text again\n" * 500_000  # 14 MB
+    with mounted(tmp_path / "out", options="size=16m") as out:
+        root = tmp_path / "root"
+        (root / "unprocessed").mkdir(parents=True)
+        (root / "unprocessed" / "big.txt.bz2").write_bytes(bz2.compress(text))
+        config = write_config(
+            tmp_path / "c.toml",
+            f'[output]\ndir = "{out}"\n[guard]\nmin_free = "6MB"\n[retry]\nbackoff = 0.2\n',
+        )
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        lowest = _free(out)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            lowest = min(lowest, _free(out))
+            time.sleep(0.005)
+        assert terminate_all([proc]) == [0]
+        assert lowest >= 6_000_000 - (1 << 20), f"free space fell to {lowest} bytes"
+        tries = events([log], "attempt failed; will retry")
+        assert len(tries) == 1, tries
+        assert "fell below [guard] min_free" in tries[0]["error"]
+        assert census(root)["unprocessed"] == ["big.txt.bz2"]
+        assert not list((root / "unprocessed").glob(".*.attempts"))
+        assert os.listdir(out) == []
+        once = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=60)
+        assert once.returncode == 75, once.stderr
+        assert census(root)["unprocessed"] == ["big.txt.bz2"]
+
+
+def test_a_held_file_changed_or_excluded_is_weighed_again(tmp_path: Path) -> None:
+    """The file that did not fit holds the root only as it was: cut short it is weighed again and
+    runs; a later one excluded by a reload no longer holds anything."""
+    with mounted(tmp_path / "out", options="size=16m") as out:
+        root = tmp_path / "root"
+        config = write_config(tmp_path / "c.toml", f'[output]\ndir = "{out}"\n[guard]\nmin_free = "8MB"\n')
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        wait_for_event(log, "watching")
+        big = "".join(f"line {i} of a file too big for the room\n" for i in range(250_000))  # ~10 MB
+        drop(root, "big.txt", big)
+        wait_for_event(log, "claiming held; files wait in unprocessed/")
+        os.truncate(root / "unprocessed" / "big.txt", 1000)
+        drop(root, "small.txt", "small\n")
+        wait_until(lambda: sorted(census(root)["processed"]) == ["big.txt", "small.txt"], timeout=15)
+        drop(root, "huge.txt", big)
+        wait_until(lambda: len(events([log], "claiming held; files wait in unprocessed/")) == 2, timeout=15)
+        config.write_text(config.read_text() + '[watch]\nexclude = [".*", "huge*"]\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_for_event(log, "reloaded")
+        drop(root, "after.txt", "after\n")
+        wait_until(
+            lambda: "after.txt" in census(root)["processed"], timeout=15, what="a file after the reload"
+        )
+        assert terminate_all([proc]) == [0]
+        assert census(root)["unprocessed"] == ["huge.txt"]
 
 
 def test_run_once_leaves_what_a_full_disk_cannot_take_and_exits_75(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from foldermon.queue.layout import Layout
-from foldermon.status import render_text, root_status
+from foldermon.status import printable, render_text, root_status
 from foldermon.watch import NameRules
 
 
@@ -151,3 +151,33 @@ def test_render_text_lists_counts_and_failures(layout: Layout) -> None:
     text = render_text([root_status(layout.root, now=0.0)])
     assert "unprocessed 0  underprocess 0  processed 0  failed 1  oldest waiting -" in text
     assert "failed: bad.txt: ValueError: broken" in text
+
+
+def test_plain_text_escapes_what_could_break_or_forge_a_line(layout: Layout) -> None:
+    """A pause reason or a file name with a newline, a terminal escape or bytes that are not
+    UTF-8 shows escaped, on its own line; ordinary text, accents included, is left as it is."""
+    assert printable("café report.csv") == "café report.csv"
+    assert printable("a\nb\x1b[31m\udcff\u2028") == "a\\nb\\x1b[31m\\udcff\\u2028"
+    touch(layout.failed, "bad\nfailed: forged")
+    record(layout, "bad\nfailed: forged", "ValueError", "x\ny")
+    lines = render_text([root_status(layout.root, now=0.0)]).splitlines()
+    assert lines[-1] == "  failed: bad\\nfailed: forged: ValueError: x\\ny"
+    assert len(lines) == 3
+
+
+def test_the_terminal_table_shows_holds_and_takes_names_literally(layout: Layout) -> None:
+    """The table on a terminal says which roots are held and why, and a name or reason that looks
+    like rich markup (or holds an escape) is shown as written, not interpreted."""
+    from rich.console import Console
+
+    from foldermon.console import print_status
+
+    entry = {**root_status(layout.root, now=0.0), "paused": True, "paused_reason": "paused: [bold]x\x1b"}
+    failures = [{"root": str(layout.root), "name": "[red]name[/red]", "reason": "E: [i]y", "failed_at": 1}]
+    console = Console(record=True, width=200, color_system=None)
+    print_status([entry], failures, console)
+    text = console.export_text()
+    assert "held" in text
+    assert "paused: [bold]x\\x1b" in text
+    assert "[red]name[/red]" in text
+    assert "E: [i]y" in text
