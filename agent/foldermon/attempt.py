@@ -361,9 +361,15 @@ class Attempt:
                     source=src,
                     exact=self.exact_lines is not None,
                 )
-                on_batch: Callable[[list[str]], list[str]] | None = tracer
+                feed: Callable[[list[str]], list[str]] = tracer or pipeline.feed
                 if tracer is None and self.exact_lines is not None:
-                    on_batch = pipeline.feed_exact
+                    feed = pipeline.feed_exact
+                ins, attributes = self.telemetry.instruments, run.queue.attributes
+
+                def on_batch(lines: list[str]) -> list[str]:
+                    ins.tally.add(ins.lines_read, len(lines), attributes)
+                    return feed(lines)
+
                 fd = run.queue.open_temp(run.target)
                 try:
                     return stream(

@@ -43,6 +43,8 @@ _CLAIM_BATCH = 16
 _CLAIM_BYTES = 1 << 20
 # The disk guard's allowance per claimed file beyond its output: block rounding, lock, record.
 _PER_FILE_BYTES = 16 << 10
+# A long file's lines read are counted this often (the backlog alert tells work from a wedge by them).
+_PROGRESS_EVERY = 5.0
 # Retention takes a bounded step at most this often.
 _RETAIN_EVERY = 0.2
 
@@ -197,8 +199,10 @@ class Agent:
         return self._stop_at is not None
 
     def _keep_going(self) -> bool:
-        """Asked between batches of a file: the loop is alive, so the watchdog may be fed."""
+        """Asked between batches of a file: the loop is alive, so the watchdog may be fed, and the
+        lines read so far counted."""
         self.notifier.watchdog_if_due()
+        self.telemetry.instruments.tally.flush_every(_PROGRESS_EVERY, self._clock())
         return self._stop_at is None or self._clock() < self._stop_at
 
     # -- the loop ----------------------------------------------------------------------------

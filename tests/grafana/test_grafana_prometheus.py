@@ -89,7 +89,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     work = tmp_path_factory.mktemp("grafana")
     root = work / "root"
     # A dead instance's claim, returned at start: files_recovered is then 1, not just 0.
-    ghost = root / "underprocess" / "dead-instance"
+    ghost = root / "underprocess" / "deadhost-1-abcdef"
     ghost.mkdir(parents=True)
     (ghost / "orphan.txt").write_text("keep me\n")
     metrics_port = free_port()

@@ -113,6 +113,40 @@ def test_histograms_use_second_buckets(tmp_path: Path, receiver: OtlpReceiver) -
     assert sum(processor["bucket_counts"][:9]) >= 1, "a one-line file's processor time lies under 1 ms"
 
 
+def test_lines_read_show_the_progress_of_a_long_file(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """foldermon.lines.read grows while a long file is still being processed (no file finished
+    yet: the backlog alert tells that from a wedged agent), and ends at the file's line count."""
+    root = tmp_path / "root"
+    lines = 60_000  # a few batches of input, each slept on
+    drop(root, "long.txt", "".join(f"a line of the long file number {i}\n" for i in range(lines)))
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "sleepy"\nseconds = 1.2\n')
+    log = tmp_path / "agent.log"
+    agent = start(
+        "run",
+        "--watch",
+        str(root),
+        "--config",
+        str(config),
+        log=log,
+        env={**FAST, **receiver.endpoint_env("grpc")},
+    )
+    try:
+        progress = receiver.wait_for(lambda rx: rx.latest_metric("foldermon.lines.read"), timeout=30)
+        assert 0 < progress["value"] < lines
+        assert census(root)["underprocess"] == ["long.txt"], "the file is still being processed"
+        assert progress["attributes"]["foldermon.watch.root"] == str(root)
+        wait_until(lambda: census(root)["processed"] == ["long.txt"], timeout=60)
+        done = receiver.wait_for(
+            lambda rx: (
+                (p := rx.latest_metric("foldermon.lines.read")) is not None and p["value"] == lines and p
+            ),
+            timeout=10,
+        )
+        assert done["value"] == lines
+    finally:
+        assert stop(agent) == 0
+
+
 def test_queue_depth_gauge_reports_each_state(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """foldermon.queue.depth is exported per state, and failed counts the quarantined file;
     an excluded name and a folder left in unprocessed/ are not waiting files."""

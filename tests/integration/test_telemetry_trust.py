@@ -115,6 +115,26 @@ def test_the_file_span_says_how_much_of_the_file_was_traced_and_samples_span_the
     assert numbers[len(numbers) // 2] > 20_000, "line spans crowd the start of the file"
 
 
+def test_with_a_ratio_of_one_every_examined_line_is_traced(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """line_sample_ratio = 1.0: every line examined gets its span (no more are examined than the
+    cap holds); lines picked after the one a batch fails on are not counted as examined, and the
+    failing line run alone to be named is: the file span's two counts agree."""
+    root = tmp_path / "root"
+    drop(root, "good.txt", _lines(200_000))
+    drop(root, "bad.txt", _lines(200_000, bad_at=150_000))
+    config = "[retry]\nmax_attempts = 1\n[telemetry]\nline_sample_ratio = 1.0\n" + FAILING
+    _run(root, tmp_path, receiver, config, "--trace")
+    spans = receiver.wait_for(
+        lambda rx: len(_named(rx.spans(), "foldermon.process_file")) >= 3 and rx.spans()
+    )
+    files = [s["attributes"] for s in _named(spans, "foldermon.process_file")]
+    (good,) = [a for a in files if a["file.path"].endswith("/good.txt")]
+    assert good["foldermon.lines.traced"] == good["foldermon.lines.examined"] > 500
+    failed = [a for a in files if a["file.path"].endswith("/bad.txt")]
+    assert failed
+    assert [a["foldermon.lines.traced"] for a in failed] == [a["foldermon.lines.examined"] for a in failed]
+
+
 def test_line_spans_are_spread_over_the_file_when_many_lines_are_dropped(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:

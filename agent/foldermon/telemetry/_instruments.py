@@ -45,10 +45,18 @@ class Tally:
 
     def __init__(self) -> None:
         self._sums: dict[tuple[Counter, tuple[tuple[str, Any], ...]], int] = {}
+        self._flush_at = 0.0
 
     def add(self, counter: Counter, amount: int, attributes: Mapping[str, Any]) -> None:
         key = (counter, tuple(attributes.items()))
         self._sums[key] = self._sums.get(key, 0) + amount
+
+    def flush_every(self, seconds: float, now: float) -> None:
+        """Flush if the last flush is ``seconds`` old (asked between the batches of a long file, so
+        its lines read show as they go)."""
+        if now >= self._flush_at:
+            self.flush()
+            self._flush_at = now + seconds
 
     def flush(self) -> None:
         sums, self._sums = self._sums, {}
@@ -78,6 +86,11 @@ class Instruments:
         )
         self.files = meter.create_counter(
             "foldermon.files", unit="{file}", description="File attempts by outcome"
+        )
+        self.lines_read = meter.create_counter(
+            "foldermon.lines.read",
+            unit="{line}",
+            description="Lines read from inputs, counted as they are read (a long file shows its progress)",
         )
         self.file_duration = meter.create_histogram(
             "foldermon.file.duration",

@@ -107,6 +107,7 @@ class LineTracer:
         self._ratio = ratio
         self._cap = cap
         self._budget = examine_budget(cap, ratio)
+        self._paced = self._budget > cap  # else every examined line fits under the cap
         self._progress = _progress_of(source)
         self._feed = pipeline.feed_exact if exact else pipeline.feed
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
@@ -171,7 +172,6 @@ class LineTracer:
         self._budget -= count
         self._batch_left = count
         self._examine_later = max(0, min(self._budget, int(left) - len(lines)))
-        self.examined += count
         return sorted(self._rng.sample(range(len(lines)), count))
 
     def _lines_after(self, batch: int) -> float:
@@ -190,6 +190,8 @@ class LineTracer:
         self._seen += 1
         if self.spans >= self._cap or not (dropped or self._rng.random() < self._ratio):
             return False
+        if not self._paced:
+            return True
         to_come = self._examine_later + self._batch_left + 1  # this line included
         if to_come <= self._cap - self.spans:
             return True
@@ -200,10 +202,12 @@ class LineTracer:
             return self._feed(lines)
         except ProcessorError as exc:
             if exc.line is not None:
+                self.examined += 1  # the failing line, run alone to name it
                 self._failed(exc, time.time_ns())
             raise
 
     def _one(self, line: str) -> list[str]:
+        self.examined += 1  # counted as it runs: a failure ends the batch before the rest
         start = time.time_ns()
         try:
             result, steps = self._pipeline.feed_traced(line)
