@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foldermon.queue.layout import Layout, claimed_count, input_names, oldest_age
+from foldermon.queue.layout import Layout, claimed_count, input_names, known_root_id, oldest_age
 from foldermon.queue.records import read_record
 from foldermon.queue.requeue import failed_inputs
 from foldermon.scheduler import disk_free, low_disk, read_pause
@@ -53,6 +53,7 @@ def root_status(
     failed = failed_inputs(layout)
     return {
         "path": str(layout.root),
+        "root_id": known_root_id(layout.root),
         "unprocessed": len(unprocessed),
         "underprocess": claimed_count(layout),
         "processed": len(input_names(layout.processed)),

@@ -181,3 +181,14 @@ def test_the_terminal_table_shows_holds_and_takes_names_literally(layout: Layout
     assert "paused: [bold]x\\x1b" in text
     assert "[red]name[/red]" in text
     assert "E: [i]y" in text
+
+
+def test_status_gives_the_root_id_the_agents_report(layout: Layout, tmp_path: Path) -> None:
+    """root_id is the id the gauges carry (foldermon.watch.root.id), once an agent made it; status
+    makes none itself."""
+    from foldermon.queue.layout import ROOT_ID_NAME, root_id
+
+    assert root_status(layout.root, now=0.0)["root_id"] is None
+    assert not (layout.root / ROOT_ID_NAME).exists()
+    reported = root_id(layout.root, tmp_path)
+    assert root_status(layout.root, now=0.0)["root_id"] == reported

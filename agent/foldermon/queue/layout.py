@@ -130,8 +130,21 @@ def root_id(root: Path, tmp_dir: Path) -> str:
         with contextlib.suppress(FileExistsError):
             write_new(path, uuid.uuid4().hex.encode() + b"\n", tmp_dir)
         kept = _read_id(path)
-    folder = os.stat(root).st_ino
-    return hashlib.sha256(f"{kept}:{folder}".encode()).hexdigest()[:32]
+    return _bound(kept, root)
+
+
+def known_root_id(root: Path) -> str | None:
+    """The root's id as its agents report it, or None when no agent has given it one yet (or
+    its id file cannot be read); makes nothing."""
+    try:
+        return _bound(_read_id(root / ROOT_ID_NAME), root)
+    except (OSError, LifecycleError):
+        return None
+
+
+def _bound(kept: str, root: Path) -> str:
+    """The kept id bound to the root folder itself (its inode)."""
+    return hashlib.sha256(f"{kept}:{os.stat(root).st_ino}".encode()).hexdigest()[:32]
 
 
 def _read_id(path: Path) -> str:

@@ -255,7 +255,10 @@ class Telemetry:
 
     def _report_drops(self, reason: str, count: int, detail: str) -> None:
         self.log.warning(
-            "spans dropped before export; processing continues", reason=reason, spans=count, detail=detail
+            "spans dropped before export; processing continues",
+            reason=reason,
+            spans=count,  # since the start; the detail is the drop that made this record
+            detail=f"{detail} in the latest drop; {count} in all since the start",
         )
 
     def _report_failure(self, signal: str, count: int, detail: str) -> None:
