@@ -397,8 +397,22 @@ def latency(grid: Layout) -> None:
         [*quantiles("foldermon_file_duration_seconds_bucket"), target(mean, "mean", "D")],
         "s",
     )
+    read = timeseries(
+        "Lines read/s per watch root",
+        "Lines read from inputs, counted as they are read (at least every 5 s in a long file), so an "
+        "agent busy with one long file shows here while no file is finished.",
+        [
+            target(
+                f"sum by (foldermon_watch_root) ({rate('foldermon_lines_read_total')})",
+                "{{foldermon_watch_root}}",
+            )
+        ],
+        "short",
+        axis="lines / s",
+    )
     grid.add(pickup, 12, 8)
     grid.add(duration, 12, 8)
+    grid.add(read, 24, 8)
 
 
 def processors(grid: Layout) -> None:
