@@ -399,7 +399,7 @@ def latency(grid: Layout) -> None:
     )
     read = timeseries(
         "Lines read/s per watch root",
-        "Lines read from inputs, counted as they are read (at least every 5 s in a long file), so an "
+        "Lines read from inputs, counted as they are read (about every 5 s in a long file), so an "
         "agent busy with one long file shows here while no file is finished.",
         [
             target(

@@ -30,8 +30,10 @@ COMPRESS = ("none", "same", "gzip", "zstd")
 MAX_AGE = 100 * 365 * 86400.0
 MAX_INPUT_BYTES = 1 << 50
 # Patterns, compiled at first use (re caches them): a command that checks nothing skips it.
-_DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*"
-_SIZE = r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*"
+# Digits 0-9 only (``\d`` would take any script's digits, and float() underscores too).
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_DURATION = rf"\s*{_NUMBER}\s*([smhd]?)\s*"
+_SIZE = rf"\s*{_NUMBER}\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*"
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # fmt: skip
 
@@ -54,10 +56,10 @@ def parse_min_free(value: str) -> tuple[int, float] | None:
     """``[guard] min_free`` as (bytes, share of the disk): ``"500MB"``, ``"2GiB"``, bytes, or ``"5%"``."""
     text = value.strip()
     if text.endswith("%"):
-        try:
-            share = float(text[:-1])
-        except ValueError:
+        number = re.fullmatch(rf"{_NUMBER}\s*", text[:-1]) if len(text) <= 40 else None
+        if number is None:
             return None
+        share = float(number.group(1))
         return (0, share / 100) if 0 < share < 100 else None
     found = re.fullmatch(_SIZE, text) if len(text) <= 40 else None
     if found is None:
@@ -126,7 +128,7 @@ def nested_folders(folders: Sequence[str | os.PathLike[str]]) -> list[tuple[int,
         return []  # and the queue modules stay unloaded (a one-shot verb's start)
     from foldermon.queue.layout import STATES
 
-    named = [os.path.normpath(os.path.abspath(os.path.expanduser(d))) for d in folders]
+    named = [os.path.realpath(os.path.expanduser(d)) for d in folders]
     return [
         (index, folder, outer)
         for index, inner in enumerate(named)

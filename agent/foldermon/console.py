@@ -95,13 +95,14 @@ def _age(seconds: float | None) -> str:
 
 def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], console: Console) -> None:
     """A compact table per watch root, then the newest failures with their reasons."""
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from foldermon.status import printable
 
-    def shown(text: object) -> str:
-        return escape(printable(text))
+    def shown(text: object, style: str = "") -> Text:
+        """As written: a Text is read for neither markup nor emoji codes (``:smile:``)."""
+        return Text(printable(text), style=style)
 
     table = Table(title="foldermon-agent queue", title_justify="left")
     table.add_column("watch root")
@@ -121,7 +122,9 @@ def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], co
     console.print(table)
     for r in roots:
         if r.get("paused"):
-            console.print(f"[yellow]held[/yellow] {shown(r['path'])}: {shown(r['paused_reason'])}")
+            console.print(
+                Text.assemble(("held ", "yellow"), shown(r["path"]), ": ", shown(r["paused_reason"]))
+            )
     if not failures:
         return
     newest = sorted(failures, key=lambda f: f.get("failed_at") or 0, reverse=True)[:5]
@@ -129,5 +132,5 @@ def print_status(roots: list[dict[str, Any]], failures: list[dict[str, Any]], co
     for column in ("root", "file", "reason"):
         detail.add_column(column)
     for f in newest:
-        detail.add_row(shown(f["root"]), shown(f["name"]), f"[red]{shown(f['reason'])}[/red]")
+        detail.add_row(shown(f["root"]), shown(f["name"]), shown(f["reason"], "red"))
     console.print(detail)

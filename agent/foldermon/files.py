@@ -358,6 +358,12 @@ class Files:
                     root.queue.attempt_failed(claim)
                 except OSError as exc:  # counted when the retry starts (``again``), as before
                     self.ctx.log.warning("could not record the failed attempt yet", error=str(exc))
+            elif not result.rerun:
+                # It waits uncounted (a full disk): no attempt runs, so a crash meanwhile counts none.
+                try:
+                    root.queue.instance.mark_active("")
+                except OSError as exc:
+                    self.ctx.log.warning("could not record that no file is active", error=str(exc))
             if result.environment:
                 claim = replace(claim, waits=claim.waits + 1)
             retry = Retry(

@@ -99,6 +99,26 @@ def _encode(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") if lines else b""
 
 
+def _watched(
+    write: Callable[[bytes], Any], out: BinaryIO, room: Callable[[int], None]
+) -> Callable[[bytes], None]:
+    """``write``, telling ``room`` the bytes in ``out`` after every ROOM_EVERY bytes of records,
+    however much one batch of lines makes (a pipeline may make far more text than it reads)."""
+    unchecked = 0
+
+    def watched(records: bytes) -> None:
+        nonlocal unchecked
+        for at in range(0, len(records), ROOM_EVERY):
+            piece = records[at : at + ROOM_EVERY]
+            write(piece)
+            unchecked += len(piece)
+            if unchecked >= ROOM_EVERY:
+                unchecked = 0
+                room(out.tell())
+
+    return watched
+
+
 def stream(
     src: BinaryIO,
     dst_fd: int,
@@ -119,24 +139,19 @@ def stream(
     """
     feed = on_batch or pipeline.feed
     lines_in = lines_out = 0
-    unchecked = 0
     with os.fdopen(os.dup(dst_fd), "wb", buffering=CHUNK_BYTES) as out:
         sink = compress(out) if compress else out
+        write = sink.write if room is None else _watched(sink.write, out, room)
         for lines in read_batches(src, max_line_bytes):
             if not keep_going():
                 raise InterruptedError("shutdown requested before the file was finished")
             lines_in += len(lines)
             result = feed(lines)
             lines_out += len(result)
-            records = _encode(result)
-            sink.write(records)
-            unchecked += len(records)
-            if room is not None and unchecked >= ROOM_EVERY:
-                unchecked = 0
-                room(out.tell())
+            write(_encode(result))
         tail = pipeline.finish()
         lines_out += len(tail)
-        sink.write(_encode(tail))
+        write(_encode(tail))
         if compress:
             sink.close()  # writes the compressed stream's end; the file itself stays open
         out.flush()

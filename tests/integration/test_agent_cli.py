@@ -222,6 +222,13 @@ def test_a_root_inside_another_roots_queue_folder_is_refused(tmp_path: Path) -> 
     assert f"a queue folder of the watch root {root}" in alone.stderr
     assert not (root / "underprocess").exists()  # nothing made for it
     assert census(root)["unprocessed"] == ["a.txt"]
+    (root / "failed").mkdir()
+    (tmp_path / "link").symlink_to(root / "failed")
+    linked = run_cli("run", "--watch", str(tmp_path / "link" / "inner"), "--once")
+    assert linked.returncode == 1
+    assert f"a queue folder of the watch root {root}" in linked.stderr
+    both = run_cli("run", "--watch", str(root), "--watch", str(tmp_path / "link" / "x"), "--once")
+    assert both.returncode == 2
 
 
 def test_benchmark_smoke_mode_checks_outputs() -> None:

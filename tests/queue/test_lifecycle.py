@@ -749,16 +749,20 @@ def test_recover_removes_the_folder_of_a_dead_instance(layout: Layout, queue: Qu
 
 
 def test_recover_leaves_alone_what_is_not_a_claim_folder(layout: Layout, queue: Queue) -> None:
-    """Folders in underprocess/ not named as an instance (another root put there by mistake,
-    with its own queue folders) are neither taken over nor counted as claims."""
+    """Folders in underprocess/ not named as an instance, or holding a root's folders (another
+    root put there by mistake), are neither taken over nor counted as claims."""
     for folder in ("unprocessed", "processed", "output", "notes-1-abc"):
         dead_instance_folder(layout, folder, "a.txt")
+    inner = layout.underprocess / "vm-1-abcdef"  # a root put there, named as an instance
+    (inner / "unprocessed").mkdir(parents=True)
+    (inner / "unprocessed" / "late.txt").write_text("late\n")
     report = queue.recover()
     assert report.returned == []
     assert report.dead_instances == []
     assert sorted(os.listdir(layout.underprocess)) == sorted(
-        [ME, "unprocessed", "processed", "output", "notes-1-abc"]
+        [ME, "unprocessed", "processed", "output", "notes-1-abc", "vm-1-abcdef"]
     )
+    assert (inner / "unprocessed" / "late.txt").exists()
     assert all((layout.underprocess / f / "a.txt").exists() for f in ("unprocessed", "processed", "output"))
     assert claimed_count(layout) == 0
 

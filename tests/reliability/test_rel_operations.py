@@ -242,6 +242,59 @@ def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_p
         assert census(root)["unprocessed"] == ["big.txt.bz2"]
 
 
+def test_a_pipeline_that_expands_its_input_is_stopped_within_a_slice_of_output(tmp_path: Path) -> None:
+    """Short lines made 1,000 bytes long: one batch of input makes megabytes of output, and the
+    guard still stops it within about half a MiB below min_free (free space is read every 256
+    KiB written, not once a batch)."""
+    with mounted(tmp_path / "out", options="size=40m") as out:
+        root = tmp_path / "root"
+        drop(root, "wide.txt", "".join(f"{i}\n" for i in range(30_000)))  # 30 MB once widened
+        config = write_config(
+            tmp_path / "c.toml",
+            f'[output]\ndir = "{out}"\n[guard]\nmin_free = "20MB"\n'
+            '[[processors]]\ntype = "line_counter"\nformat = "{line:>1000}"\n',
+        )
+        log = tmp_path / "agent.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        lowest = _free(out)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            lowest = min(lowest, _free(out))
+            time.sleep(0.001)
+        assert terminate_all([proc]) == [0]
+        assert lowest >= 20_000_000 - (1 << 20), f"free space fell to {lowest} bytes"
+        assert events([log], "attempt failed; will retry")
+        assert census(root)["unprocessed"] == ["wide.txt"]
+
+
+def test_a_kill_while_a_file_waits_for_room_counts_no_attempt(tmp_path: Path) -> None:
+    """SIGKILL three times while a file only waits for disk room (its attempt stopped uncounted):
+    no restart counts an attempt against it, so it is never quarantined for the agent's deaths."""
+    text = b"the same line of text again\n" * 500_000  # 14 MB
+    with mounted(tmp_path / "out", options="size=16m") as out:
+        root = tmp_path / "root"
+        (root / "unprocessed").mkdir(parents=True)
+        (root / "unprocessed" / "big.txt.bz2").write_bytes(bz2.compress(text))
+        config = write_config(
+            tmp_path / "c.toml",
+            f'[output]\ndir = "{out}"\n[guard]\nmin_free = "6MB"\n[retry]\nmax_attempts = 2\n',
+        )
+        for turn in range(3):
+            log = tmp_path / f"agent{turn}.log"
+            proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+            wait_for_event(log, "attempt failed; will retry")
+            proc.kill()
+            proc.wait()
+        log = tmp_path / "last.log"
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+        wait_for_event(log, "attempt failed; will retry")
+        assert terminate_all([proc]) == [0]
+        assert census(root)["unprocessed"] == ["big.txt.bz2"]
+        assert census(root)["failed"] == []
+        assert not list((root / "unprocessed").glob(".*.attempts"))
+        assert all(r.get("attempt") == 1 for r in events([log], "attempt failed; will retry"))
+
+
 def test_a_held_file_changed_or_excluded_is_weighed_again(tmp_path: Path) -> None:
     """The file that did not fit holds the root only as it was: cut short it is weighed again and
     runs; a later one excluded by a reload no longer holds anything."""

@@ -95,6 +95,7 @@ def test_a_reload_to_another_order_reorders_what_waits(tmp_path: Path) -> None:
         ("", None),
         ("7w", None),
         (True, None),
+        ("\uff11\uff10s", None),  # full-width digits
     ],
 )
 def test_durations(text: object, expected: float | None) -> None:
@@ -112,6 +113,10 @@ def test_durations(text: object, expected: float | None) -> None:
         ("0%", None),
         ("100%", None),
         ("5 parsecs", None),
+        ("\uff11\uff10%", None),  # full-width digits
+        ("\u0665MB", None),  # an Arabic-Indic five
+        ("1_0%", None),
+        ("nan%", None),
     ],
 )
 def test_min_free_sizes(text: str, expected: tuple[int, float] | None) -> None:

@@ -173,13 +173,15 @@ def test_the_terminal_table_shows_holds_and_takes_names_literally(layout: Layout
     from foldermon.console import print_status
 
     entry = {**root_status(layout.root, now=0.0), "paused": True, "paused_reason": "paused: [bold]x\x1b"}
-    failures = [{"root": str(layout.root), "name": "[red]name[/red]", "reason": "E: [i]y", "failed_at": 1}]
+    failures = [
+        {"root": str(layout.root), "name": "[red]name[/red] :smile:", "reason": "E: [i]y", "failed_at": 1}
+    ]
     console = Console(record=True, width=200, color_system=None)
     print_status([entry], failures, console)
     text = console.export_text()
     assert "held" in text
     assert "paused: [bold]x\\x1b" in text
-    assert "[red]name[/red]" in text
+    assert "[red]name[/red] :smile:" in text
     assert "E: [i]y" in text
 
 

@@ -174,7 +174,7 @@ def claimed_names(layout: Layout) -> list[str]:
     names: list[str] = []
     for entry in filter(is_instance_id, input_names(layout.underprocess)):
         folder = layout.underprocess / entry
-        if folder.is_dir() and not folder.is_symlink():
+        if folder.is_dir() and not folder.is_symlink() and not is_watch_root(folder):
             names += input_names(folder)
     return names
 
@@ -238,9 +238,12 @@ def check_output_place(layout: Layout) -> None:
 
 def check_not_nested(layout: Layout) -> None:
     """Refuse a root that lies in a queue folder of another watch root (``R/underprocess`` as a
-    root of its own): that root's agents would take its folders for claim folders or inputs."""
-    root = Path(os.path.normpath(layout.root))
-    for folder in (root, *root.parents):
+    root of its own, by name or through a symbolic link): that root's agents would take its
+    folders for claim folders or inputs. (Through a bind mount it cannot be seen from here: the
+    recovery of that root leaves alone a folder that is a watch root.)"""
+    named = Path(os.path.normpath(layout.root))
+    real = Path(os.path.realpath(layout.root))  # through symbolic links on the way
+    for folder in (named, *named.parents, real, *real.parents):
         if folder.name in STATES and is_watch_root(folder.parent):
             raise LifecycleError(
                 f"it is in {folder}, a queue folder of the watch root {folder.parent}: the agents "

@@ -32,7 +32,7 @@ from foldermon.queue.instance import (
     read_lock,
     try_lock,
 )
-from foldermon.queue.layout import LOCK_NAME, is_input_name
+from foldermon.queue.layout import LOCK_NAME, is_input_name, is_watch_root
 from foldermon.queue.moves import move_unique, return_input
 from foldermon.queue.output import TMP_MARK, identity, is_committed, temp_names, temp_owner, temp_prefix
 from foldermon.queue.records import drop_orphan_records
@@ -70,8 +70,8 @@ def recover(queue: Queue, *, sweep_temps: bool = True) -> Recovery:
         folder = underprocess / entry
         if entry == queue.instance.id or not is_instance_id(owner_of(entry)):
             continue
-        if not folder.is_dir() or folder.is_symlink():
-            continue
+        if not folder.is_dir() or folder.is_symlink() or is_watch_root(folder):
+            continue  # a claim folder holds files only: never another root's folders
         fd = try_lock(folder / LOCK_NAME)
         if fd is None and os.path.lexists(folder / LOCK_NAME):
             continue  # alive
