@@ -126,9 +126,10 @@ def nested_folders(folders: Sequence[str | os.PathLike[str]]) -> list[tuple[int,
     another (``R`` and ``R/underprocess``): that root's agents would take its files for theirs."""
     if len(folders) < 2:
         return []  # and the queue modules stay unloaded (a one-shot verb's start)
-    from foldermon.queue.layout import STATES
+    from foldermon.queue.layout import STATES, real_path
 
-    named = [os.path.realpath(os.path.expanduser(d)) for d in folders]
+    given = [Path(os.path.normpath(os.path.abspath(os.path.expanduser(d)))) for d in folders]
+    named = [str(real_path(d) or d) for d in given]
     return [
         (index, folder, outer)
         for index, inner in enumerate(named)

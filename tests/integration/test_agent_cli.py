@@ -227,8 +227,10 @@ def test_a_root_inside_another_roots_queue_folder_is_refused(tmp_path: Path) -> 
     linked = run_cli("run", "--watch", str(tmp_path / "link" / "inner"), "--once")
     assert linked.returncode == 1
     assert f"a queue folder of the watch root {root}" in linked.stderr
+    assert os.listdir(root / "failed") == []  # refused before any folder was made for it
     both = run_cli("run", "--watch", str(root), "--watch", str(tmp_path / "link" / "x"), "--once")
     assert both.returncode == 2
+    assert "a queue folder of --watch" in both.stderr
 
 
 def test_benchmark_smoke_mode_checks_outputs() -> None:

@@ -242,13 +242,33 @@ def check_not_nested(layout: Layout) -> None:
     folders for claim folders or inputs. (Through a bind mount it cannot be seen from here: the
     recovery of that root leaves alone a folder that is a watch root.)"""
     named = Path(os.path.normpath(layout.root))
-    real = Path(os.path.realpath(layout.root))  # through symbolic links on the way
+    real = real_path(layout.root) or named  # through symbolic links on the way
     for folder in (named, *named.parents, real, *real.parents):
         if folder.name in STATES and is_watch_root(folder.parent):
             raise LifecycleError(
                 f"it is in {folder}, a queue folder of the watch root {folder.parent}: the agents "
                 "serving that root would take its files for their own; put it elsewhere"
             )
+
+
+def real_path(folder: Path) -> Path | None:
+    """Where the absolute ``folder`` really is, through symbolic links, as the kernel names its
+    open descriptor (nothing else on the way is looked at); for a folder not made yet, where it
+    would be made. None when that cannot be told."""
+    missing: list[str] = []
+    for at in (folder, *folder.parents):
+        try:
+            fd = os.open(at, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            missing.insert(0, at.name)
+            continue
+        try:
+            return Path(os.readlink(f"/proc/self/fd/{fd}"), *missing)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+    return None
 
 
 def check_one_filesystem(layout: Layout) -> None:
