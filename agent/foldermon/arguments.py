@@ -222,7 +222,12 @@ def _retry_arguments(retry: argparse.ArgumentParser) -> None:
 
 def _pause_arguments(pause: argparse.ArgumentParser) -> None:
     _roots(pause)
-    pause.add_argument("--reason", default="", help="said in status and in the agents' logs")
+    pause.add_argument(
+        "--reason",
+        default="",
+        type=_reason,
+        help="said in status and in the agents' logs (at most 1000 characters)",
+    )
 
 
 def _gc_arguments(gc: argparse.ArgumentParser) -> None:
@@ -275,6 +280,13 @@ def _lines(text: str) -> list[int]:
         return explaintext.parse_lines(text)
     except explaintext.LineSpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _reason(text: str) -> str:
+    """``pause --reason``: a sentence, not a document (the marker is read in 64 KiB)."""
+    if len(text) > 1000:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters; at most 1000")
+    return text
 
 
 def _folder(text: str) -> Path:

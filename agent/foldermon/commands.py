@@ -94,11 +94,11 @@ def pause(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     for root in roots:
         layout = Layout.for_root(root)
         if scheduler.pause(layout, args.reason):
-            print(f"{layout.root}: paused; files being processed finish, nothing new is claimed")
+            print(printable(f"{layout.root}: paused; files being processed finish, nothing new is claimed"))
         else:
             who = scheduler.read_pause(layout) or {}
             by, since = who.get("by", "someone"), who.get("since_iso", "?")
-            print(f"{layout.root}: already paused by {by} since {since}")
+            print(printable(f"{layout.root}: already paused by {by} since {since}"))
     return 0
 
 
@@ -107,7 +107,7 @@ def resume(_args: argparse.Namespace, roots: list[Path], _config: Config) -> int
     for root in roots:
         layout = Layout.for_root(root)
         said = "resumed" if scheduler.resume(layout) else "was not paused"
-        print(f"{layout.root}: {said}")
+        print(printable(f"{layout.root}: {said}"))
     return 0
 
 

@@ -361,9 +361,12 @@ class Files:
             elif not result.rerun:
                 # It waits uncounted (a full disk): no attempt runs, so a crash meanwhile counts none.
                 try:
-                    root.queue.instance.mark_active("")
+                    if result.room_needed:
+                        root.queue.wait_for_room(claim, result.room_needed)
+                    else:
+                        root.queue.instance.mark_active("")
                 except OSError as exc:
-                    self.ctx.log.warning("could not record that no file is active", error=str(exc))
+                    self.ctx.log.warning("could not record that the file waits", error=str(exc))
             if result.environment:
                 claim = replace(claim, waits=claim.waits + 1)
             retry = Retry(

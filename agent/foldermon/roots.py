@@ -20,11 +20,11 @@ from foldermon.queue.layout import (
     check_output_place,
     check_writable,
     claimed_count,
-    input_names,
     oldest_age,
 )
 from foldermon.queue.lifecycle import Queue
 from foldermon.queue.records import migrate_legacy_records
+from foldermon.queue.requeue import failed_inputs
 from foldermon.scheduler import Holds
 from foldermon.telemetry import SPAN_DROP_REASONS, Instruments, QueueSample, Telemetry, WatchModeSample
 from foldermon.watch import EntryKind, NameRules, Watcher, open_for_writing, scan_dir
@@ -204,7 +204,7 @@ def queue_samples(roots: Sequence[Root], rules: NameRules, now: float) -> list[Q
         depths = {
             "unprocessed": len(waiting),
             "underprocess": claimed_count(layout),
-            "failed": len(input_names(layout.failed)),
+            "failed": len(failed_inputs(layout)),
         }
         samples.append(QueueSample(str(layout.root), root.queue.root_id, depths, age))
     return samples

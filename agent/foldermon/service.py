@@ -3,6 +3,7 @@ and the files through the queue."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from foldermon.deadline import Alarm
 from foldermon.errors import EX_TEMPFAIL, UNREACHABLE_ERRNOS, ConfigError, LifecycleError
 from foldermon.files import Context, Files, NoProgress, Progress, Retry
 from foldermon.processors import Registry
+from foldermon.queue.counter import counter_name, read_counter
 from foldermon.retention import Retention
 from foldermon.roots import (
     Root,
@@ -482,10 +484,16 @@ class Agent:
         return None if taken is None else (self.roots[taken[0]], taken[1])
 
     def _output_size(self, index: int, name: str) -> int:
-        """What a file takes from the disk guard's room: its output, plus the blocks of its
+        """What a file takes from the disk guard's room: its output (at least what an attempt
+        stopped by the guard had written, as its counter says), plus the blocks of its
         bookkeeping (lock, record) and of rounding."""
         path = self.roots[index].layout.unprocessed / name
-        return output_estimate(path, self.config.output.compress) + _PER_FILE_BYTES
+        written = 0
+        counter = path.with_name(counter_name(name))
+        if os.path.lexists(counter):
+            with contextlib.suppress(OSError):
+                written = read_counter(counter, os.lstat(path)).room_needed
+        return max(output_estimate(path, self.config.output.compress), written) + _PER_FILE_BYTES
 
     def _size(self, index: int, name: str) -> int:
         try:

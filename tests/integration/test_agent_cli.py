@@ -233,6 +233,24 @@ def test_a_root_inside_another_roots_queue_folder_is_refused(tmp_path: Path) -> 
     assert "a queue folder of --watch" in both.stderr
 
 
+def test_pause_takes_a_sentence_and_prints_the_root_escaped(tmp_path: Path) -> None:
+    """A pause reason of more than 1,000 characters is a usage error (2), so status can always
+    read who paused and why; pause and resume print a root's odd name escaped."""
+    root = tmp_path / "R\x1b[2J"
+    drop(root, "a.txt", "a\n")
+    long = run_cli("pause", "--watch", str(root), "--reason", "x" * 1001)
+    assert long.returncode == 2
+    assert "at most 1000" in long.stderr
+    paused = run_cli("pause", "--watch", str(root), "--reason", "y" * 1000)
+    assert paused.returncode == 0
+    assert "\x1b" not in paused.stdout
+    assert "R\\x1b[2J: paused" in paused.stdout
+    status = json.loads(run_cli("status", "--watch", str(root), "--json").stdout)["roots"][0]
+    assert status["paused_reason"].endswith("y" * 1000)
+    resumed = run_cli("resume", "--watch", str(root))
+    assert "\x1b" not in resumed.stdout
+
+
 def test_benchmark_smoke_mode_checks_outputs() -> None:
     """benchmarks/run.py --smoke runs every scenario at tiny sizes and verifies the outputs."""
     result = subprocess.run(

@@ -267,9 +267,11 @@ def test_a_pipeline_that_expands_its_input_is_stopped_within_a_slice_of_output(t
         assert census(root)["unprocessed"] == ["wide.txt"]
 
 
-def test_a_kill_while_a_file_waits_for_room_counts_no_attempt(tmp_path: Path) -> None:
-    """SIGKILL three times while a file only waits for disk room (its attempt stopped uncounted):
-    no restart counts an attempt against it, so it is never quarantined for the agent's deaths."""
+def test_a_file_waiting_for_room_is_not_run_again_by_a_restart(tmp_path: Path) -> None:
+    """A file whose attempt the guard stopped keeps, on disk, how much room it waits for: after a
+    SIGKILL (three times over) or a SIGTERM, the next agent holds the root for it instead of
+    running it again, so no restart counts an attempt or quarantines it; once there is room it
+    runs."""
     text = b"the same line of text again\n" * 500_000  # 14 MB
     with mounted(tmp_path / "out", options="size=16m") as out:
         root = tmp_path / "root"
@@ -279,20 +281,31 @@ def test_a_kill_while_a_file_waits_for_room_counts_no_attempt(tmp_path: Path) ->
             tmp_path / "c.toml",
             f'[output]\ndir = "{out}"\n[guard]\nmin_free = "6MB"\n[retry]\nmax_attempts = 2\n',
         )
-        for turn in range(3):
-            log = tmp_path / f"agent{turn}.log"
-            proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
-            wait_for_event(log, "attempt failed; will retry")
-            proc.kill()
-            proc.wait()
-        log = tmp_path / "last.log"
+        log = tmp_path / "agent.log"
         proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
         wait_for_event(log, "attempt failed; will retry")
-        assert terminate_all([proc]) == [0]
+        for turn in range(4):
+            if turn < 3:
+                proc.kill()
+                proc.wait()
+            else:
+                assert terminate_all([proc]) == [0]
+            log = tmp_path / f"agent{turn}.log"
+            proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
+            held = wait_for_event(log, "claiming held; files wait in unprocessed/")
+            assert "output needs about" in held["reason"]
+            assert not events([log], "attempt failed; will retry")
         assert census(root)["unprocessed"] == ["big.txt.bz2"]
         assert census(root)["failed"] == []
-        assert not list((root / "unprocessed").glob(".*.attempts"))
-        assert all(r.get("attempt") == 1 for r in events([log], "attempt failed; will retry"))
+        config.write_text(config.read_text().replace('"6MB"', '"1MB"'))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: census(root)["processed"] == ["big.txt.bz2"],
+            timeout=30,
+            what="processed once there is room",
+        )
+        assert terminate_all([proc]) == [0]
+        assert (out / "big_processed.txt").read_bytes() == text
 
 
 def test_a_held_file_changed_or_excluded_is_weighed_again(tmp_path: Path) -> None:

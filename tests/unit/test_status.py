@@ -194,3 +194,12 @@ def test_status_gives_the_root_id_the_agents_report(layout: Layout, tmp_path: Pa
     assert not (layout.root / ROOT_ID_NAME).exists()
     reported = root_id(layout.root, tmp_path)
     assert root_status(layout.root, now=0.0)["root_id"] == reported
+
+
+def test_a_folder_in_failed_is_not_a_failed_file(layout: Layout) -> None:
+    """Nothing quarantines folders: one found in failed/ (another root put there) is not listed."""
+    touch(layout.failed, "bad.txt")
+    (layout.failed / "inner").mkdir()
+    status = root_status(layout.root, now=0.0)
+    assert status["failed"] == 1
+    assert [f["name"] for f in status["failed_files"]] == ["bad.txt"]

@@ -37,6 +37,9 @@ class Count:
     # How the last attempt that failed (rather than ended the agent) failed: error_type, message,
     # processor_id, processor_type, line, cause and its attempt number.
     error: dict[str, Any] | None = None
+    # Bytes of output an attempt stopped by [guard] min_free had written: the file is not run
+    # again (after a restart either) until its output folder has room for that much.
+    room_needed: int = 0
 
 
 # The traces of this many attempts are kept (a counter of a file that failed often stays small).
@@ -67,6 +70,7 @@ def read_counter(path: Path, st: os.stat_result) -> Count:
             float(data.get("first_attempt", 0.0)),
             traces,
             error if isinstance(error, dict) else None,
+            int(data.get("room_needed", 0)),
         )
     except (TypeError, ValueError):
         return Count()
@@ -91,5 +95,6 @@ def write_counter(folder: Path, name: str, st: os.stat_result, count: Count) -> 
         "first_attempt": count.first,
         "traces": [asdict(t) for t in count.traces[-MAX_TRACES:]],
         **({"error": count.error} if count.error else {}),
+        **({"room_needed": count.room_needed} if count.room_needed else {}),
     }
     write_durable(folder / counter_name(name), json.dumps(record).encode())

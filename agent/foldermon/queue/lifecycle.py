@@ -255,6 +255,15 @@ class Queue:
         write_counter(self.instance.dir, claim.name, st, count)
         self.instance.mark_active("")
 
+    def wait_for_room(self, claim: Claim, needed: int) -> None:
+        """An attempt stopped by ``[guard] min_free`` after ``needed`` bytes of output: not counted,
+        and on disk how much room the file waits for, so that no restart runs it sooner (and
+        no crash while it waits counts an attempt)."""
+        st = os.lstat(claim.path)
+        count = Count(claim.attempt - 1, claim.first_attempt, claim.traces, claim.error, needed)
+        write_counter(self.instance.dir, claim.name, st, count)
+        self.instance.mark_active("")
+
     def again(self, claim: Claim) -> Claim:
         """Record the failed attempt (and where its attempts are traced) on disk, then start the next."""
         st = os.lstat(claim.path)

@@ -21,8 +21,9 @@ _SUFFIX_ROOM = 8  # for the ".N" of a clash
 
 
 def failed_inputs(layout: Layout) -> list[str]:
-    """Names of the inputs in ``failed/`` (their error records are dotfiles, never listed)."""
-    return sorted(input_names(layout.failed))
+    """Names of the inputs in ``failed/`` (their error records are dotfiles, never listed; a
+    folder is never one: nothing quarantines folders)."""
+    return sorted(n for n in input_names(layout.failed) if not (layout.failed / n).is_dir())
 
 
 def requeue(
