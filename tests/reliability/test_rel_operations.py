@@ -235,7 +235,9 @@ def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_p
         assert len(tries) == 1, tries
         assert "fell below [guard] min_free" in tries[0]["error"]
         assert census(root)["unprocessed"] == ["big.txt.bz2"]
-        assert not list((root / "unprocessed").glob(".*.attempts"))
+        counter = json.loads((root / "unprocessed" / ".big.txt.bz2.attempts").read_text())
+        assert counter["attempts"] == 0  # no attempt counted; the room it waits for is kept
+        assert counter["room_needed"] >= 1 << 20
         assert os.listdir(out) == []
         once = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=60)
         assert once.returncode == 75, once.stderr
