@@ -133,6 +133,24 @@ def _free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _lowest_free(path: Path, seconds: float, every: float) -> int:
+    """The least free space of ``path``'s filesystem seen, looking every ``every`` s for ``seconds``."""
+    lowest = _free(path)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lowest = min(lowest, _free(path))
+        time.sleep(every)
+    return lowest
+
+
+def _big_bz2(root: Path) -> bytes:
+    """A bzip2 input of 14 MB of text (bzip2 declares no size) in ``root``; its text."""
+    text = b"the same line of text again\n" * 500_000
+    (root / "unprocessed").mkdir(parents=True)
+    (root / "unprocessed" / "big.txt.bz2").write_bytes(bz2.compress(text))
+    return text
+
+
 def test_a_backlog_never_takes_the_disk_below_min_free(tmp_path: Path) -> None:
     """Thirty inputs whose outputs would take the disk well below min_free: the agent claims only
     what fits above it (weighed before each batch, not once a cycle), so free space never falls
@@ -146,11 +164,7 @@ def test_a_backlog_never_takes_the_disk_below_min_free(tmp_path: Path) -> None:
         config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "4MB"\n' + upper)
         log = tmp_path / "agent.log"
         proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
-        lowest = _free(fs)
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            lowest = min(lowest, _free(fs))
-            time.sleep(0.005)
+        lowest = _lowest_free(fs, 8, 0.005)
         assert terminate_all([proc]) == [0]
         done = census(root)
         assert lowest >= 4_000_000, f"free space fell to {lowest} bytes"
@@ -213,22 +227,16 @@ def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_p
     stops at the guard (the disk is read as it is written), the file waits without a counted
     attempt and is not run again until there is room for what it wrote (one attempt, no loop);
     run --once then gives it back and exits 75."""
-    text = b"the same line of text again\n" * 500_000  # 14 MB
     with mounted(tmp_path / "out", options="size=16m") as out:
         root = tmp_path / "root"
-        (root / "unprocessed").mkdir(parents=True)
-        (root / "unprocessed" / "big.txt.bz2").write_bytes(bz2.compress(text))
+        _big_bz2(root)
         config = write_config(
             tmp_path / "c.toml",
             f'[output]\ndir = "{out}"\n[guard]\nmin_free = "6MB"\n[retry]\nbackoff = 0.2\n',
         )
         log = tmp_path / "agent.log"
         proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
-        lowest = _free(out)
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            lowest = min(lowest, _free(out))
-            time.sleep(0.005)
+        lowest = _lowest_free(out, 6, 0.005)
         assert terminate_all([proc]) == [0]
         assert lowest >= 6_000_000 - (1 << 20), f"free space fell to {lowest} bytes"
         tries = events([log], "attempt failed; will retry")
@@ -258,11 +266,7 @@ def test_a_pipeline_that_expands_its_input_is_stopped_within_a_slice_of_output(t
         )
         log = tmp_path / "agent.log"
         proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
-        lowest = _free(out)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            lowest = min(lowest, _free(out))
-            time.sleep(0.001)
+        lowest = _lowest_free(out, 5, 0.001)
         assert terminate_all([proc]) == [0]
         assert lowest >= 20_000_000 - (1 << 20), f"free space fell to {lowest} bytes"
         assert events([log], "attempt failed; will retry")
@@ -274,11 +278,9 @@ def test_a_file_waiting_for_room_is_not_run_again_by_a_restart(tmp_path: Path) -
     SIGKILL (three times over) or a SIGTERM, the next agent holds the root for it instead of
     running it again, so no restart counts an attempt or quarantines it; once there is room it
     runs."""
-    text = b"the same line of text again\n" * 500_000  # 14 MB
     with mounted(tmp_path / "out", options="size=16m") as out:
         root = tmp_path / "root"
-        (root / "unprocessed").mkdir(parents=True)
-        (root / "unprocessed" / "big.txt.bz2").write_bytes(bz2.compress(text))
+        text = _big_bz2(root)
         config = write_config(
             tmp_path / "c.toml",
             f'[output]\ndir = "{out}"\n[guard]\nmin_free = "6MB"\n[retry]\nmax_attempts = 2\n',
