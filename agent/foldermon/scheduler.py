@@ -25,6 +25,7 @@ from foldermon.configcheck import parse_min_free
 from foldermon.errors import BelowMinFreeError
 from foldermon.queue.fsio import fsync_dir, write_new
 from foldermon.queue.layout import Layout
+from foldermon.watch import lstat_info
 
 if TYPE_CHECKING:
     from foldermon.log import Logger
@@ -267,9 +268,12 @@ class Holds:
         """Hold the root: the output of ``path`` (about ``output`` bytes) would take its output
         folder below ``min_free``; claiming resumes once it fits, or once that file is gone."""
         try:
-            self._next[index] = (path, _signature(path), output)
+            info = lstat_info(path)
         except OSError:
+            info = None
+        if info is None:
             return  # gone already: the next batch weighs the next file
+        self._next[index] = (path, info.signature, output)
         try:
             low = low_disk(disk_free(layout), min_free, output)
         except OSError:
@@ -282,9 +286,10 @@ class Holds:
             return 0
         path, signature, output = self._next[index]
         try:
-            same = _signature(path) == signature
+            info = lstat_info(path)
         except OSError:
-            same = False
+            info = None
+        same = info is not None and info.signature == signature
         if not same:
             del self._next[index]  # taken, removed, replaced or changed: weighed afresh
             return 0
@@ -343,11 +348,6 @@ def low_disk(free: list[DiskFree], min_free: str, output: int = 0) -> str | None
                 f"(min_free {min_free}); claiming resumes once there is more"
             )
     return None
-
-
-def _signature(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path, follow_symlinks=False)
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def room_guard(folder: Path, min_free: str) -> Callable[[int], None] | None:

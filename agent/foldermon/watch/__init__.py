@@ -9,6 +9,7 @@ from foldermon.watch._base import (
     Watcher,
     WatchMode,
     WatchSettings,
+    lstat_info,
     open_for_writing,
     scan_dir,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Watcher",
     "describe_error",
     "filesystem_type",
+    "lstat_info",
     "open_for_writing",
     "open_watcher",
     "remote_reason",
