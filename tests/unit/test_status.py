@@ -197,9 +197,11 @@ def test_status_gives_the_root_id_the_agents_report(layout: Layout, tmp_path: Pa
 
 
 def test_a_folder_in_failed_is_not_a_failed_file(layout: Layout) -> None:
-    """Nothing quarantines folders: one found in failed/ (another root put there) is not listed."""
+    """Nothing quarantines folders: one found in failed/ (another root put there) is not listed;
+    a quarantined link to a folder is."""
     touch(layout.failed, "bad.txt")
     (layout.failed / "inner").mkdir()
+    (layout.failed / "link").symlink_to(layout.root)  # a quarantined link to a folder is one
     status = root_status(layout.root, now=0.0)
-    assert status["failed"] == 1
-    assert [f["name"] for f in status["failed_files"]] == ["bad.txt"]
+    assert status["failed"] == 2
+    assert [f["name"] for f in status["failed_files"]] == ["bad.txt", "link"]

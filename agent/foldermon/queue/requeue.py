@@ -13,7 +13,7 @@ from pathlib import Path
 from foldermon import early
 from foldermon.errors import FoldermonError
 from foldermon.queue.fsio import durable_rename_unique
-from foldermon.queue.layout import ERROR_SUFFIX, Layout, input_names, record_name
+from foldermon.queue.layout import ERROR_SUFFIX, Layout, is_input_name, record_name
 
 HISTORY = ".history"
 _NAME_MAX = 255
@@ -23,7 +23,13 @@ _SUFFIX_ROOM = 8  # for the ".N" of a clash
 def failed_inputs(layout: Layout) -> list[str]:
     """Names of the inputs in ``failed/`` (their error records are dotfiles, never listed; a
     folder is never one: nothing quarantines folders)."""
-    return sorted(n for n in input_names(layout.failed) if not (layout.failed / n).is_dir())
+    try:
+        with os.scandir(layout.failed) as entries:
+            return sorted(
+                e.name for e in entries if is_input_name(e.name) and not e.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
 
 
 def requeue(
