@@ -545,3 +545,11 @@ def test_a_processor_entry_that_would_be_read_some_way_silently_is_refused(
 ) -> None:
     problems = problems_of(tmp_path, json.dumps({"processors": [entry]}), "p.json")
     assert any(said in p for p in problems), problems
+
+
+def test_watch_dirs_with_a_nul_are_rejected_with_a_reason_not_an_exception(tmp_path: Path) -> None:
+    """A NUL in one of several roots (found by the config fuzz test): a problem, not a ValueError
+    from the nested-root check, which looks at the folders through the kernel."""
+    from foldermon.configcheck import nested_folders
+
+    assert nested_folders([str(tmp_path), "\x00"]) == []

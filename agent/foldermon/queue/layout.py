@@ -259,6 +259,8 @@ def real_path(folder: Path) -> Path | None:
     for at in (folder, *folder.parents):
         try:
             fd = os.open(at, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except ValueError:
+            return None  # a NUL in the name: no such folder (the config checks say so)
         except OSError:
             missing.insert(0, at.name)
             continue
