@@ -166,8 +166,12 @@ def make_lines(path: Path, n: int) -> None:
 def fill_root(root: Path, files: int, lines: int) -> None:
     (root / "unprocessed").mkdir(parents=True, exist_ok=True)
     body = "".join(f"record {i} of this file\n" for i in range(lines))
+    # A backlog: written an hour ago, so a scan takes each file without waiting for `settle`.
+    old = time.time() - 3600
     for i in range(files):
-        (root / "unprocessed" / f"f{i:06}.txt").write_text(body)
+        path = root / "unprocessed" / f"f{i:06}.txt"
+        path.write_text(body)
+        os.utime(path, (old, old))
     # Written back before the timed run starts: otherwise a run pays for this setup's writeback
     # and for removing the previous run's tree, and whichever contender follows another agent
     # run (rather than the baseline loop, which leaves nothing dirty) comes out slower.

@@ -31,6 +31,8 @@ def main() -> int:
     if sys.stdout is None:  # refused after parsing, unless the verb writes nothing there
         sys.stdout = _null(1)
         early.stdout_closed = True
+    stdout = sys.stdout
+    sys.stdout = early.Reported(lambda: stdout)
     if sys.argv[1:] == ["--version"]:  # asked by scripts and package checks: no parser needed
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a closed pipe ends it quietly
         if early.stdout_closed:

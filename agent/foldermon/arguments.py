@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from foldermon import __version__
+from foldermon import __version__, early
 from foldermon.configcheck import LOG_LEVELS, MAX_WORKERS, nested_folders, repeated_folders
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXAMPLES = {
     "run": """examples:
@@ -57,6 +61,21 @@ class _Parser(argparse.ArgumentParser):
     """The top level, with its verbs' parsers at hand (errors about a verb come from it)."""
 
     verbs: dict[str, argparse.ArgumentParser]
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """The help on stdout, or exit 1 saying why it could not be written there (closed, a
+        full disk): argparse would drop it and exit 0."""
+        if file is not None:
+            super().print_help(file)
+            return
+        if early.stdout_closed:
+            self.exit(1, "foldermon-agent: standard output is closed\n")
+        try:
+            sys.stdout.write(self.format_help())
+            sys.stdout.flush()
+        except OSError as exc:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing left to flush at exit
+            self.exit(1, f"foldermon-agent: cannot write the help: {exc.strerror or exc}\n")
 
 
 class _OneVerbParser(_Parser):

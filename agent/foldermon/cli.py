@@ -109,11 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # with both pipes, a broken stdout ends it below.)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             early.restore()  # only the agent defers early signals; one come meanwhile stops it here
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a report that cannot be written fails the verb (said below)
     except (ConfigError, WatchUnavailableError, FoldermonError, OSError) as exc:
         return _failed(args, exc)
     except KeyboardInterrupt as exc:  # early.CtrlC: a signal stopped the verb
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    return code
 
 
 def _failed(args: argparse.Namespace, exc: FoldermonError | WatchUnavailableError | OSError) -> int:

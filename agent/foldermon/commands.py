@@ -68,11 +68,19 @@ def failed(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     return 0
 
 
+def _in_failed(name: str, layouts: list[Layout]) -> str:
+    """A name as ``failed`` prints it (its path in a root's failed/ folder) is that name."""
+    path = Path(name)
+    if path.name and any(path.parent.absolute() == layout.failed.absolute() for layout in layouts):
+        return path.name
+    return name
+
+
 def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     """Move failed files back to unprocessed/; an unknown name is an error and moves nothing."""
     layouts = [Layout.for_root(d) for d in roots]
     present = {id(layout): set(failed_inputs(layout)) for layout in layouts}
-    wanted = set(args.names)
+    wanted = {_in_failed(name, layouts) for name in args.names}
     unknown = wanted - set().union(*present.values())
     if unknown:
         listed = ", ".join(sorted(unknown))
@@ -84,8 +92,11 @@ def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
         chosen = None if args.all else sorted(wanted & present[id(layout)])
         if chosen is not None and not chosen:
             continue
-        for old, new in requeue(layout, chosen):
+
+        def moved(old: str, new: str, layout: Layout = layout) -> None:
             print(printable(f"{layout.failed / old} -> {layout.unprocessed / new}"))
+
+        requeue(layout, chosen, report=moved)
     return 0
 
 
@@ -118,10 +129,12 @@ def gc(args: argparse.Namespace, roots: list[Path], config: Config) -> int:
         print("nothing to do: [retention] sets no max age, so everything is kept", file=sys.stderr)
         return 0
     verb = "would remove" if args.dry_run else "removed"
+
+    def removed(path: Path) -> None:  # as it goes: a stop signal waits until it is said
+        print(printable(f"{verb} {path}"))
+
     for root in roots:
-        expired = sweep(Layout.for_root(root, config.output.dir), ages, dry_run=args.dry_run)
-        for path in expired.paths:
-            print(f"{verb} {path}")
+        expired = sweep(Layout.for_root(root, config.output.dir), ages, dry_run=args.dry_run, report=removed)
         counts = ", ".join(f"{n} from {folder}" for (_, folder), n in sorted(expired.counts.items()))
         print(f"{root}: {verb} {counts or 'nothing'}")
     return 0

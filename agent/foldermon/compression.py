@@ -49,10 +49,12 @@ def sniff(path: Path) -> str | None:
         os.close(fd)
 
 
-def output_estimate(path: Path, setting: str) -> int:
+def output_estimate(path: Path, setting: str, limit: int) -> int:
     """About how many bytes the output of the input at ``path`` takes (``setting``: ``[output]
     compress``): its size as stored, or the decompressed size a compressed input declares when
-    its output is written plain. 0 for a file that cannot be opened (the claim reports it)."""
+    its output is written plain, at most ``limit`` (``max_input_bytes``: a file that expands
+    past it fails there, whatever its header claims). 0 for a file that cannot be opened (the
+    claim reports it)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
@@ -63,7 +65,7 @@ def output_estimate(path: Path, setting: str) -> int:
         kind = kind_at(fd)
         if kind is None or output_kind(setting, kind) is not None:
             return stored
-        return max(stored, declared_size(kind, fd, stored) or 0)
+        return max(stored, min(declared_size(kind, fd, stored) or 0, limit))
     except OSError:
         return 0
     finally:

@@ -207,8 +207,23 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
     import json
     import tomllib
 
+    twice: list[str] = []
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """An object whose keys are given once (TOML refuses a key given twice; JSON would keep
+        the last value and drop the first without a word)."""
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found:
+                twice.append(f"the key {key!r} is given twice in one object; give it once")
+            found[key] = value
+        return found
+
     try:
-        data: Any = json.loads(text) if _looks_json(text, path) else tomllib.loads(text)
+        if _looks_json(text, path):
+            data: Any = json.loads(text, object_pairs_hook=unique)
+        else:
+            data = tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"], source
@@ -221,6 +236,8 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
         raise ConfigError([f"nested more than {MAX_DEPTH} levels deep"], source) from exc
     except ValueError as exc:  # an integer of thousands of digits, say
         raise ConfigError([f"cannot parse the file: {exc}"], source) from exc
+    if twice:
+        raise ConfigError(twice, source)
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a table/object"], source)
     if _depth(data) > MAX_DEPTH:
@@ -364,6 +381,9 @@ def _processor_specs(raw: Any, registry: Registry, problems: list[str]) -> tuple
             problems.append(f'processors[{index}]: "id" must be a non-empty string, got {short(ident)}')
             continue
         nested = entry.get("config")
+        if nested is not None and not isinstance(nested, Mapping):
+            problems.append(f'processors[{index}]: "config" must be a table of options, got {short(nested)}')
+            continue
         flat = set(entry) - {"type", "id", "config"}
         twice = sorted(flat & set(nested)) if isinstance(nested, Mapping) else []
         if twice:
@@ -390,8 +410,6 @@ def spec_from_entry(entry: Mapping[str, Any], index: int) -> ProcessorSpec:
     nested = entry.get("config")
     if isinstance(nested, Mapping):
         options.update(nested)
-    elif nested is not None:
-        options["config"] = nested
     kind = str(entry["type"])
     ident = entry.get("id")
     return ProcessorSpec(

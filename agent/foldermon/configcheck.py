@@ -197,6 +197,10 @@ def _retention_problems(config: Config) -> list[str]:
 def _guard_problems(min_free: str) -> list[str]:
     if not min_free or parse_min_free(min_free) is not None:
         return []
+    if re.fullmatch(rf"\s*{_NUMBER}\s*%\s*", min_free[:40]):
+        return [
+            f"[guard] min_free: {short(min_free)} is a share of the disk: give one above 0% and below 100%"
+        ]
     return [f'[guard] min_free: {short(min_free)} is not a size (bytes, "500MB", "2GiB") or a share ("5%")']
 
 

@@ -122,3 +122,23 @@ class Lossy(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return self._target().encoding
+
+
+class Reported(Lossy):
+    """A verb's stdout: a write that fails says that it is stdout that failed (what the verb did
+    before it is done). A broken pipe stays what it is (the verb ends quietly, as ``cat``)."""
+
+    def write(self, text: str) -> int:
+        return _on_stdout(lambda: self._target().write(text))
+
+    def flush(self) -> None:
+        _on_stdout(self._target().flush)
+
+
+def _on_stdout(call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write to standard output: {exc.strerror or exc}") from exc

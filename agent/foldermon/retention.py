@@ -16,9 +16,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from foldermon import early
 from foldermon.config import RetentionConfig
 from foldermon.queue.fsio import fsync_dir
 from foldermon.queue.layout import ERROR_SUFFIX, Layout, record_name
@@ -63,14 +65,20 @@ def _jobs(layout: Layout, config: RetentionConfig) -> list[_Job]:
 
 
 def sweep(
-    layout: Layout, config: RetentionConfig, *, dry_run: bool = False, now: float | None = None
+    layout: Layout,
+    config: RetentionConfig,
+    *,
+    dry_run: bool = False,
+    now: float | None = None,
+    report: Callable[[Path], object] | None = None,
 ) -> Expired:
-    """One whole pass over a root's folders (``foldermon-agent gc``)."""
+    """One whole pass over a root's folders (``foldermon-agent gc``); ``report`` is told of each
+    path as it goes, a stop signal held until it is (so a pass cut short still says all it did)."""
     expired = Expired()
     when = time.time() if now is None else now
     for job in _jobs(layout, config):
         entries = _entries(job.path)
-        expired.add(_expire(job, entries, when, dry_run=dry_run))
+        expired.add(_expire(job, entries, when, dry_run=dry_run, report=report))
     return expired
 
 
@@ -158,9 +166,23 @@ def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
         return
 
 
-def _expire(job: _Job, entries: Iterator[os.DirEntry[str]], now: float, *, dry_run: bool = False) -> Expired:
+def _expire(
+    job: _Job,
+    entries: Iterator[os.DirEntry[str]],
+    now: float,
+    *,
+    dry_run: bool = False,
+    report: Callable[[Path], object] | None = None,
+) -> Expired:
     expired = Expired()
     cutoff = now - job.max_age
+
+    def remove(path: Path) -> bool:
+        gone = dry_run or _remove(job, path)
+        if gone and report is not None:
+            report(path)
+        return gone
+
     for entry in entries:
         path = Path(entry.path)
         if not _removable(job, entry.name, path):
@@ -171,8 +193,8 @@ def _expire(job: _Job, entries: Iterator[os.DirEntry[str]], now: float, *, dry_r
             continue
         if st.st_ctime >= cutoff or stat.S_ISDIR(st.st_mode):
             continue
-        expired.paths.append(path)
-        if dry_run or _remove(job, path):
+        if remove(path) if report is None else early.blocked_while(partial(remove, path)):
+            expired.paths.append(path)
             expired.counts[job.root, job.folder] += 1
     if expired.counts and not dry_run:
         fsync_dir(job.path)  # the removals are durable

@@ -53,15 +53,27 @@ class Root:
     said_unreachable: set[str] = field(default_factory=set)
     # Files `run --once` left because a process had them open for writing.
     still_written: list[str] = field(default_factory=list)
+    # Files `run --once` waits on to settle: each one's entry signature and when it was first seen so.
+    settling: dict[str, tuple[tuple[int, int, int], float]] = field(default_factory=dict)
 
     def forbidden(self, name: str) -> bool:
         """A name this agent was refused the right to move: trying again changes nothing."""
         return self.unclaimable.get(name, None) in (errno.EPERM, errno.EACCES)
 
-    def listing(self, rules: NameRules | None, log: Logger) -> list[str]:
-        """The names in unprocessed/ ready to claim (or settling, unless a process has them open
-        for writing) under ``rules``, by name (none without rules: the watcher finds them);
-        folders in it are reported, once."""
+    def listing(
+        self,
+        rules: NameRules | None,
+        log: Logger,
+        *,
+        settle: float = 0.0,
+        now: float = 0.0,
+        wall: float = 0.0,
+    ) -> list[str]:
+        """The names in unprocessed/ ready to claim under ``rules``, by name (none without rules:
+        the watcher finds them); folders in it are reported, once. A file that must settle is
+        ready once no process has it open for writing and it is ``settle`` seconds old (by
+        ``wall``, its mtime) or has been seen unchanged that long (by ``now``, monotonic);
+        until then it waits in ``settling``."""
         entries = scan_dir(self.layout.unprocessed)
         for entry in entries:
             if entry.kind is EntryKind.DIR:
@@ -73,13 +85,19 @@ class Root:
         before = self.still_written
         # Files without their done marker are still being written, by the producer's word.
         self.still_written = [e.name for e in listed.unmarked if e.name[:1] != "."]
+        settling, self.settling = self.settling, {}
         for entry in listed.settling:
             if entry.name[:1] == ".":
                 continue
             if open_for_writing(self.layout.unprocessed / entry.name):
                 self.still_written.append(entry.name)
-            else:
+                continue
+            seen = settling.get(entry.name)
+            since = seen[1] if seen is not None and seen[0] == entry.signature else now
+            if wall - entry.mtime_ns / 1e9 >= settle or now - since >= settle:
                 names.append(entry.name)
+            else:
+                self.settling[entry.name] = (entry.signature, since)
         if self.still_written and self.still_written != before:
             log.info(
                 "files still being written (open, or without their done marker) left for a later run",

@@ -246,23 +246,25 @@ class Holds:
             self._set(index, layout, hold)
         self.disk = disk
 
-    def room(self, index: int, layout: Layout, min_free: str) -> int | None:
+    def room(self, index: int, layout: Layout, min_free: str) -> tuple[int | None, int]:
         """Bytes of output the root may write before its output folder falls below ``min_free``,
-        read now (a batch must not wait for the next look); None without a guard. A root
-        already below it is held at once."""
+        read now (a batch must not wait for the next look; None without a guard), and the most
+        it could write with its output filesystem empty. A root already below it is held at once."""
         parsed = parse_min_free(min_free) if min_free else None
         if parsed is None:
-            return None
+            return None, 0
         try:
             free = disk_free(layout)
         except OSError:
-            return None
+            return None, 0
         self._next.pop(index, None)
+        output = [d for d in free if d.folder == "output"]
+        most = min(d.size - _needed(parsed, d) for d in output)
         low = low_disk(free, min_free)
         if low is not None:
             self._set(index, layout, Hold("low_disk", low))
-            return -1  # not even an empty file
-        return min(d.free - _needed(parsed, d) for d in free if d.folder == "output")
+            return -1, most  # not even an empty file
+        return min(d.free - _needed(parsed, d) for d in output), most
 
     def no_room(self, index: int, layout: Layout, min_free: str, path: Path, output: int) -> None:
         """Hold the root: the output of ``path`` (about ``output`` bytes) would take its output

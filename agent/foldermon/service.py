@@ -13,7 +13,7 @@ from types import FrameType
 from foldermon import __version__, early
 from foldermon import log as logmod
 from foldermon.compression import output_estimate
-from foldermon.config import Config
+from foldermon.config import DEFAULT_MAX_INPUT_BYTES, Config
 from foldermon.configcheck import WATCHER_SETTINGS, restart_only_changes
 from foldermon.deadline import Alarm
 from foldermon.errors import EX_TEMPFAIL, UNREACHABLE_ERRNOS, ConfigError, LifecycleError
@@ -236,7 +236,8 @@ class Agent:
             self.telemetry.instruments.tally.flush()
         elif self.once:
             due = self._retries.next_due(self._may_retry)
-            if due is None and not self._pending.ready(self._may_claim):
+            settling = any(root.settling for root in self.roots)
+            if due is None and not settling and not self._pending.ready(self._may_claim):
                 self._holds.say_held([r.layout for r in self.roots])
                 written = any(root.still_written for root in self.roots)
                 self._left_waiting = written or len(self._pending) + len(self._retries) > 0
@@ -310,7 +311,7 @@ class Agent:
         if index in self._holds:
             return False
         if retry.room_needed:  # its output took the disk below min_free: wait for room for it
-            room = self._holds.room(index, retry.root.layout, self.config.guard.min_free)
+            room, _most = self._holds.room(index, retry.root.layout, self.config.guard.min_free)
             return room is None or room >= retry.room_needed
         return True
 
@@ -363,8 +364,9 @@ class Agent:
         In watch mode files come from the watcher only, which knows when a file is complete.
         """
         rules = NameRules.from_settings(self.config.watch) if take_files else None
+        now, wall = self._clock(), self._wall()
         for index, root in enumerate(self.roots):
-            names = root.listing(rules, self.log)
+            names = root.listing(rules, self.log, settle=self.config.watch.settle, now=now, wall=wall)
             if take_files:
                 # --once tries a name it may not move (permissions) once, then leaves it.
                 added = sum(self._offer(index, n) for n in names if not (self.once and root.forbidden(n)))
@@ -464,14 +466,17 @@ class Agent:
         min_free = self.config.guard.min_free
         fits = None
         if min_free:
-            rooms: dict[int, int | None] = {}
+            rooms: dict[int, tuple[int | None, int]] = {}
 
             def fits(index: int, name: str, output: int, first: bool) -> bool:
                 layout = self.roots[index].layout
                 if index not in rooms:
                     rooms[index] = self._holds.room(index, layout, min_free)
-                room = rooms[index]
-                if room is None or output <= room:
+                room, most = rooms[index]
+                # A file that would not fit on an empty disk is not waited for (it would hold the
+                # root for good): its run shows what it really writes (a pipeline may shrink it,
+                # a header may lie), and the write check stops it at min_free.
+                if room is None or output <= room or (room > 0 and output > most):
                     return True
                 if first:
                     self._holds.no_room(index, layout, min_free, layout.unprocessed / name, output)
@@ -493,7 +498,8 @@ class Agent:
         if os.path.lexists(counter):
             with contextlib.suppress(OSError):
                 written = read_counter(counter, os.lstat(path)).room_needed
-        return max(output_estimate(path, self.config.output.compress), written) + _PER_FILE_BYTES
+        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+        return max(output_estimate(path, self.config.output.compress, limit), written) + _PER_FILE_BYTES
 
     def _size(self, index: int, name: str) -> int:
         try:

@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -387,6 +388,38 @@ def test_a_closed_standard_output_is_said(tmp_path: Path) -> None:
     assert "Traceback" not in closed.stderr
 
 
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["status", "-h"]])
+def test_help_that_cannot_be_written_fails(redirect: str, args: list[str]) -> None:
+    """Help on a closed or full stdout exits 1 saying why (argparse drops it and exits 0)."""
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *command(*args)],
+        env=agent_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("foldermon-agent: "), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("verb", ["status", "pause", "failed"])
+def test_a_report_that_cannot_be_written_names_standard_output(tmp_path: Path, verb: str) -> None:
+    """stdout on a full disk: the verb fails (1) saying it could not write to standard output,
+    without a traceback."""
+    root = _root(tmp_path / "root")
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >/dev/full', "sh", *command(verb, "--watch", str(root))],
+        env=agent_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "foldermon-agent: cannot write to standard output: No space left on device\n"
+
+
 def test_explain_a_name_with_watch_reads_the_root_s_file_not_one_in_the_current_folder(
     tmp_path: Path,
 ) -> None:
@@ -410,7 +443,8 @@ def test_explain_a_name_with_watch_reads_the_root_s_file_not_one_in_the_current_
 
 def test_retry_all_stopped_by_a_signal_leaves_no_file_without_its_record(tmp_path: Path) -> None:
     """SIGTERM in the middle of `retry --all`: each file has moved with its record or not at
-    all (the signal waits for the pair), and the verb ends with 128 + 15."""
+    all (the signal waits for the pair), every move made is reported on stdout (a file here, so
+    buffered), and the verb ends with 128 + 15."""
     root = _root(tmp_path / "root")
     (root / "failed").mkdir()
     for i in range(3000):
@@ -426,3 +460,26 @@ def test_retry_all_stopped_by_a_signal_leaves_no_file_without_its_record(tmp_pat
     moved = set(os.listdir(root / "unprocessed"))
     assert not any((root / "failed" / f".{name}.error.json").exists() for name in moved)
     assert len(moved) + len(left) == 3000
+    reported = (tmp_path / "r.log").read_text().splitlines()
+    assert reported == [f"{root / 'failed' / n} -> {root / 'unprocessed' / n}" for n in sorted(moved)]
+
+
+def test_gc_stopped_by_a_signal_reports_every_file_it_removed(tmp_path: Path) -> None:
+    """SIGTERM in the middle of `gc`: every removal made is on stdout (buffered in a file),
+    none that was not, and the verb ends with 128 + 15."""
+    root = _root(tmp_path / "root")
+    (root / "processed").mkdir()
+    for i in range(20_000):
+        (root / "processed" / f"p{i:05}").touch()
+    config = write_config(tmp_path / "c.toml", "[retention]\nprocessed_max_age = 1\n")
+    time.sleep(1.1)  # ages go by ctime
+    proc = start("gc", "--watch", str(root), "--config", str(config), log=tmp_path / "gc.log")
+    wait_until(lambda: len(os.listdir(root / "processed")) < 19_900, timeout=20, interval=0.001)
+    code = stop(proc, signal.SIGTERM)
+    left = set(os.listdir(root / "processed"))
+    assert code == 128 + signal.SIGTERM or not left
+    reported = [
+        line for line in (tmp_path / "gc.log").read_text().splitlines() if line.startswith("removed ")
+    ]
+    gone = {f"p{i:05}" for i in range(20_000)} - left
+    assert sorted(reported) == sorted(f"removed {root / 'processed' / n}" for n in gone)

@@ -188,6 +188,23 @@ def test_retry_of_an_unknown_name_fails_and_moves_nothing(tmp_path: Path) -> Non
     assert (root / "failed" / "kept.txt").exists()
 
 
+def test_retry_takes_the_path_failed_prints(tmp_path: Path) -> None:
+    """`failed` prints each file as a path in failed/: retry takes that path as its name (but
+    not a path in another folder, which stays an unknown name)."""
+    root = tmp_path / "root"
+    for folder in ("unprocessed", "failed"):
+        (root / folder).mkdir(parents=True)
+    (root / "failed" / "x.txt").write_text("x")
+    (root / "failed" / "y.txt").write_text("y")
+    listed = run_cli("failed", "--watch", str(root)).stdout.splitlines()
+    path = next(line.split(": ", 1)[0] for line in listed if "x.txt" in line)
+    assert run_cli("retry", "--watch", str(root), str(root / "unprocessed" / "y.txt")).returncode == 1
+    result = run_cli("retry", "--watch", str(root), path)
+    assert result.returncode == 0, result.stderr
+    assert census(root)["unprocessed"] == ["x.txt"]
+    assert census(root)["failed"] == ["y.txt"]
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
 def test_completion_script_is_printed_for_each_shell(shell: str) -> None:
     """completion SHELL prints a script that knows the verbs."""

@@ -202,9 +202,10 @@ def test_the_guard_reads_the_disk_when_it_claims(tmp_path: Path) -> None:
 def test_a_compressed_input_is_weighed_by_what_it_expands_to(tmp_path: Path) -> None:
     """A small .gz whose text would not fit above min_free waits in unprocessed/ and the hold
     names its output; removed by hand, the hold ends by itself and later files run."""
-    with mounted(tmp_path / "fs", options="size=16m") as fs:
+    with mounted(tmp_path / "fs", options="size=24m") as fs:
         root = fs / "root"
         (root / "unprocessed").mkdir(parents=True)
+        (fs / "ballast").write_bytes(b"\0" * 8_000_000)  # it would fit once that is gone
         with gzip.open(root / "unprocessed" / "huge.txt.gz", "wb") as f:
             f.write(b"the same line again and again\n" * 450_000)  # 13.5 MB of text, ~40 KB stored
         config = write_config(tmp_path / "c.toml", '[guard]\nmin_free = "4MB"\n' + COUNTER_CONFIG)
@@ -220,6 +221,39 @@ def test_a_compressed_input_is_weighed_by_what_it_expands_to(tmp_path: Path) -> 
         wait_until(lambda: census(root)["processed"] == ["small.txt"], timeout=10)
         assert terminate_all([proc]) == [0]
         assert not [n for n in os.listdir(root / "output") if n.startswith("huge")]
+
+
+def test_a_file_that_would_not_fit_on_an_empty_disk_does_not_hold_the_root(tmp_path: Path) -> None:
+    """What a file is weighed by can exceed the whole output filesystem: a gzip bomb's header, a
+    corrupt zstd frame claiming a petabyte, a large input a filter shrinks. None holds the root
+    for good: the bomb fails at max_input_bytes, the corrupt file as corrupt, the large input is
+    processed, and the small file behind them too."""
+    with mounted(tmp_path / "out", options="size=16m") as out:
+        root = tmp_path / "root"
+        (root / "unprocessed").mkdir(parents=True)
+        with gzip.open(root / "unprocessed" / "a-bomb.txt.gz", "wb") as f:
+            f.write(b"\0" * 60_000_000)  # declares 60 MB
+        frame = zstandard.ZstdCompressor().compress(b"x\n")
+        # A frame header claiming 2**50 bytes (8-byte size field), then garbage.
+        (root / "unprocessed" / "b-corrupt.txt.zst").write_bytes(
+            frame[:4] + bytes([0xC0]) + (1 << 50).to_bytes(8, "little") + b"garbage!" * 3
+        )
+        drop(root, "c-large.txt", "".join(f"line {i} of a large input\n" for i in range(800_000)))
+        drop(root, "d-small.txt", "small\n")
+        config = write_config(
+            tmp_path / "c.toml",
+            f'[output]\ndir = "{out}"\n[guard]\nmin_free = "4MB"\n[pipeline]\nmax_input_bytes = 30000000\n'
+            '[retry]\nmax_attempts = 1\n[[processors]]\ntype = "filter"\npattern = "^line 7 "\nregex = true\n',
+        )
+        once = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=120)
+        assert once.returncode == 1, once.stderr  # files went to failed/
+        state = census(root)
+        assert state["processed"] == ["c-large.txt", "d-small.txt"], state
+        assert sorted(n for n in state["failed"] if not n.endswith(".json")) == [
+            "a-bomb.txt.gz",
+            "b-corrupt.txt.zst",
+        ], state
+        assert (out / "c-large_processed.txt").read_text() == "line 7 of a large input\n"
 
 
 def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_path: Path) -> None:
@@ -422,6 +456,27 @@ def test_run_once_leaves_a_file_still_open_for_writing_and_exits_75(tmp_path: Pa
         producer.write("part2\n")
     assert run_cli("run", "--watch", str(root), "--once", "--config", str(config)).returncode == 0
     assert (root / "output" / "open_processed.txt").read_bytes() == numbered(b"part1\npart2\n")
+
+
+def test_run_once_waits_for_a_file_appended_between_closes_to_settle(tmp_path: Path) -> None:
+    """A producer that opens, appends and closes every 0.3 s (as a log appender does): no
+    process has the file open when the scan looks, so only `settle` tells it is not done;
+    run --once waits for it to settle and takes it whole."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "c.toml", f"[watch]\nsettle = 1.5\n{COUNTER_CONFIG}")
+    slow = root / "unprocessed" / "slow.log"
+    drop(root, "slow.log", "part0\n")
+    agent = start_agent(
+        "run", "--watch", str(root), "--once", "--config", str(config), log=tmp_path / "agent.log"
+    )
+    for i in range(1, 8):
+        time.sleep(0.3)
+        with slow.open("a") as producer:
+            producer.write(f"part{i}\n")
+    assert agent.wait(timeout=60) == 0
+    body = "".join(f"part{i}\n" for i in range(8)).encode()
+    assert (root / "output" / "slow_processed.log").read_bytes() == numbered(body)
+    assert census(root)["unprocessed"] == []
 
 
 # -- order -------------------------------------------------------------------------------------

@@ -374,6 +374,21 @@ def test_invalid_json_reports_line_and_column(tmp_path: Path) -> None:
     assert problem.startswith("invalid JSON at line 2 column 18")
 
 
+def test_a_json_key_given_twice_is_a_problem_not_the_last_value(tmp_path: Path) -> None:
+    """JSON keeps the last of two equal keys without a word (a second "processors" list would
+    drop the first pipeline): each key given twice is reported, as TOML does."""
+    text = (
+        '{"processors": [{"type": "filter", "config": {"pattern": "IMPORTANT", "pattern": "x"}}],\n'
+        ' "processors": [{"type": "uppercase"}]}'
+    )
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, text, "p.json"), Registry.builtin())
+    assert info.value.problems == [
+        "the key 'pattern' is given twice in one object; give it once",
+        "the key 'processors' is given twice in one object; give it once",
+    ]
+
+
 def test_top_level_that_is_not_an_object_is_reported(tmp_path: Path) -> None:
     """A JSON file whose top level is a list is reported, not crashed on."""
     assert only_problem(tmp_path, "[1, 2]", "p.json") == "the top level must be a table/object"
@@ -553,3 +568,16 @@ def test_watch_dirs_with_a_nul_are_rejected_with_a_reason_not_an_exception(tmp_p
     from foldermon.configcheck import nested_folders
 
     assert nested_folders([str(tmp_path), "\x00"]) == []
+
+
+@pytest.mark.parametrize("share", ["0%", "100%", "150 %"])
+def test_a_min_free_share_out_of_range_is_said_as_such(tmp_path: Path, share: str) -> None:
+    """A share of 0% or 100% and more is a share, not "not a size": the message says its range."""
+    problem = only_problem(tmp_path, f'[guard]\nmin_free = "{share}"\n')
+    assert problem == f"[guard] min_free: {share!r} is a share of the disk: give one above 0% and below 100%"
+
+
+def test_a_processor_config_that_is_not_a_table_is_named(tmp_path: Path) -> None:
+    """ "config" given as a string names "config", not an option the string was meant to hold."""
+    problem = only_problem(tmp_path, '{"processors": [{"type": "filter", "config": "IMPORTANT"}]}', "p.json")
+    assert problem == "processors[0]: \"config\" must be a table of options, got 'IMPORTANT'"

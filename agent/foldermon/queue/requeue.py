@@ -7,7 +7,7 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from foldermon import early
@@ -33,13 +33,18 @@ def failed_inputs(layout: Layout) -> list[str]:
 
 
 def requeue(
-    layout: Layout, names: Sequence[str] | None, *, now: float | None = None
+    layout: Layout,
+    names: Sequence[str] | None,
+    *,
+    now: float | None = None,
+    report: Callable[[str, str], object] | None = None,
 ) -> list[tuple[str, str]]:
     """Move the named failed inputs (all when ``names`` is None) back to ``unprocessed/``.
 
     Safe while an agent runs: each move is one no-clobber rename, and the agent takes the
     file like any new arrival, with a fresh attempt count. The error record is kept under
-    ``failed/.history/``. Returns (name in failed/, name in unprocessed/) pairs.
+    ``failed/.history/``. Returns (name in failed/, name in unprocessed/) pairs; ``report`` is
+    told of each as it is made, before a stop signal arrives.
     """
     available = failed_inputs(layout)
     wanted = available if names is None else list(names)
@@ -53,17 +58,25 @@ def requeue(
     for name in wanted:
         # A stop signal waits until the file and its record have both moved (it arrives between
         # two files), so `retry --all` cut short leaves no input in failed/ without its record.
-        early.blocked_while(functools.partial(_requeue_one, layout, name, stamp, moved))
+        early.blocked_while(functools.partial(_requeue_one, layout, name, stamp, moved, report))
     return moved
 
 
-def _requeue_one(layout: Layout, name: str, stamp: str, moved: list[tuple[str, str]]) -> None:
+def _requeue_one(
+    layout: Layout,
+    name: str,
+    stamp: str,
+    moved: list[tuple[str, str]],
+    report: Callable[[str, str], object] | None,
+) -> None:
     # The record first: a retry cut short (a SIGKILL) leaves the input in failed/ with its record
     # kept in the history, never a record in failed/ that has lost its input. A name gone
     # meanwhile (another retry took it) is skipped.
     with contextlib.suppress(FileNotFoundError):
         _keep_record(layout, name, stamp)
         moved.append((name, durable_rename_unique(layout.failed / name, layout.unprocessed, name)))
+        if report is not None:
+            report(*moved[-1])
 
 
 def _keep_record(layout: Layout, name: str, stamp: str) -> None:
