@@ -374,6 +374,18 @@ def test_a_long_name_that_fits_gets_a_short_temp_output(layout: Layout, queue: Q
     assert target.publish().name == target.name
 
 
+def test_the_longest_name_accepted_has_its_attempts_counted(layout: Layout, queue: Queue) -> None:
+    """235 bytes, the longest name accepted: its attempt counter (and that file's temp name,
+    which would pass 255 bytes if named after it) is written, and read back."""
+    name = "n" * 231 + ".txt"
+    drop(layout, name)
+    claim = claimed(queue, name)
+    queue.attempt_failed(claim)
+    again = queue.again(claim)
+    assert again.attempt == 2
+    assert [n for n in os.listdir(queue.instance.dir) if n.endswith(".tmp")] == []
+
+
 def test_claim_of_a_name_already_held_waits(layout: Layout, queue: Queue) -> None:
     """A new file under the name of one this instance holds (waiting for a retry) is not claimed yet."""
     drop(layout, "data.txt", b"first")

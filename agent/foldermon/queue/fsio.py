@@ -178,8 +178,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_durable(path: Path, data: bytes, *, mode: int = 0o640) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory. The
+    temp file is named after ``path`` unless that would pass the 255-byte limit of a name (a
+    counter of an input named near it): then by a digest of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if len(os.fsencode(tmp.name)) > 255:
+        import hashlib
+
+        tmp = path.with_name(f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         try:

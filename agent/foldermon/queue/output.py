@@ -132,16 +132,35 @@ def temp_names(tmp: Path) -> tuple[Path, Path, Path]:
 
 def is_committed(tmp: Path) -> bool:
     """Whether a temp output is published: it has its proof and the rename took its publishing
-    name away, or it has a link besides its temp names (its final name).
+    name away, or it has a link besides its temp names that is a final name in its folder.
 
-    Counting links covers a publish interrupted inside a link-then-unlink rename (filesystems
-    without RENAME_NOREPLACE), where the final name exists beside the publishing one, and the
-    temp outputs of earlier versions, which made the proof after the rename.
+    The link covers a publish interrupted inside a link-then-unlink rename (filesystems without
+    RENAME_NOREPLACE), where the final name exists beside the publishing one, and the temp
+    outputs of earlier versions, which made the proof after the rename. A link elsewhere (a
+    hard-link snapshot of the folder, ``cp -al``, taken while the output was written) proves
+    nothing.
     """
     try:
-        links = os.lstat(tmp).st_nlink
+        st = os.lstat(tmp)
     except FileNotFoundError:
         return False
     done = os.path.lexists(published_name(tmp))
     pub = os.path.lexists(publishing_name(tmp))
-    return (done and not pub) or links > 1 + pub + done
+    if done and not pub:
+        return True
+    return st.st_nlink > 1 + pub + done and _final_name_of(tmp.parent, st)
+
+
+def _final_name_of(folder: Path, st: os.stat_result) -> bool:
+    """Whether a name in ``folder`` other than a temp one is a link of the file ``st``."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(TMP_MARK):
+                continue
+            try:
+                other = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+                return True
+    return False
