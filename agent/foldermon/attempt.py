@@ -218,7 +218,7 @@ class Attempt:
             **queue.attributes,
             "foldermon.attempt": claim.attempt,
         }
-        if claim.attempt == 1:
+        if claim.attempt == 1 and self.exact_lines is None:  # not again by its line-by-line run
             latency = max(0.0, self._wall() - claim.arrived)
             tel.instruments.pickup_latency.record(latency, queue.attributes)
         started, start_ns = time.monotonic(), time.time_ns()

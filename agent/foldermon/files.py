@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 # Finishes are fsynced together for at most this many files, and whenever the queue is empty.
 GROUP_COMMIT_FILES = 64
 # Outputs of a claim batch are made durable together (one fsync of the output folder), or as
-# soon as the inputs produced since the last such fsync add up to this many bytes.
+# soon as the inputs produced since the last such fsync add up to this many bytes, or once the
+# first of them has waited this many seconds while a later file of the batch runs.
 COMMIT_BYTES = 4 << 20
+COMMIT_SECONDS = 0.5
 
 
 class Progress(Protocol):
@@ -100,20 +102,23 @@ class Files:
         self.retries = retries
         self.done = {"processed": 0, "failed": 0}
         self._finished_unsynced = 0
+        # Produced files of the running claim batch, not yet committed, of this root, since when.
+        self._group: list[Produced] = []
+        self._group_root: Root | None = None
+        self._group_since = 0.0
 
     def offer(self, root: Root, name: str) -> bool:
         return self._pending.add(self._roots.index(root), name, root.layout.unprocessed)
 
     def handle(self, root: Root, names: list[str]) -> None:
         """Claim ``names`` of ``root`` in one batch and run each file claimed."""
-        group: list[Produced] = []
         for result in self._claim(root, names):
             if isinstance(result, Held):
                 root.blocked.add(result.name)
             elif isinstance(result, Unclaimable):
                 self._unclaimable(root, result)
             elif isinstance(result, Claim):
-                group = self._run_claim(root, result, group)
+                self._run_claim(root, result)
                 if root.taken_over:
                     break  # the rest of the batch went with the claim folder
             elif isinstance(result, Directory):
@@ -125,7 +130,7 @@ class Files:
                 )
             else:
                 self._quarantine_exhausted(root, result)
-        self._commit(root, group)
+        self._commit_group()
         self.ctx.after_takeover(root)
         if not self._pending or self._finished_unsynced >= GROUP_COMMIT_FILES:
             self.group_commit()
@@ -216,23 +221,35 @@ class Files:
                 error=result.error.strerror or str(result.error),
             )
 
-    def _run_claim(self, root: Root, claim: Claim, group: list[Produced]) -> list[Produced]:
-        """Run one claimed file; its output joins ``group``, committed when the group is large."""
+    def _run_claim(self, root: Root, claim: Claim) -> None:
+        """Run one claimed file; its output joins the batch's group, committed when it is large."""
         root.unclaimable.pop(claim.name, None)
         # A stop, or a pause (`foldermon-agent pause`, looked at before each file: files not
         # started yet are released, so a pause holds within a file, not a claim batch).
         if self.ctx.stopping() or os.path.lexists(pause_marker(root.layout)):
             root.queue.release(claim)
-            return group
+            return
         outcome = self._attempt(root, claim, exact=exact_for(claim))
         if not isinstance(outcome, Produced):
             self._settle(root, claim, outcome, None)
-            return group
-        group.append(outcome)
-        if sum(p.run.claim.size for p in group) < COMMIT_BYTES:
-            return group
-        self._commit(root, group)
-        return []
+            return
+        if not self._group:
+            self._group_root, self._group_since = root, self.ctx.clock()
+        self._group.append(outcome)
+        if sum(p.run.claim.size for p in self._group) >= COMMIT_BYTES:
+            self._commit_group()
+
+    def commit_due(self) -> None:
+        """Between batches of a file: the outputs its claim batch produced before it are made
+        durable and their inputs finished once they have waited COMMIT_SECONDS, so a long file
+        does not hold up (nor lengthen the spans and durations of) the files before it."""
+        if self._group and self.ctx.clock() - self._group_since >= COMMIT_SECONDS:
+            self._commit_group()
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, []
+        if group and self._group_root is not None:
+            self._commit(self._group_root, group)
 
     def _quarantine_exhausted(self, root: Root, result: Exhausted) -> None:
         count = result.count

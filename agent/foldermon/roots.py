@@ -199,6 +199,9 @@ def recover(root: Root, log: Logger, instruments: Instruments, *, sweep_temps: b
         )
     root.said_unreachable = set(report.unreachable)
     instruments.recovered.add(len(report.returned), root.queue.attributes)
+    if report.finished:  # processed by the dead instance, which died before counting them
+        outcome = {"foldermon.outcome": "processed", **root.queue.attributes}
+        instruments.tally.add(instruments.files, len(report.finished), outcome)
 
 
 def recover_all(roots: Sequence[Root], log: Logger, instruments: Instruments) -> None:
@@ -273,6 +276,7 @@ def zero_counters(roots: Sequence[Root], config: Config, telemetry: Telemetry) -
             ins.files.add(0, {**failed, **root.queue.attributes})
         for folder in ("processed", "output", "failed", "history"):
             ins.expired.add(0, {**root.queue.attributes, "foldermon.folder": folder})
+        ins.lines_read.add(0, root.queue.attributes)
     for spec in config.processors:
         attrs = {"foldermon.processor.id": spec.id, "foldermon.processor.type": spec.type}
         for counter in (ins.lines_in, ins.lines_out, ins.processor_errors):

@@ -204,6 +204,7 @@ class Agent:
         """Asked between batches of a file: the loop is alive, so the watchdog may be fed, and the
         lines read so far counted."""
         self.notifier.watchdog_if_due()
+        self.files.commit_due()
         self.telemetry.instruments.tally.flush_every(_PROGRESS_EVERY, self._clock())
         return self._stop_at is None or self._clock() < self._stop_at
 

@@ -168,3 +168,26 @@ def test_sighup_shortening_retention_applies_at_once(tmp_path: Path) -> None:
         wait_until(lambda: census(root)["processed"] == [] and os.listdir(root / "output") == [], timeout=10)
     finally:
         assert stop(proc) == 0
+
+
+def test_a_long_file_does_not_hold_up_the_files_claimed_before_it(tmp_path: Path) -> None:
+    """A small file and a long one claimed in one batch: the small one's output is made durable
+    and its input finished while the long one still runs (its span and duration end there, not
+    with the long file)."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    config = write_config(
+        tmp_path / "c.toml", '[watch]\norder = "name"\n[[processors]]\ntype = "sleepy"\nseconds = 0.5\n'
+    )
+    (root / "unprocessed" / "a-small.txt").write_text("small\n")
+    (root / "unprocessed" / "b-long.txt").write_text("a line of the long file\n" * 40_000)  # 4 batches
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        # Finished alone: the long file still runs.
+        wait_until(lambda: census(root)["processed"] == ["a-small.txt"], timeout=20)
+        wait_until(lambda: census(root)["processed"] == ["a-small.txt", "b-long.txt"], timeout=30)
+    finally:
+        assert stop(proc) == 0
+    done = [r for r in log_records(log) if r.get("event") == "file processed"]
+    assert [r["file"] for r in done] == ["a-small.txt", "b-long.txt"]

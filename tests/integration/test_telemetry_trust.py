@@ -295,11 +295,22 @@ def test_every_failed_file_is_counted_and_each_error_type_starts_at_zero(
         assert files["failed", error_type] == 0
 
 
+def test_lines_read_starts_at_zero(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """foldermon.lines.read exists at 0 before any line is read, as every counter does, so the
+    first lines after a start show in increase() (the backlog alert relies on it)."""
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    _run(root, tmp_path, receiver, COUNTER)
+    read = receiver.wait_for(lambda rx: rx.latest_metric("foldermon.lines.read"))
+    assert read.get("value") == 0
+
+
 def test_the_line_by_line_run_of_an_attempt_is_not_counted_as_a_retry(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
     """A batch that fails runs again at once line by line within the same attempt: with
-    max_attempts = 2, foldermon.files counts one retry and one failure, as the record says."""
+    max_attempts = 2, foldermon.files counts one retry and one failure, as the record says, and
+    the file's pickup latency is recorded once (the line-by-line run is no second pickup)."""
     root = tmp_path / "root"
     drop(root, "bad.txt", _lines(500, bad_at=300))
     _run(root, tmp_path, receiver, "[retry]\nmax_attempts = 2\nbackoff = 0.05\n" + FAILING)
@@ -310,6 +321,9 @@ def test_the_line_by_line_run_of_an_attempt_is_not_counted_as_a_retry(
     assert _files_counted(counted)["retry", ""] == 1
     errors = [p for p in counted.metrics() if p["name"] == "foldermon.processor.errors"]
     assert int(errors[-1]["value"]) == 2  # one per attempt, as with --trace
+    pickup = counted.latest_metric("foldermon.file.pickup_latency")
+    assert pickup is not None
+    assert pickup.get("count") == 1
 
 
 REPEATED = 300_000  # lines of one repeated line: 9 MB that compress to a few KB

@@ -854,6 +854,41 @@ def test_recover_finishes_an_input_whose_output_was_published(
     assert output.read_bytes() == b"output\n"
 
 
+def test_an_input_recovery_finishes_is_counted_processed(layout: Layout, open_instance: OpenInstance) -> None:
+    """The dead instance published the output and died before it finished (and counted) the
+    input: the instance whose recovery finishes it counts it in foldermon.files, once."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from foldermon import log as logmod
+    from foldermon.roots import Root, recover
+    from foldermon.telemetry import Instruments
+
+    drop(layout, "data.txt", b"line\n")
+    first = open_instance(OTHER)
+    dying = make_queue(layout, first)
+    target = dying.output_target(claimed(dying, "data.txt"))
+    target.tmp.write_bytes(b"output\n")
+    target.publish()
+    die(first)
+    reader = InMemoryMetricReader()
+    instruments = Instruments(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    queue = make_queue(layout, open_instance(ME))
+    recover(Root(layout, queue), logmod.get(), instruments, sweep_temps=True)
+    instruments.tally.flush()
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        (dict(point.attributes or {}).get("foldermon.outcome"), point.value)  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "foldermon.files"
+        for point in metric.data.data_points
+    ]
+    assert points == [("processed", 1)]
+
+
 def test_recover_finishes_an_input_whose_published_output_a_consumer_took_away(
     layout: Layout, open_instance: OpenInstance
 ) -> None:
