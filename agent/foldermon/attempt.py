@@ -389,9 +389,11 @@ class Attempt:
                 run.span.set_attributes(tracer.summary())
 
     def _failed(self, queue: Queue, claim: Claim, exc: Exception, span: Span, log: logmod.Logger) -> Outcome:
-        if isinstance(exc, ProcessorError) and exc.line is None and self.exact_lines is None:
-            # Batches do not say which line failed: the same attempt runs again at once, line by
-            # line, so its record and its trace name the line.
+        kept = span.get_span_context().trace_flags.sampled
+        if isinstance(exc, ProcessorError) and self.exact_lines is None and (exc.line is None or not kept):
+            # Batches do not say which line failed (and a line traced one by one is not exported
+            # when the sampler dropped the batch run): the same attempt runs again at once, line
+            # by line, traced whatever the sampler says, so its record and its trace name the line.
             log.info(
                 "processor failed; running the file again line by line to find the line", error=describe(exc)
             )

@@ -111,20 +111,6 @@ class Pipeline:
             out.extend(self._run([line], 0, self._fed))
         return out
 
-    def feed_traced(self, line: str) -> tuple[list[str], list[tuple[int, LineResult]]]:
-        """Run one line through the stages, recording what each stage did to it.
-
-        Returns the output lines and, for each stage index the line (or what
-        became of it) reached, ``"passed"`` if the stage's output equals its
-        input, ``"dropped"`` if it produced nothing and ``"changed"``
-        otherwise. A stage that holds a line back for later (a joiner's odd
-        line) reports ``"dropped"`` for it; the line shows up at ``finish``.
-        Errors carry the line's 1-based number in the file.
-        """
-        steps: list[Step] = []
-        out = self.feed_steps(line, steps)
-        return out, [(index, step_result(before, after)) for index, before, after in steps]
-
     def feed_steps(self, line: str, steps: list[Step]) -> list[str]:
         """Run one line through the stages, appending to ``steps`` what went into and came out of
         each stage it reached (so after a ProcessorError ``steps`` holds the stages before it)."""

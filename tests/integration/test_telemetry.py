@@ -131,8 +131,11 @@ def test_lines_read_show_the_progress_of_a_long_file(tmp_path: Path, receiver: O
         env={**FAST, **receiver.endpoint_env("grpc")},
     )
     try:
-        progress = receiver.wait_for(lambda rx: rx.latest_metric("foldermon.lines.read"), timeout=30)
-        assert 0 < progress["value"] < lines
+        progress = receiver.wait_for(
+            lambda rx: (p := rx.latest_metric("foldermon.lines.read")) is not None and p["value"] > 0 and p,
+            timeout=30,
+        )
+        assert progress["value"] < lines
         assert census(root)["underprocess"] == ["long.txt"], "the file is still being processed"
         assert progress["attributes"]["foldermon.watch.root"] == str(root)
         wait_until(lambda: census(root)["processed"] == ["long.txt"], timeout=60)

@@ -679,6 +679,30 @@ def test_process_trace_exports_the_failing_line_whatever_the_sampler(
     assert [s["attributes"]["foldermon.line.number"] for s in errors] == [7]
 
 
+def test_run_trace_exports_the_failing_line_whatever_the_sampler(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """As for `process`: every line of a small file examined by --trace, the failing line known
+    from the batch run, the sampler at always_off and one attempt: the line-by-line run is
+    traced anyway, so the ERROR span is exported (with the steps before the failing one) and
+    the record names its trace."""
+    root = tmp_path / "root"
+    drop(root, "bad.txt", _lines(20, bad_at=7))
+    config = "[retry]\nmax_attempts = 1\n" + COUNTER + FAILING
+    _run(root, tmp_path, receiver, config, "--trace", env={"OTEL_TRACES_SAMPLER": "always_off"})
+    record = json.loads((root / "failed" / ".bad.txt.error.json").read_text())
+    assert (record["line"], record["trace_sampled"]) == (7, True)
+    errors = receiver.wait_for(
+        lambda rx: [s for s in _named(rx.spans(), "foldermon.line") if s["status_code"] == 2] or None
+    )
+    assert [(s["trace_id"], s["attributes"]["foldermon.line.number"]) for s in errors] == [
+        (record["trace_id"], 7)
+    ]
+    events = [e["attributes"] for e in errors[0]["events"] if e["name"] == "foldermon.processor.step"]
+    steps = [(e["foldermon.processor.id"], e["foldermon.line.result"]) for e in events]
+    assert steps == [("count", "changed"), ("picky", "failed")]
+
+
 def test_a_line_held_for_later_is_marked_held_not_only_dropped(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:

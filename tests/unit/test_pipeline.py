@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from foldermon.errors import OptionError, ProcessorError
-from foldermon.pipeline import Pipeline, Stage, StageStats, build_pipeline
+from foldermon.pipeline import LineResult, Pipeline, Stage, StageStats, Step, build_pipeline, step_result
 from foldermon.processors import BUILTINS, ProcessorSpec, Registry
 
 
@@ -132,37 +132,44 @@ def test_empty_batch_reaches_no_stage() -> None:
     assert [s.lines_in for s in p.stats()] == [1, 0]
 
 
+def traced(p: Pipeline, line: str) -> tuple[list[str], list[tuple[int, LineResult]]]:
+    """One line through ``p`` and what each stage it reached did to it."""
+    steps: list[Step] = []
+    out = p.feed_steps(line, steps)
+    return out, [(index, step_result(before, after)) for index, before, after in steps]
+
+
 def test_lines_fed_counts_input_lines() -> None:
     """lines_fed is the running number of input lines of the file."""
     p = pipeline(("uppercase", {}))
     p.feed(["a", "b"])
-    p.feed_traced("c")
+    traced(p, "c")
     assert p.lines_fed == 3
 
 
-def test_feed_traced_reports_passed_changed_dropped() -> None:
+def test_feed_steps_reports_passed_changed_dropped() -> None:
     """Each stage reached reports what it did; stages after a drop are absent."""
     p = pipeline(("strip", {}), ("uppercase", {}), ("filter", {"pattern": "Q"}), ("lowercase", {}))
-    assert p.feed_traced("abc") == ([], [(0, "passed"), (1, "changed"), (2, "dropped")])
+    assert traced(p, "abc") == ([], [(0, "passed"), (1, "changed"), (2, "dropped")])
 
 
-def test_feed_traced_returns_output_of_all_stages() -> None:
+def test_feed_steps_returns_output_of_all_stages() -> None:
     """A line that passes every stage comes out processed."""
     p = pipeline(("line_counter", {}), ("uppercase", {}))
-    assert p.feed_traced("a") == (["[1] A"], [(0, "changed"), (1, "changed")])
+    assert traced(p, "a") == (["[1] A"], [(0, "changed"), (1, "changed")])
 
 
-def test_feed_traced_follows_split_lines_as_a_group() -> None:
+def test_feed_steps_follows_split_lines_as_a_group() -> None:
     """After a split, the next stage's result covers all the parts."""
     p = pipeline(("line_splitter", {}), ("lowercase", {}))
-    assert p.feed_traced("a,b") == (["a", "b"], [(0, "changed"), (1, "passed")])
+    assert traced(p, "a,b") == (["a", "b"], [(0, "changed"), (1, "passed")])
 
 
-def test_feed_traced_counts_like_feed() -> None:
+def test_feed_steps_counts_like_feed() -> None:
     """Traced lines are counted on their stages like batched ones."""
     p = pipeline(("filter", {"pattern": "a"}))
-    p.feed_traced("a")
-    p.feed_traced("b")
+    traced(p, "a")
+    traced(p, "b")
     assert [(s.lines_in, s.lines_out) for s in p.stats()] == [(2, 1)]
 
 
@@ -176,15 +183,18 @@ def test_processor_error_in_feed_has_no_line_number() -> None:
     assert isinstance(err.__cause__, ValueError)
 
 
-def test_processor_error_in_feed_traced_has_the_line_number() -> None:
-    """feed_traced errors carry the 1-based line number within the file."""
-    p = pipeline(("boom", {}))
+def test_processor_error_in_feed_steps_has_the_line_number_and_keeps_the_steps_before() -> None:
+    """feed_steps errors carry the 1-based line number within the file, and the steps hold what
+    the stages before the failing one did (the failing line's span shows them)."""
+    p = pipeline(("line_counter", {}), ("strip", {}), ("boom", {}))
     p.feed(["a", "b"])
-    p.feed_traced("c")
+    traced(p, "c")
+    steps: list[Step] = []
     with pytest.raises(ProcessorError) as caught:
-        p.feed_traced("boom")
+        p.feed_steps("boom", steps)
     assert caught.value.line == 4
-    assert str(caught.value) == "processor 's0' (boom) failed at line 4"
+    assert str(caught.value) == "processor 's2' (boom) failed at line 4"
+    assert [(i, step_result(before, after)) for i, before, after in steps] == [(0, "changed"), (1, "passed")]
 
 
 def test_feed_exact_gives_what_feed_gives_and_names_the_failing_line() -> None:

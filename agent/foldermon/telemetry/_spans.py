@@ -17,7 +17,7 @@ from opentelemetry.util.types import Attributes
 
 from foldermon.config import TelemetryConfig
 from foldermon.errors import ProcessorError
-from foldermon.pipeline import Pipeline, may_hold
+from foldermon.pipeline import Pipeline, Step, may_hold, step_result
 from foldermon.telemetry._linespans import LINE_SPAN, STEP_EVENT, LineSpans, step_attributes
 
 _UNSET = Status(StatusCode.UNSET)
@@ -109,7 +109,7 @@ class LineTracer:
         self._budget = examine_budget(cap, ratio)
         self._paced = self._budget > cap  # else every examined line fits under the cap
         self._progress = _progress_of(source)
-        self._feed = pipeline.feed_exact if exact else pipeline.feed
+        self._exact = exact
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
         self._batch_left = 0
         self._examine_later = 0  # lines the later batches are expected to examine
@@ -198,25 +198,43 @@ class LineTracer:
         return self.spans + 0.5 < self._cap * self._seen / (self._seen + to_come - 1)
 
     def _run(self, lines: list[str]) -> list[str]:
+        if self._exact:
+            return self._run_exact(lines)
         try:
-            return self._feed(lines)
+            return self._pipeline.feed(lines)
         except ProcessorError as exc:
             if exc.line is not None:
                 self.examined += 1  # the failing line, run alone to name it
-                self._failed(exc, time.time_ns())
+                self._failed(exc, time.time_ns(), [])
             raise
+
+    def _run_exact(self, lines: list[str]) -> list[str]:
+        """Line by line (to name a failing line), keeping what each stage did to the line at
+        hand, so the failing line's span shows its path up to the failure."""
+        out: list[str] = []
+        for line in lines:
+            steps: list[Step] = []
+            start = time.time_ns()
+            try:
+                out.extend(self._pipeline.feed_steps(line, steps))
+            except ProcessorError as exc:
+                self.examined += 1  # the failing line, run alone to name it
+                self._failed(exc, start, steps)
+                raise
+        return out
 
     def _one(self, line: str) -> list[str]:
         self.examined += 1  # counted as it runs: a failure ends the batch before the rest
         start = time.time_ns()
+        steps: list[Step] = []
         try:
-            result, steps = self._pipeline.feed_traced(line)
+            result = self._pipeline.feed_steps(line, steps)
         except ProcessorError as exc:
-            self._failed(exc, start)
+            self._failed(exc, start, steps)
             raise
         if self._keep(dropped=not result):
             self.spans += 1
-            events = [self._step(index, outcome) for index, outcome in steps]
+            events = [self._step(index, step_result(before, after)) for index, before, after in steps]
             self._spans.emit(self._parent, self._pipeline.lines_fed, start, events)
         return result
 
@@ -230,8 +248,9 @@ class LineTracer:
             )
         return attributes
 
-    def _failed(self, exc: ProcessorError, start_ns: int) -> None:
-        """The ERROR span of the line a processor failed on; made even past the cap."""
+    def _failed(self, exc: ProcessorError, start_ns: int, steps: list[Step]) -> None:
+        """The ERROR span of the line a processor failed on, with the steps before the failing
+        one (when they are known: the line ran alone); made even past the cap."""
         self.spans += 1
         span = self._spans.tracer.start_span(
             LINE_SPAN,
@@ -239,6 +258,8 @@ class LineTracer:
             start_time=start_ns,
             attributes={"foldermon.line.number": exc.line or self._pipeline.lines_fed},
         )
+        for index, before, after in steps:
+            span.add_event(STEP_EVENT, self._step(index, step_result(before, after)))
         span.add_event(
             STEP_EVENT,
             {
