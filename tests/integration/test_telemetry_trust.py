@@ -469,6 +469,36 @@ def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_p
     assert received + dropped >= 4 * 5000
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_stop_says_the_export_the_collector_did_not_confirm(tmp_path: Path, protocol: str) -> None:
+    """A collector taking 4 s per trace export, then a stop: over either protocol the spans it
+    had not confirmed are counted dropped ("shutdown") and the export as a failed one, and both
+    are logged, with every drop since the last report (reports are a minute apart)."""
+    from agentctl import log_records, start, stop, wait_until
+
+    root = tmp_path / "root"
+    (root / "unprocessed").mkdir(parents=True)
+    config = write_config(tmp_path / "c.toml", "[agent]\ndrain_timeout = 1.0\n" + COUNTER)
+    with OtlpReceiver(delay=4.0) as slow:
+        env = {**slow.endpoint_env(protocol), "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        proc = start(
+            "run", "--watch", str(root), "--trace", "--config", str(config), log=tmp_path / "a.log", env=env
+        )
+        try:
+            for i in range(3):
+                drop(root, f"f{i}.txt", _lines(1500))
+            wait_until(lambda: len(census(root)["processed"]) == 3)
+        finally:
+            assert stop(proc) == 0
+    records = log_records(tmp_path / "a.log")
+    failing = [r for r in records if r.get("event") == "telemetry export failing; processing continues"]
+    assert [r["signal"] for r in failing] == ["traces"]
+    assert "before the stop" in failing[0]["detail"]
+    dropped = [r for r in records if r.get("event") == "spans dropped before export; processing continues"]
+    assert dropped
+    assert dropped[-1]["reason"] == "shutdown"
+
+
 def test_a_stop_with_a_hung_collector_ends_in_time_without_a_dump(tmp_path: Path) -> None:
     """A collector that takes connections and never answers any signal: SIGTERM on an idle agent
     ends with exit 0 within the drain deadline and the telemetry's 5 s, not by the watchdog."""

@@ -126,3 +126,21 @@ def test_export_failures_are_reported_at_most_once_a_minute_per_signal() -> None
     guard.failed("metrics", "unavailable")
     assert reports == [("traces", 1), ("traces", 5), ("metrics", 1)]
     assert guard.failures["traces"] == 6
+
+
+def test_what_was_counted_since_the_last_report_is_said_at_the_end() -> None:
+    """Losses counted within the minute after a report are said at the stop (with the total),
+    once; a key with nothing new is not said again."""
+    now = [0.0]
+    reports: list[tuple[str, int, str]] = []
+    guard = ExportGuard(lambda key, count, detail: reports.append((key, count, detail)), clock=lambda: now[0])
+    guard.failed("line_queue_full", "1 span(s)")
+    guard.failed("line_queue_full", "9 span(s)", amount=9)
+    guard.failed("shutdown", "5 span(s)", amount=5)
+    guard.say_rest()
+    guard.say_rest()
+    assert reports == [
+        ("line_queue_full", 1, "1 span(s)"),
+        ("shutdown", 5, "5 span(s)"),
+        ("line_queue_full", 10, "9 since the last report"),
+    ]

@@ -252,6 +252,7 @@ class ExportGuard:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
+        self._said: dict[str, int] = {}  # the total each key's last report gave
         self.failures: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self.on_failure: Callable[[str, int], None] = lambda _key, _amount: None
 
@@ -260,9 +261,20 @@ class ExportGuard:
             self.failures[key] = self.failures.get(key, 0) + amount
             now = self._clock()
             due = now - self._last.get(key, -self._every) >= self._every
-            if due:
-                self._last[key] = now
             count = self.failures[key]
+            if due:
+                self._last[key], self._said[key] = now, count
         self.on_failure(key, amount)
         if due:
             self._report(key, count, detail)
+
+    def say_rest(self) -> None:
+        """Report what was counted since each key's last report (at a stop: the minute between
+        reports must not hide the losses of its end)."""
+        with self._lock:
+            rest = [
+                (k, n, n - self._said.get(k, 0)) for k, n in self.failures.items() if n > self._said.get(k, 0)
+            ]
+            self._said.update((k, n) for k, n, _ in rest)
+        for key, count, more in rest:
+            self._report(key, count, f"{more} since the last report")

@@ -65,18 +65,22 @@ class GuardedSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, guard: ExportGuard) -> None:
         self._inner = inner
         self._guard = guard
+        self._closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self._inner.export(spans)
         except Exception as exc:  # noqa: BLE001 - telemetry never raises into the agent
-            self._guard.failed("traces", repr(exc))
-            return SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self._guard.failed("traces", f"{len(spans)} spans not accepted")
+            result, detail = SpanExportResult.FAILURE, repr(exc)
+        else:
+            detail = f"{len(spans)} spans not accepted"
+        # An export the shutdown abandons was counted by the span processor already.
+        if result is not SpanExportResult.SUCCESS and not self._closed:
+            self._guard.failed("traces", detail)
         return result
 
     def shutdown(self) -> None:
+        self._closed = True
         self._inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

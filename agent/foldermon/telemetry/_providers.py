@@ -182,13 +182,19 @@ class Telemetry:
         else:
             return None
         processor = AccountedSpanProcessor(
-            exporter, line_queue=self._line_queue, on_dropped=self._spans_dropped
+            exporter,
+            line_queue=self._line_queue,
+            on_dropped=self._spans_dropped,
+            on_unconfirmed=self._spans_unconfirmed,
         )
         self.tracer_provider.add_span_processor(processor)
         return processor
 
     def _spans_dropped(self, count: int, reason: str) -> None:
-        self.span_drops.failed(reason, f"{count} span(s)", amount=count)
+        self.span_drops.failed(reason, f"{count} span(s) in the latest drop", amount=count)
+
+    def _spans_unconfirmed(self, count: int) -> None:
+        self.guard.failed("traces", f"the collector confirmed no export of {count} span(s) before the stop")
 
     def _meter_provider(self, resource: Resource) -> MeterProvider:
         kind = self.settings.exporters["metrics"]
@@ -258,7 +264,7 @@ class Telemetry:
             "spans dropped before export; processing continues",
             reason=reason,
             spans=count,  # since the start; the detail is the drop that made this record
-            detail=f"{detail} in the latest drop; {count} in all since the start",
+            detail=f"{detail}; {count} in all since the start",
         )
 
     def _report_failure(self, signal: str, count: int, detail: str) -> None:
@@ -287,6 +293,8 @@ class Telemetry:
             self.log.warning(
                 "telemetry shutdown incomplete; the collector did not answer in time", seconds=timeout
             )
+        self.span_drops.say_rest()
+        self.guard.say_rest()
         server = getattr(self, "_prometheus_server", None)
         if server is not None:
             server[0].shutdown()

@@ -75,10 +75,12 @@ class AccountedSpanProcessor(SpanProcessor):
         *,
         line_queue: int,
         on_dropped: Callable[[int, str], None],
+        on_unconfirmed: Callable[[int], None] = lambda _count: None,
         file_queue: int = FILE_QUEUE,
     ) -> None:
         self._exporter = exporter
         self._on_dropped = on_dropped
+        self._on_unconfirmed = on_unconfirmed
         self._lock = threading.Lock()
         self._capacity = {FILE: file_queue, LINE: line_queue}
         self._queued = {FILE: 0, LINE: 0}  # spans in a queue or in an export not yet returned
@@ -128,7 +130,9 @@ class AccountedSpanProcessor(SpanProcessor):
 
     def shutdown(self, timeout_millis: int = 5000) -> None:
         """Export what the queues hold within ``timeout_millis``; what is still queued or in an
-        export not yet confirmed then is counted as dropped ("shutdown")."""
+        export not yet confirmed then is counted as dropped ("shutdown"), and as one failed
+        export (``on_unconfirmed``), whatever the exporter makes of it later (it is shut down
+        first, so an export it abandons then is not counted again)."""
         if self._closed:
             return
         self._each_within(lambda batch: batch.shutdown(), timeout_millis)  # type: ignore[no-untyped-call]
@@ -138,6 +142,7 @@ class AccountedSpanProcessor(SpanProcessor):
             self._closed = True
         if left > 0:
             self._on_dropped(left, "shutdown")
+            self._on_unconfirmed(left)
         self._exporter.shutdown()
 
     def _each_within(self, call: Callable[[BatchSpanProcessor], object], timeout_millis: int) -> bool:
