@@ -236,15 +236,30 @@ class Agent:
             self.files.handle(*batch)
             self.telemetry.instruments.tally.flush()
         elif self.once:
+            fencing = self._settle_fenced()
             due = self._retries.next_due(self._may_retry)
             settling = any(root.settling for root in self.roots)
-            if due is None and not settling and not self._pending.ready(self._may_claim):
+            if due is None and not settling and not fencing and not self._pending.ready(self._may_claim):
                 self._holds.say_held([r.layout for r in self.roots])
                 written = any(root.still_written for root in self.roots)
-                self._left_waiting = written or len(self._pending) + len(self._retries) > 0
+                unsettled = any(root.queue.fenced_seen for root in self.roots)
+                self._left_waiting = written or unsettled or len(self._pending) + len(self._retries) > 0
                 return True  # drained, or what is left waits for a held root
             time.sleep(min(0.2, max(0.0, due - self._clock()) if due is not None else 0.2))
         return False
+
+    def _settle_fenced(self) -> bool:
+        """``--once``: the claims of dead instances fenced on a shared root are settled once fenced
+        for twice the lease (and their files taken): True while some wait for that."""
+
+        def due() -> list[float]:
+            return [first + 2 * r.queue.lease for r in self.roots for first in r.queue.fenced_seen.values()]
+
+        now = self._clock()
+        if any(when <= now for when in due()):
+            recover_all(self.roots, self.log, self.telemetry.instruments)
+            self._list_roots(take_files=True)
+        return any(when > now for when in due())
 
     def _unreachable(self, exc: OSError) -> bool:
         """A shared root's filesystem stopped answering: wait for it, and start again with new

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +148,37 @@ def test_fuse_mount_is_polled_and_sees_writes_made_under_it(tmp_path: Path) -> N
     assert "fuse" in watching["reason"]
     assert (under / "output" / "below_processed.txt").read_bytes() == b"written underneath\n"
     assert events([log], "file processed")[0]["file"] == "below.txt"
+
+
+def test_run_once_settles_the_fenced_claims_of_a_dead_agent_on_a_shared_root(tmp_path: Path) -> None:
+    """A FUSE root (a lease: its claims are fenced, then settled after twice the lease): an agent
+    SIGKILLed holding files, then `run --once` takes them up within its run (not leaving them
+    fenced and exiting 0), and `status` counts fenced claims as being processed meanwhile."""
+    under = tmp_path / "under"
+    (under / "unprocessed").mkdir(parents=True)
+    config = write_config(
+        tmp_path / "c.toml", '[agent]\nlease = 1.0\n[[processors]]\ntype = "sleepy"\nseconds = 5\n'
+    )
+    with bindfs(under, tmp_path / "fuse") as root:
+        for i in range(3):
+            drop(under, f"f{i}.txt", f"file {i}\n")
+        proc = start_agent("run", "--watch", str(root), "--config", str(config), log=tmp_path / "a.log")
+        wait_until(lambda: len(census(under)["underprocess"]) == 3, timeout=30)
+        proc.kill()
+        proc.wait(10)
+        fast = write_config(tmp_path / "fast.toml", "[agent]\nlease = 1.5\n")
+        started = time.monotonic()
+        once = start_agent(
+            "run", "--watch", str(root), "--once", "--config", str(fast), log=tmp_path / "b.log"
+        )
+        wait_until(lambda: any(n.startswith(".fenced-") for n in os.listdir(under / "underprocess")))
+        status = json.loads(run_cli("status", "--watch", str(root), "--json").stdout)["roots"][0]
+        assert status["underprocess"] == 3  # fenced, not yet settled: still claimed
+        assert once.wait(60) == 0, (tmp_path / "b.log").read_text()[-2000:]
+        assert time.monotonic() - started >= 3.0  # the fence was waited for
+        assert census(under)["processed"] == ["f0.txt", "f1.txt", "f2.txt"]
+        assert sorted(os.listdir(under / "output")) == [
+            "f0_processed.txt",
+            "f1_processed.txt",
+            "f2_processed.txt",
+        ]

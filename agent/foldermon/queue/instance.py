@@ -14,10 +14,9 @@ from pathlib import Path
 
 from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import durable_rename, fsync_dir
+from foldermon.queue.ids import FENCED_PREFIX, NEW_PREFIX
 from foldermon.queue.layout import LOCK_NAME, Layout, mount_id
 
-NEW_PREFIX = ".new-"
-FENCED_PREFIX = ".fenced-"
 _BUILD_TRIES = 5
 
 # The lock descriptors of this process's instances. An flock lives while any descriptor of it

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from foldermon.errors import LifecycleError
 from foldermon.queue.fsio import fsync_dir, write_new
-from foldermon.queue.ids import is_instance_id
+from foldermon.queue.ids import is_instance_id, owner_of
 
 UNPROCESSED = "unprocessed"
 UNDERPROCESS = "underprocess"
@@ -170,9 +170,14 @@ def input_names(folder: Path) -> list[str]:
 
 
 def claimed_names(layout: Layout) -> list[str]:
-    """Inputs claimed by any instance: the names in every ``underprocess/<instance>/`` folder."""
+    """Inputs claimed by any instance: the names in every claim folder in ``underprocess/``
+    (an instance's, or one fenced off it that waits to be settled)."""
     names: list[str] = []
-    for entry in filter(is_instance_id, input_names(layout.underprocess)):
+    try:
+        entries = os.listdir(layout.underprocess)
+    except FileNotFoundError:
+        entries = []
+    for entry in (e for e in entries if is_instance_id(owner_of(e))):
         folder = layout.underprocess / entry
         if folder.is_dir() and not folder.is_symlink() and not is_watch_root(folder):
             names += input_names(folder)

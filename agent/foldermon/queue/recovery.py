@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING
 
 from foldermon.queue.counter import counter_name, read_counter, write_counter
 from foldermon.queue.fsio import fsync_dir, unique_name
-from foldermon.queue.ids import is_instance_id
+from foldermon.queue.ids import FENCED_PREFIX, NEW_PREFIX, is_instance_id, owner_of
 from foldermon.queue.instance import (
-    FENCED_PREFIX,
-    NEW_PREFIX,
     LockInfo,
     fence,
     folder_id,
@@ -156,6 +154,7 @@ def _recover_folder(queue: Queue, folder: Path, entry: str, report: Recovery, lo
         return  # finished at a later recovery; the folder stays as the record of what is left
     shutil.rmtree(folder, ignore_errors=True)
     fsync_dir(queue.layout.underprocess)
+    queue.fenced_seen.pop(entry, None)
     report.dead_instances.append(instance_id)
 
 
@@ -197,15 +196,6 @@ def _moved_already(queue: Queue, folder: Path, name: str, st: os.stat_result) ->
         if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
             return True
     return False
-
-
-def owner_of(entry: str) -> str:
-    """The instance id of a claim folder's name: ``<id>``, ``.new-<id>.<try>`` (half-built) or
-    ``.fenced-<id>.<random>`` (taken over)."""
-    for prefix in (NEW_PREFIX, FENCED_PREFIX):
-        if entry.startswith(prefix):
-            return entry.removeprefix(prefix).rsplit(".", 1)[0]
-    return entry
 
 
 def _count_interrupted(
