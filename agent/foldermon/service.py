@@ -194,6 +194,9 @@ class Agent:
             self.log.info("stopping", signal=signal.Signals(signum).name)
 
     def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self._reload:
+            # Said at once: a reload is applied between files, and a long (or hung) one delays it.
+            self.log.info("reload requested; applied once the file being processed, if any, is done")
         self._reload = True
 
     @property

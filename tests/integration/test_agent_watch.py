@@ -120,6 +120,32 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_pat
         assert stop(proc) == 0
 
 
+def test_sighup_during_a_hung_file_is_said_at_once(tmp_path: Path) -> None:
+    """A reload is applied between files: one asked while a processor hangs is said in the log at
+    once (not left silent until the file ends), and applied when the file is done."""
+    root = tmp_path / "root"
+    config = write_config(
+        tmp_path / "a.toml",
+        '[pipeline]\nmax_file_seconds = 3\n[retry]\nmax_attempts = 1\n[[processors]]\ntype = "hang"\n',
+    )
+    log = tmp_path / "agent.log"
+    proc = start("run", "--watch", str(root), "--config", str(config), log=log)
+    try:
+        wait_until(lambda: any(r.get("event") == "watching" for r in log_records(log)))
+        drop(root, "stuck.txt", "HANG\n")
+        wait_until(lambda: census(root)["underprocess"] == ["stuck.txt"])
+        proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any(r.get("event", "").startswith("reload requested") for r in log_records(log)),
+            timeout=2,
+        )
+        assert not any(r.get("event") == "reloaded" for r in log_records(log))
+        wait_until(lambda: any(r.get("event") == "reloaded" for r in log_records(log)), timeout=15)
+        assert census(root)["failed"] == ["stuck.txt"]
+    finally:
+        assert stop(proc) == 0
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_sighup_applies_new_name_rules_and_says_what_waits_for_a_restart(tmp_path: Path, mode: str) -> None:
     """A reload that sets done_suffix and a new exclude glob holds a file until its marker and
