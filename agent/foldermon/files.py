@@ -184,6 +184,8 @@ class Files:
                 retry.root.queue.release(retry.claim)
             except OSError as exc:
                 log.warning("left claimed for recovery: could not release it", error=str(exc))
+            else:
+                log.info("file released for another run", reason="waiting for a retry")
         self.retries.clear()
 
     def group_commit(self) -> None:
