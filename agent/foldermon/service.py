@@ -153,8 +153,11 @@ class Agent:
     def _open_roots(self) -> None:
         for root_dir in self.config.watch.dirs:
             self.roots.append(open_root(root_dir, self.config, self.instance_id, self._wall, self.log))
-            recover(self.roots[-1], self.log, self.telemetry.instruments, sweep_temps=True)
+        # Every counter series at 0 reaches the collector before the first count (a recovery's).
         zero_counters(self.roots, self.config, self.telemetry)
+        self.telemetry.export_counters_now()
+        for root in self.roots:
+            recover(root, self.log, self.telemetry.instruments, sweep_temps=True)
 
     def _shutdown(self) -> None:
         self.files.group_commit()
@@ -492,10 +495,13 @@ class Agent:
                 if index not in rooms:
                     rooms[index] = self._holds.room(index, layout, min_free)
                 room, most = rooms[index]
-                # A file that would not fit on an empty disk is not waited for (it would hold the
-                # root for good): its run shows what it really writes (a pipeline may shrink it,
-                # a header may lie), and the write check stops it at min_free.
-                if room is None or output <= room or (room > 0 and output > most):
+                if room is None or output <= room:
+                    return True
+                # Weighed by its size or its header to more than would fit on an empty disk, a
+                # file is not waited for (it would hold the root for good): its run shows what it
+                # really writes (a pipeline may shrink it, a header may lie), and the write check
+                # stops it at min_free. Only output it really wrote holds the root.
+                if room > 0 and output > most and not self._room_needed(index, name):
                     return True
                 if first:
                     self._holds.no_room(index, layout, min_free, layout.unprocessed / name, output)
@@ -512,13 +518,18 @@ class Agent:
         stopped by the guard had written, as its counter says), plus the blocks of its
         bookkeeping (lock, record) and of rounding."""
         path = self.roots[index].layout.unprocessed / name
-        written = 0
+        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
+        estimate = output_estimate(path, self.config.output.compress, limit)
+        return max(estimate, self._room_needed(index, name)) + _PER_FILE_BYTES
+
+    def _room_needed(self, index: int, name: str) -> int:
+        """The output an attempt the guard stopped had written, as the file's counter keeps it."""
+        path = self.roots[index].layout.unprocessed / name
         counter = path.with_name(counter_name(name))
         if os.path.lexists(counter):
             with contextlib.suppress(OSError):
-                written = read_counter(counter, os.lstat(path)).room_needed
-        limit = self.config.pipeline.max_input_bytes or DEFAULT_MAX_INPUT_BYTES
-        return max(output_estimate(path, self.config.output.compress, limit), written) + _PER_FILE_BYTES
+                return read_counter(counter, os.lstat(path)).room_needed
+        return 0
 
     def _size(self, index: int, name: str) -> int:
         try:

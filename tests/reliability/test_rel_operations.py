@@ -349,8 +349,9 @@ def test_a_file_waiting_for_room_is_not_run_again_by_a_restart(tmp_path: Path) -
 def test_a_held_file_changed_or_excluded_is_weighed_again(tmp_path: Path) -> None:
     """The file that did not fit holds the root only as it was: cut short it is weighed again and
     runs; a later one excluded by a reload no longer holds anything."""
-    with mounted(tmp_path / "out", options="size=16m") as out:
+    with mounted(tmp_path / "out", options="size=24m") as out:
         root = tmp_path / "root"
+        (out / ".ballast").write_bytes(b"\0" * 8_000_000)  # a 10 MB output would fit without it
         config = write_config(tmp_path / "c.toml", f'[output]\ndir = "{out}"\n[guard]\nmin_free = "8MB"\n')
         log = tmp_path / "agent.log"
         proc = start_agent("run", "--watch", str(root), "--config", str(config), log=log)
@@ -498,7 +499,7 @@ def test_a_backlog_of_ten_thousand_is_drained_in_the_asked_order(tmp_path: Path,
     for name in names:
         drop(root, name, "x\n")
         entered[name] = os.lstat(root / "unprocessed" / name).st_ctime_ns
-    config = write_config(tmp_path / "c.toml", f'[watch]\norder = "{order}"\npriority = ["f09*"]\n')
+    config = write_config(tmp_path / "c.toml", f'[watch]\norder = "{order}"\npriority = ["f09*"]\nsettle = 0\n')
     log = tmp_path / "agent.log"
     result = run_cli("run", "--watch", str(root), "--once", "--config", str(config), env={}, timeout=300)
     assert result.returncode == 0

@@ -5,6 +5,7 @@ Imported only when OTLP export is chosen: the SDK's metrics and logs modules cos
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,10 +96,12 @@ class GuardedMetricExporter(MetricExporter):
         )
         self._inner = inner
         self._guard = guard
+        self.exporting = threading.Event()  # set as an export begins: its values are taken
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        self.exporting.set()
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception as exc:  # noqa: BLE001 - telemetry never raises into the agent

@@ -104,6 +104,7 @@ class Telemetry:
         )
         self._log = log
         self._instance_id = instance_id
+        self._otlp_metrics: tuple[Any, Any] | None = None  # the OTLP metric reader and exporter
         quiet_sdk_loggers()
         self.guard = ExportGuard(self._report_failure)
         self.span_drops = ExportGuard(self._report_drops)
@@ -217,9 +218,22 @@ class Telemetry:
 
             exporter = GuardedMetricExporter(otlp_metric_exporter(self.settings), self.guard)
             reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+            self._otlp_metrics = (reader, exporter)
         else:
             reader = self._prometheus_reader()
         return SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+
+    def export_counters_now(self, wait: float = 1.0) -> None:
+        """Export the metrics once now, in a thread, and return once their values are taken (at
+        most ``wait`` s): the counters set to 0 at start reach the collector before anything is
+        counted, so a failure right after a start shows in rate() (over OTLP; a scrape of the
+        Prometheus endpoint takes what is there when it comes)."""
+        if self._otlp_metrics is None:
+            return
+        reader, exporter = self._otlp_metrics
+        exporter.exporting.clear()
+        threading.Thread(target=reader.force_flush, name="metrics-at-start", daemon=True).start()
+        exporter.exporting.wait(wait)
 
     def _logger_provider(self, resource: Resource) -> Any:
         kind = self.settings.exporters["logs"]
