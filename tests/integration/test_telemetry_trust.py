@@ -295,6 +295,27 @@ def test_every_failed_file_is_counted_and_each_error_type_starts_at_zero(
         assert files["failed", error_type] == 0
 
 
+def test_the_counters_at_zero_reach_the_collector_before_the_first_failure(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Files failing at once after a start, long before the first periodic export: the collector
+    got the failed series at 0 first (exported at start), so increase() sees the failures."""
+    root = tmp_path / "root"
+    for i in range(3):
+        drop(root, f"bad{i}.txt", "BAD\n")
+    config = write_config(tmp_path / "c.toml", "[retry]\nmax_attempts = 1\n" + FAILING)
+    env = {**receiver.endpoint_env("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "60000"}
+    done = run_cli("run", "--watch", str(root), "--once", "--config", str(config), env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    receiver.wait_for(lambda rx: rx.latest_metric("foldermon.files", **{"error.type": "ProcessorError"}))
+    values = [
+        int(p.get("value", 0))
+        for p in receiver.metrics()
+        if p["name"] == "foldermon.files" and p["attributes"].get("error.type") == "ProcessorError"
+    ]
+    assert (values[0], values[-1]) == (0, 3)
+
+
 def test_lines_read_starts_at_zero(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """foldermon.lines.read exists at 0 before any line is read, as every counter does, so the
     first lines after a start show in increase() (the backlog alert relies on it)."""

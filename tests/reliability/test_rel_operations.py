@@ -499,7 +499,9 @@ def test_a_backlog_of_ten_thousand_is_drained_in_the_asked_order(tmp_path: Path,
     for name in names:
         drop(root, name, "x\n")
         entered[name] = os.lstat(root / "unprocessed" / name).st_ctime_ns
-    config = write_config(tmp_path / "c.toml", f'[watch]\norder = "{order}"\npriority = ["f09*"]\nsettle = 0\n')
+    config = write_config(
+        tmp_path / "c.toml", f'[watch]\norder = "{order}"\npriority = ["f09*"]\nsettle = 0\n'
+    )
     log = tmp_path / "agent.log"
     result = run_cli("run", "--watch", str(root), "--once", "--config", str(config), env={}, timeout=300)
     assert result.returncode == 0
