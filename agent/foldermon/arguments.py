@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,6 +76,8 @@ class _Parser(argparse.ArgumentParser):
             sys.stdout.flush()
         except OSError as exc:
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing left to flush at exit
+            if isinstance(exc.__cause__ or exc, BrokenPipeError):
+                self.exit(128 + signal.SIGPIPE)  # a reader gone (`| head`): quietly, as `cat`
             self.exit(1, f"foldermon-agent: cannot write the help: {exc.strerror or exc}\n")
 
 

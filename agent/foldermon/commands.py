@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,35 +69,56 @@ def failed(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     return 0
 
 
-def _in_failed(name: str, layouts: list[Layout]) -> str:
-    """A name as ``failed`` prints it (its path in a root's failed/ folder) is that name."""
-    path = Path(name)
-    if path.name and any(path.parent.absolute() == layout.failed.absolute() for layout in layouts):
-        return path.name
-    return name
+def _chosen(arg: str, layouts: list[Layout], present: dict[int, set[str]]) -> list[tuple[Layout, str]]:
+    """The failed files ``arg`` names: a name in any root's failed/, or as ``failed`` prints it
+    (escaped), or a path in one root's failed/ (that root only)."""
+    path = Path(arg)
+    within = [
+        layout
+        for layout in layouts
+        if path.name
+        and len(path.parts) > 1
+        and (
+            os.path.realpath(path.parent) == os.path.realpath(layout.failed)
+            or str(path.parent.absolute()) == printable(layout.failed.absolute())
+        )
+    ]
+    name = path.name if within else arg
+    found = []
+    for layout in within or layouts:
+        names = present[id(layout)]
+        # As `failed` prints it first (control characters and backslashes escaped: no two names
+        # print alike), else as it is.
+        printed = [n for n in names if printable(n) == name]
+        found += [(layout, n) for n in printed or ([name] if name in names else [])]
+    return found
 
 
 def retry(args: argparse.Namespace, roots: list[Path], _config: Config) -> int:
     """Move failed files back to unprocessed/; an unknown name is an error and moves nothing."""
     layouts = [Layout.for_root(d) for d in roots]
     present = {id(layout): set(failed_inputs(layout)) for layout in layouts}
-    wanted = {_in_failed(name, layouts) for name in args.names}
-    unknown = wanted - set().union(*present.values())
+    chosen = {arg: _chosen(arg, layouts, present) for arg in args.names}
+    unknown = sorted(arg for arg, found in chosen.items() if not found)
     if unknown:
-        listed = ", ".join(sorted(unknown))
+        listed = ", ".join(printable(arg) for arg in unknown)
         print(
             f"foldermon-agent retry: not in failed/: {listed}; see `foldermon-agent failed`", file=sys.stderr
         )
         return 1
     for layout in layouts:
-        chosen = None if args.all else sorted(wanted & present[id(layout)])
-        if chosen is not None and not chosen:
+        names = (
+            None
+            if args.all
+            else sorted({n for found in chosen.values() for lay, n in found if lay is layout})
+        )
+        if names is not None and not names:
             continue
 
         def moved(old: str, new: str, layout: Layout = layout) -> None:
             print(printable(f"{layout.failed / old} -> {layout.unprocessed / new}"))
 
-        requeue(layout, chosen, report=moved)
+        requeue(layout, names, report=moved)
     return 0
 
 

@@ -381,7 +381,7 @@ def _processor_specs(raw: Any, registry: Registry, problems: list[str]) -> tuple
             problems.append(f'processors[{index}]: "id" must be a non-empty string, got {short(ident)}')
             continue
         nested = entry.get("config")
-        if nested is not None and not isinstance(nested, Mapping):
+        if "config" in entry and not isinstance(nested, Mapping):
             problems.append(f'processors[{index}]: "config" must be a table of options, got {short(nested)}')
             continue
         flat = set(entry) - {"type", "id", "config"}

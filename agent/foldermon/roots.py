@@ -53,8 +53,10 @@ class Root:
     said_unreachable: set[str] = field(default_factory=set)
     # Files `run --once` left because a process had them open for writing.
     still_written: list[str] = field(default_factory=list)
-    # Files `run --once` waits on to settle: each one's entry signature and when it was first seen so.
+    # Files `run --once` waits on to settle: each one's entry signature and since when it is so;
+    # and when the run first saw each file not settled yet (those it left as still written too).
     settling: dict[str, tuple[tuple[int, int, int], float]] = field(default_factory=dict)
+    unsettled_since: dict[str, float] = field(default_factory=dict)
 
     def forbidden(self, name: str) -> bool:
         """A name this agent was refused the right to move: trying again changes nothing."""
@@ -73,7 +75,8 @@ class Root:
         the watcher finds them); folders in it are reported, once. A file that must settle is
         ready once no process has it open for writing and it is ``settle`` seconds old (by
         ``wall``, its mtime) or has been seen unchanged that long (by ``now``, monotonic);
-        until then it waits in ``settling``."""
+        until then it waits in ``settling``, for at most twice ``settle`` and a second: one
+        still changing then is still being written, and left."""
         entries = scan_dir(self.layout.unprocessed)
         for entry in entries:
             if entry.kind is EntryKind.DIR:
@@ -86,6 +89,7 @@ class Root:
         # Files without their done marker are still being written, by the producer's word.
         self.still_written = [e.name for e in listed.unmarked if e.name[:1] != "."]
         settling, self.settling = self.settling, {}
+        first_seen, self.unsettled_since = self.unsettled_since, {}
         for entry in listed.settling:
             if entry.name[:1] == ".":
                 continue
@@ -96,6 +100,10 @@ class Root:
             since = seen[1] if seen is not None and seen[0] == entry.signature else now
             if wall - entry.mtime_ns / 1e9 >= settle or now - since >= settle:
                 names.append(entry.name)
+                continue
+            first = self.unsettled_since[entry.name] = first_seen.get(entry.name, now)
+            if now - first > 2 * settle + 1.0:
+                self.still_written.append(entry.name)
             else:
                 self.settling[entry.name] = (entry.signature, since)
         if self.still_written and self.still_written != before:

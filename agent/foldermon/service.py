@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from foldermon import __version__, early
@@ -197,9 +198,9 @@ class Agent:
             self.log.info("stopping", signal=signal.Signals(signum).name)
 
     def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
-        if not self._reload:
-            # Said at once: a reload is applied between files, and a long (or hung) one delays it.
-            self.log.info("reload requested; applied once the file being processed, if any, is done")
+        # Said at once, each time: a reload is applied between files, and a long (or hung) file
+        # delays it (then the file as it is at that time is read, once).
+        self.log.info("reload requested; applied once the file being processed, if any, is done")
         self._reload = True
 
     @property
@@ -246,6 +247,11 @@ class Agent:
             due = self._retries.next_due(self._may_retry)
             settling = any(root.settling for root in self.roots)
             if due is None and not settling and not fencing and not self._pending.ready(self._may_claim):
+                # A last look: an agent that died during this run left claims to recover.
+                recover_all(self.roots, self.log, self.telemetry.instruments)
+                self._list_roots(take_files=True)
+                if self._pending.ready(self._may_claim) or self._settle_fenced():
+                    return False
                 self._holds.say_held([r.layout for r in self.roots])
                 written = any(root.still_written for root in self.roots)
                 unsettled = any(root.queue.fenced_seen for root in self.roots)
@@ -497,11 +503,13 @@ class Agent:
                 room, most = rooms[index]
                 if room is None or output <= room:
                     return True
-                # Weighed by its size or its header to more than would fit on an empty disk, a
-                # file is not waited for (it would hold the root for good): its run shows what it
-                # really writes (a pipeline may shrink it, a header may lie), and the write check
-                # stops it at min_free. Only output it really wrote holds the root.
-                if room > 0 and output > most and not self._room_needed(index, name):
+                # Weighed by its size or its header to more than would fit on an empty disk (but
+                # for the input itself, when it is on that disk), a file is not waited for (it
+                # would hold the root for good): its run shows what it really writes (a pipeline
+                # may shrink it, a header may lie), and the write check stops it at min_free.
+                # Only output it really wrote holds the root.
+                never = output > most - _on_disk_of(layout.unprocessed / name, layout.output_dir)
+                if room > 0 and never and not self._room_needed(index, name):
                     return True
                 if first:
                     self._holds.no_room(index, layout, min_free, layout.unprocessed / name, output)
@@ -536,3 +544,12 @@ class Agent:
             return os.stat(self.roots[index].layout.unprocessed / name, follow_symlinks=False).st_size
         except OSError:
             return 0  # gone: the claim will leave it out
+
+
+def _on_disk_of(path: Path, folder: Path) -> int:
+    """The bytes ``path`` takes on ``folder``'s filesystem: its size there, else 0."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        return st.st_size if st.st_dev == os.stat(folder).st_dev else 0
+    except OSError:
+        return 0

@@ -82,8 +82,8 @@ def _paused(layout: Layout, min_free: str) -> dict[str, Any]:
 def printable(text: object) -> str:
     """``text`` for a line of plain output: control characters, line separators and bytes that
     are not UTF-8 (a file's name, a pause reason) written as escapes, so none can break a line,
-    forge another or drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    forge another or drive the terminal; a backslash too, so that no two texts print alike."""
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in str(text))
 
 
 def render_text(roots: list[dict[str, Any]]) -> str:

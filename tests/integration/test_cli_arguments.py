@@ -420,6 +420,18 @@ def test_a_report_that_cannot_be_written_names_standard_output(tmp_path: Path, v
     assert done.stderr == "foldermon-agent: cannot write to standard output: No space left on device\n"
 
 
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"]])
+def test_help_into_a_pipe_closed_early_ends_quietly(args: list[str]) -> None:
+    """`--help | head`: the reader gone, help ends as `cat` would (141, nothing on stderr)."""
+    with subprocess.Popen(
+        command(*args), env=agent_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()
+        assert (proc.wait(30), proc.stderr.read()) == (141, b"")
+
+
 def test_explain_a_name_with_watch_reads_the_root_s_file_not_one_in_the_current_folder(
     tmp_path: Path,
 ) -> None:

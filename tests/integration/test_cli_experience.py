@@ -205,6 +205,31 @@ def test_retry_takes_the_path_failed_prints(tmp_path: Path) -> None:
     assert census(root)["failed"] == ["y.txt"]
 
 
+def test_retry_by_a_printed_path_moves_that_root_s_file_only(tmp_path: Path) -> None:
+    """Two roots with a failed x.txt each: the path `failed` prints for one of them moves that
+    one; names with a newline or a backslash are taken as `failed` prints them (escaped, so a
+    real newline and a backslash-n print differently)."""
+    roots = [tmp_path / "r1", tmp_path / "r2"]
+    for root in roots:
+        for folder in ("unprocessed", "failed"):
+            (root / folder).mkdir(parents=True)
+        (root / "failed" / "x.txt").write_text("x")
+    (roots[0] / "failed" / "new\nline.txt").write_text("newline")
+    (roots[0] / "failed" / "new\\nline.txt").write_text("backslash")
+    watch = [a for root in roots for a in ("--watch", str(root))]
+    listed = run_cli("failed", *watch).stdout.splitlines()
+    printed = [line.split(": ", 1)[0] for line in listed]
+    assert len(set(printed)) == 4, printed
+    assert run_cli("retry", *watch, str(roots[1] / "failed" / "x.txt")).returncode == 0
+    assert census(roots[0])["unprocessed"] == []
+    assert census(roots[1])["unprocessed"] == ["x.txt"]
+    newline = next(p for p in printed if p.endswith("new\\nline.txt"))
+    result = run_cli("retry", *watch, newline)
+    assert result.returncode == 0, result.stderr
+    assert (roots[0] / "unprocessed" / "new\nline.txt").read_text() == "newline"
+    assert (roots[0] / "failed" / "new\\nline.txt").read_text() == "backslash"
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
 def test_completion_script_is_printed_for_each_shell(shell: str) -> None:
     """completion SHELL prints a script that knows the verbs."""

@@ -256,6 +256,23 @@ def test_a_file_that_would_not_fit_on_an_empty_disk_does_not_hold_the_root(tmp_p
         assert (out / "c-large_processed.txt").read_text() == "line 7 of a large input\n"
 
 
+def test_an_input_on_the_output_disk_is_not_counted_as_room_it_could_free(tmp_path: Path) -> None:
+    """Root and output on one 8 MB disk: a 6 MB input a filter shrinks to one line could never
+    have 6 MB of room beside itself, so it is not waited for: it runs (and the file behind it)."""
+    with mounted(tmp_path / "fs", options="size=8m") as fs:
+        root = fs / "root"
+        drop(root, "big.txt", "".join(f"line {i} of a large input\n" for i in range(250_000)))
+        drop(root, "small.txt", "line 7 small\n")
+        config = write_config(
+            tmp_path / "c.toml",
+            '[guard]\nmin_free = "1MB"\n[[processors]]\ntype = "filter"\npattern = "^line 7 "\nregex = true\n',
+        )
+        once = run_cli("run", "--watch", str(root), "--once", "--config", str(config), timeout=60)
+        assert once.returncode == 0, once.stderr
+        assert census(root)["processed"] == ["big.txt", "small.txt"]
+        assert (root / "output" / "big_processed.txt").read_text() == "line 7 of a large input\n"
+
+
 def test_an_output_the_weighing_cannot_foresee_stops_at_min_free_and_waits(tmp_path: Path) -> None:
     """A bzip2 input (it declares no size) expanding past the room above min_free: its output
     stops at the guard (the disk is read as it is written), the file waits without a counted
@@ -478,6 +495,49 @@ def test_run_once_waits_for_a_file_appended_between_closes_to_settle(tmp_path: P
     body = "".join(f"part{i}\n" for i in range(8)).encode()
     assert (root / "output" / "slow_processed.log").read_bytes() == numbered(body)
     assert census(root)["unprocessed"] == []
+
+
+def test_run_once_leaves_a_file_that_keeps_changing_and_exits_75(tmp_path: Path) -> None:
+    """A producer appending every 0.3 s, closing between writes, for longer than run --once waits
+    for a file to settle (twice settle and a second): the run ends with 75, the file left for a
+    later run, instead of waiting as long as the producer writes."""
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "c.toml", f"[watch]\nsettle = 1\n{COUNTER_CONFIG}")
+    drop(root, "grows.log", "part0\n")
+    drop(root, "done.txt", "done\n")
+    agent = start_agent(
+        "run", "--watch", str(root), "--once", "--config", str(config), log=tmp_path / "a.log"
+    )
+    started = time.monotonic()
+    i = 0
+    while agent.poll() is None and time.monotonic() - started < 20:
+        i += 1
+        with (root / "unprocessed" / "grows.log").open("a") as producer:
+            producer.write(f"part{i}\n")
+        time.sleep(0.3)
+    assert agent.wait(5) == 75
+    assert time.monotonic() - started < 10
+    assert census(root)["processed"] == ["done.txt"]
+    assert census(root)["unprocessed"] == ["grows.log"]
+
+
+def test_run_once_takes_up_the_claims_of_an_agent_that_dies_during_it(tmp_path: Path) -> None:
+    """A serving agent holding a long file is SIGKILLed while run --once drains the rest: the
+    run recovers its claim before it ends, processes the file and exits 0."""
+    root = tmp_path / "root"
+    slow = write_config(tmp_path / "slow.toml", '[[processors]]\ntype = "sleepy"\nseconds = 30\n')
+    drop(root, "long.txt", "held by the agent that dies\n")
+    agent = start_agent("run", "--watch", str(root), "--config", str(slow), log=tmp_path / "a.log")
+    wait_until(lambda: census(root)["underprocess"] == ["long.txt"], timeout=20)
+    for i in range(5):
+        drop(root, f"f{i}.txt", f"{i}\n")
+    config = write_config(tmp_path / "c.toml", '[[processors]]\ntype = "sleepy"\nseconds = 0.2\n')
+    once = start_agent("run", "--watch", str(root), "--once", "--config", str(config), log=tmp_path / "b.log")
+    wait_until(lambda: census(root)["processed"], timeout=20)
+    agent.kill()
+    agent.wait(10)
+    assert once.wait(60) == 0, (tmp_path / "b.log").read_text()[-2000:]
+    assert census(root)["processed"] == ["f0.txt", "f1.txt", "f2.txt", "f3.txt", "f4.txt", "long.txt"]
 
 
 # -- order -------------------------------------------------------------------------------------

@@ -577,7 +577,10 @@ def test_a_min_free_share_out_of_range_is_said_as_such(tmp_path: Path, share: st
     assert problem == f"[guard] min_free: {share!r} is a share of the disk: give one above 0% and below 100%"
 
 
-def test_a_processor_config_that_is_not_a_table_is_named(tmp_path: Path) -> None:
-    """ "config" given as a string names "config", not an option the string was meant to hold."""
-    problem = only_problem(tmp_path, '{"processors": [{"type": "filter", "config": "IMPORTANT"}]}', "p.json")
-    assert problem == "processors[0]: \"config\" must be a table of options, got 'IMPORTANT'"
+@pytest.mark.parametrize(("given", "shown"), [('"IMPORTANT"', "'IMPORTANT'"), ("null", "None"), ("[]", "[]")])
+def test_a_processor_config_that_is_not_a_table_is_named(tmp_path: Path, given: str, shown: str) -> None:
+    """ "config" given as a string (or null, or a list) names "config", not an option it was
+    meant to hold."""
+    text = f'{{"processors": [{{"type": "filter", "pattern": "x", "config": {given}}}]}}'
+    problem = only_problem(tmp_path, text, "p.json")
+    assert problem == f'processors[0]: "config" must be a table of options, got {shown}'

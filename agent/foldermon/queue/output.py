@@ -152,10 +152,11 @@ def is_committed(tmp: Path) -> bool:
 
 
 def _final_name_of(folder: Path, st: os.stat_result) -> bool:
-    """Whether a name in ``folder`` other than a temp one is a link of the file ``st``."""
+    """Whether an output name in ``folder`` (not a dot name: temp names and anything else
+    hidden there are none) is a link of the file ``st``."""
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith(TMP_MARK):
+            if entry.name.startswith("."):
                 continue
             try:
                 other = entry.stat(follow_symlinks=False)
