@@ -40,10 +40,8 @@ def main() -> int:
             return 1
         try:
             print(f"foldermon-agent {__version__}", flush=True)
-        except OSError as exc:  # a full disk
-            print(
-                f"foldermon-agent: cannot write the version: {getattr(exc, 'strerror', exc)}", file=sys.stderr
-            )
+        except OSError as exc:  # a full disk (said as stdout's, by early.Reported)
+            print(f"foldermon-agent: {getattr(exc, 'strerror', exc)}", file=sys.stderr)
             return 1
         return 0
     # Before anything slow is imported: a signal in the first instants must not kill the agent.

@@ -78,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing left to flush at exit
             if isinstance(exc.__cause__ or exc, BrokenPipeError):
                 self.exit(128 + signal.SIGPIPE)  # a reader gone (`| head`): quietly, as `cat`
-            self.exit(1, f"foldermon-agent: cannot write the help: {exc.strerror or exc}\n")
+            self.exit(1, f"foldermon-agent: {exc.strerror or exc}\n")  # named as stdout's (early.Reported)
 
 
 class _OneVerbParser(_Parser):
