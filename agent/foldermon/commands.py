@@ -73,16 +73,14 @@ def _chosen(arg: str, layouts: list[Layout], present: dict[int, set[str]]) -> li
     """The failed files ``arg`` names: a name in any root's failed/, or as ``failed`` prints it
     (escaped), or a path in one root's failed/ (that root only)."""
     path = Path(arg)
-    within = [
-        layout
-        for layout in layouts
-        if path.name
-        and len(path.parts) > 1
-        and (
-            os.path.realpath(path.parent) == os.path.realpath(layout.failed)
-            or str(path.parent.absolute()) == printable(layout.failed.absolute())
-        )
-    ]
+    within: list[Layout] = []
+    if path.name and len(path.parts) > 1:
+        real, shown = os.path.realpath(path.parent), str(path.parent.absolute())
+        within = [
+            layout
+            for layout in layouts
+            if real == os.path.realpath(layout.failed) or shown == printable(layout.failed.absolute())
+        ]
     name = path.name if within else arg
     found = []
     for layout in within or layouts:

@@ -247,9 +247,7 @@ class Agent:
             due = self._retries.next_due(self._may_retry)
             settling = any(root.settling for root in self.roots)
             if due is None and not settling and not fencing and not self._pending.ready(self._may_claim):
-                # A last look: an agent that died during this run left claims to recover.
-                recover_all(self.roots, self.log, self.telemetry.instruments)
-                self._list_roots(take_files=True)
+                self._recover_and_list()  # a last look: an agent that died during this run
                 if self._pending.ready(self._may_claim) or self._settle_fenced():
                     return False
                 self._holds.say_held([r.layout for r in self.roots])
@@ -269,9 +267,13 @@ class Agent:
 
         now = self._clock()
         if any(when <= now for when in due()):
-            recover_all(self.roots, self.log, self.telemetry.instruments)
-            self._list_roots(take_files=True)
+            self._recover_and_list()
         return any(when > now for when in due())
+
+    def _recover_and_list(self) -> None:
+        """``--once``: settle the claims of dead instances, and queue what that gave back."""
+        recover_all(self.roots, self.log, self.telemetry.instruments)
+        self._list_roots(take_files=True)
 
     def _unreachable(self, exc: OSError) -> bool:
         """A shared root's filesystem stopped answering: wait for it, and start again with new

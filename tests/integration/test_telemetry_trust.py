@@ -457,33 +457,45 @@ def test_batch_settings_the_sdk_takes_work_and_bad_ones_are_said(
             assert "Traceback" not in refused.stderr
 
 
-def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_path: Path) -> None:
-    """SIGTERM while a collector taking 1 s per export still has line spans to take: exit 0 well
-    within the drain deadline and its grace, every line span received or counted as dropped."""
+def _traced_backlog_then_stop(
+    tmp_path: Path, config: Path, env: dict[str, str], *, files: int, lines: int
+) -> tuple[int, float]:
+    """`run --trace` on ``tmp_path/root`` (its log in ``a.log``) given ``files`` files of
+    ``lines`` lines, stopped by SIGTERM once they are processed: its exit code, and how many
+    seconds the stop took."""
     import time
 
     from agentctl import start, stop, wait_until
 
     root = tmp_path / "root"
-    (root / "unprocessed").mkdir(parents=True)
+    (root / "unprocessed").mkdir(parents=True, exist_ok=True)
+    proc = start(
+        "run", "--watch", str(root), "--trace", "--config", str(config), log=tmp_path / "a.log", env=env
+    )
+    try:
+        for i in range(files):
+            drop(root, f"f{i}.txt", _lines(lines))
+        wait_until(lambda: len(census(root)["processed"]) == files)
+    finally:
+        started = time.monotonic()
+        code = stop(proc)
+    return code, time.monotonic() - started
+
+
+def test_a_stop_with_a_slow_collector_is_bounded_and_counts_what_it_leaves(tmp_path: Path) -> None:
+    """SIGTERM while a collector taking 1 s per export still has line spans to take: exit 0 well
+    within the drain deadline and its grace, every line span received or counted as dropped."""
+    import time
+
     config = write_config(
         tmp_path / "c.toml",
         "[agent]\ndrain_timeout = 1.0\n[telemetry]\nmax_line_spans_per_file = 5000\n" + COUNTER,
     )
     with OtlpReceiver(delay=1.0) as slow:
         env = {**slow.endpoint_env("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "500"}
-        proc = start(
-            "run", "--watch", str(root), "--trace", "--config", str(config), log=tmp_path / "a.log", env=env
-        )
-        try:
-            for i in range(4):
-                drop(root, f"f{i}.txt", _lines(5000))
-            wait_until(lambda: len(census(root)["processed"]) == 4)
-        finally:
-            started = time.monotonic()
-            code = stop(proc)
+        code, took = _traced_backlog_then_stop(tmp_path, config, env, files=4, lines=5000)
         assert code == 0, (tmp_path / "a.log").read_text()[-2000:]
-        assert time.monotonic() - started < 8.0
+        assert took < 8.0
         time.sleep(2.0)  # an export in flight at the stop may still arrive
         received = len(_named(slow.spans(), "foldermon.line"))
         dropped = sum(_dropped(slow).values())
@@ -495,22 +507,12 @@ def test_a_stop_says_the_export_the_collector_did_not_confirm(tmp_path: Path, pr
     """A collector taking 4 s per trace export, then a stop: over either protocol the spans it
     had not confirmed are counted dropped ("shutdown") and the export as a failed one, and both
     are logged, with every drop since the last report (reports are a minute apart)."""
-    from agentctl import log_records, start, stop, wait_until
+    from agentctl import log_records
 
-    root = tmp_path / "root"
-    (root / "unprocessed").mkdir(parents=True)
     config = write_config(tmp_path / "c.toml", "[agent]\ndrain_timeout = 1.0\n" + COUNTER)
     with OtlpReceiver(delay=4.0) as slow:
         env = {**slow.endpoint_env(protocol), "OTEL_BSP_SCHEDULE_DELAY": "50"}
-        proc = start(
-            "run", "--watch", str(root), "--trace", "--config", str(config), log=tmp_path / "a.log", env=env
-        )
-        try:
-            for i in range(3):
-                drop(root, f"f{i}.txt", _lines(1500))
-            wait_until(lambda: len(census(root)["processed"]) == 3)
-        finally:
-            assert stop(proc) == 0
+        assert _traced_backlog_then_stop(tmp_path, config, env, files=3, lines=1500)[0] == 0
     records = log_records(tmp_path / "a.log")
     failing = [r for r in records if r.get("event") == "telemetry export failing; processing continues"]
     assert [r["signal"] for r in failing] == ["traces"]

@@ -209,29 +209,31 @@ class LineTracer:
             raise
 
     def _run_exact(self, lines: list[str]) -> list[str]:
-        """Line by line (to name a failing line), keeping what each stage did to the line at
-        hand, so the failing line's span shows its path up to the failure."""
+        """Line by line (to name a failing line): the failing line's span shows its path up to
+        the failure."""
         out: list[str] = []
         for line in lines:
-            steps: list[Step] = []
-            start = time.time_ns()
             try:
-                out.extend(self._pipeline.feed_steps(line, steps))
-            except ProcessorError as exc:
+                out.extend(self._alone(line)[0])
+            except ProcessorError:
                 self.examined += 1  # the failing line, run alone to name it
-                self._failed(exc, start, steps)
                 raise
         return out
 
-    def _one(self, line: str) -> list[str]:
-        self.examined += 1  # counted as it runs: a failure ends the batch before the rest
+    def _alone(self, line: str) -> tuple[list[str], list[Step], int]:
+        """One line through the pipeline by itself: its output, what each stage did to it, and
+        when it started. A processor failing on it gets the line's ERROR span."""
         start = time.time_ns()
         steps: list[Step] = []
         try:
-            result = self._pipeline.feed_steps(line, steps)
+            return self._pipeline.feed_steps(line, steps), steps, start
         except ProcessorError as exc:
             self._failed(exc, start, steps)
             raise
+
+    def _one(self, line: str) -> list[str]:
+        self.examined += 1  # counted as it runs: a failure ends the batch before the rest
+        result, steps, start = self._alone(line)
         if self._keep(dropped=not result):
             self.spans += 1
             events = [self._step(index, step_result(before, after)) for index, before, after in steps]
